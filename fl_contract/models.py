@@ -1,0 +1,204 @@
+"""Pydantic models of what travels between hub, agent and training Job.
+
+Versioned (`version`), strict (`extra="forbid"`) and bounded: a report must fit in a
+ManagedClusterAddOn condition message, a training result in a termination message.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+CONTRACT_VERSION: Literal[1] = 1
+MAX_REPORT_BYTES = 4096  # well under the 32768 characters a condition message may hold
+MAX_RESULT_BYTES = 4096  # the kubelet keeps at most 4096 bytes of a termination message
+MAX_METRICS = 32
+
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+MetricName = Annotated[
+    str, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
+]
+ScalarValue = str | int | float | bool
+Metrics = Annotated[dict[MetricName, float], Field(max_length=MAX_METRICS)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelRef(_Frozen):
+    """A weights file in the model store and the sha256 that identifies it."""
+
+    uri: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    sha256: Sha256
+
+
+class UpdateRef(ModelRef):
+    """One cluster's model update: the file, its hash, and how many examples it saw."""
+
+    num_examples: Annotated[int, Field(ge=0)]
+
+
+class JobRef(_Frozen):
+    """The FederatedLearning object a round belongs to."""
+
+    namespace: str
+    name: str
+    uid: Annotated[str, StringConstraints(min_length=1)]
+
+
+class StoreConfig(_Frozen):
+    """Where models live. `uri` is the base (`file:///models` or `s3://bucket/prefix`)."""
+
+    uri: Annotated[str, StringConstraints(pattern=r"^(file|s3)://.+")]
+    endpoint: str | None = None
+    region: str | None = None
+    # Secret (in the agent namespace) whose keys become the Job's environment
+    # (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...). Never carried in the spec itself.
+    credentials_secret: str | None = None
+
+
+class Resources(_Frozen):
+    requests: dict[str, str] = Field(default_factory=dict)
+    limits: dict[str, str] = Field(default_factory=dict)
+
+
+class RoundSpec(_Frozen):
+    """What the hub asks one cluster to do in one round (delivered as a ConfigMap)."""
+
+    version: Literal[1] = CONTRACT_VERSION
+    job: JobRef
+    cluster: str
+    round: Annotated[int, Field(ge=1)]
+    attempt: Annotated[int, Field(ge=1)] = 1
+    seed: int = 0
+    # None in round 1 without an initial model: every client initialises from `seed`.
+    global_model: ModelRef | None = None
+    update_uri: Annotated[str, StringConstraints(min_length=1)]
+    store: StoreConfig
+    image: Annotated[str, StringConstraints(min_length=1)]
+    command: list[str] = Field(default_factory=list)
+    args: list[str] = Field(default_factory=list)
+    dataset: str | None = None
+    training_config: dict[str, ScalarValue] = Field(default_factory=dict)
+    # FedProx: the client adds (mu/2)*||w - w_global||^2 to its loss. 0 disables it.
+    proximal_mu: Annotated[float, Field(ge=0)] = 0.0
+    evaluate: bool = True
+    deadline: datetime
+    resources: Resources = Field(default_factory=Resources)
+
+    @field_validator("deadline")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("deadline must carry a timezone (UTC)")
+        return value
+
+    def to_json(self) -> str:
+        return self.model_dump_json(exclude_none=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> RoundSpec:
+        return cls.model_validate_json(text)
+
+
+RoundState = Literal["Training", "UpdateReady", "TrainingFailed"]
+
+
+class RoundReport(_Frozen):
+    """What an agent reports for one round, as the message of its round condition."""
+
+    version: Literal[1] = CONTRACT_VERSION
+    job_uid: str
+    cluster: str
+    round: Annotated[int, Field(ge=1)]
+    attempt: Annotated[int, Field(ge=1)] = 1
+    state: RoundState
+    update: UpdateRef | None = None
+    metrics: Metrics = Field(default_factory=dict)
+    message: Annotated[str, StringConstraints(max_length=1024)] = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    def to_message(self) -> str:
+        """Compact JSON for a condition message; raises ValueError when over the bound."""
+        text = self.model_dump_json(exclude_none=True)
+        if len(text.encode()) > MAX_REPORT_BYTES:
+            raise ValueError(f"round report is {len(text.encode())} bytes, over {MAX_REPORT_BYTES}")
+        return text
+
+    @classmethod
+    def from_message(cls, text: str) -> RoundReport:
+        if len(text.encode()) > MAX_REPORT_BYTES:
+            raise ValueError(f"round report is over {MAX_REPORT_BYTES} bytes")
+        return cls.model_validate_json(text)
+
+
+class TrainingResult(_Frozen):
+    """The record a training container writes to its termination message."""
+
+    version: Literal[1] = CONTRACT_VERSION
+    update_uri: str
+    sha256: Sha256
+    num_examples: Annotated[int, Field(ge=0)]
+    metrics: Metrics = Field(default_factory=dict)
+
+    def to_json(self) -> str:
+        text = self.model_dump_json()
+        if len(text.encode()) > MAX_RESULT_BYTES:
+            raise ValueError(f"training result is over {MAX_RESULT_BYTES} bytes")
+        return text
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> TrainingResult:
+        return cls.model_validate_json(text)
+
+
+class Dataset(_Frozen):
+    """One entry of an agent's dataset catalogue. Exactly one of path, host_path, pvc."""
+
+    name: Annotated[
+        str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    ]
+    path: str | None = None
+    host_path: str | None = Field(default=None, alias="hostPath")
+    pvc: str | None = None
+    samples: Annotated[int, Field(ge=0)] | None = None
+    task: str | None = None
+    features: str | None = None
+    labels: str | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def model_post_init(self, _context: object) -> None:
+        sources = [s for s in (self.path, self.host_path, self.pvc) if s]
+        if len(sources) != 1:
+            raise ValueError(f"dataset {self.name!r}: give exactly one of path, hostPath, pvc")
+
+    def claim_value(self) -> str:
+        """Compact `key=value` pairs for the ClusterClaim value (at most 1024 characters)."""
+        parts = {"samples": self.samples, "task": self.task}
+        text = ",".join(f"{k}={v}" for k, v in parts.items() if v is not None) or "present"
+        return text[:1024]
+
+
+class DatasetCatalogue(_Frozen):
+    """The agent's `--datasets` file: `datasets: [...]`, names unique."""
+
+    datasets: list[Dataset] = Field(default_factory=list)
+
+    @field_validator("datasets")
+    @classmethod
+    def _unique(cls, value: list[Dataset]) -> list[Dataset]:
+        names = [d.name for d in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"dataset names must be unique; repeated: {', '.join(dupes)}")
+        return value
+
+
+def compact_json(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
