@@ -1,0 +1,1 @@
+"""The federated-learning add-on agent that runs in each managed cluster."""
