@@ -1,0 +1,106 @@
+"""The model store interface: named blobs (weights files) addressed by URI, written
+atomically and read back only when their sha256 matches."""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+
+from fl_contract.models import ModelRef
+
+READ_CHUNK = 4 * 1024 * 1024  # hashed while still in cache; big enough to keep syscalls rare
+
+
+class StoreError(Exception):
+    """The store could not do what was asked (bad URI or key, I/O failure)."""
+
+
+class ObjectNotFound(StoreError):
+    """No object at that URI."""
+
+
+class IntegrityError(StoreError):
+    """The object's bytes do not hash to the expected sha256 (corrupt, truncated, replaced)."""
+
+
+class ModelStore(ABC):
+    """A flat namespace of keys under one base URI (`file:///models`, `s3://bucket/prefix`).
+
+    `put` is atomic: a reader sees either no object or the whole object at the final key,
+    never a partial one. `get` hashes while it reads and returns only verified bytes.
+    """
+
+    def __init__(self, base_uri: str) -> None:
+        self.base_uri = base_uri.rstrip("/")
+
+    def uri_for(self, key: str) -> str:
+        """The URI of `key` in this store (what round specs and reports carry)."""
+        return f"{self.base_uri}/{check_key(key)}"
+
+    def key_for(self, uri: str) -> str:
+        """The key of a URI of this store; StoreError when the URI lies elsewhere."""
+        prefix = self.base_uri + "/"
+        if not uri.startswith(prefix):
+            raise StoreError(f"URI {uri!r} is not inside the store {self.base_uri!r}")
+        return check_key(uri[len(prefix) :])
+
+    async def put(self, key: str, data: bytes | bytearray | memoryview) -> ModelRef:
+        """Publish `data` at `key` atomically; returns its URI and sha256."""
+        key = check_key(key)
+        digest = await self._put(key, data)
+        return ModelRef(uri=self.uri_for(key), sha256=digest)
+
+    async def put_uri(self, uri: str, data: bytes | bytearray | memoryview) -> ModelRef:
+        """`put` addressed by URI (what a round spec's `update_uri` holds)."""
+        return await self.put(self.key_for(uri), data)
+
+    async def get(self, uri: str, *, sha256: str) -> bytes:
+        """The verified bytes at `uri`. Prefer `get_buffer` on hot paths (no extra copy)."""
+        return bytes(await self.get_buffer(uri, sha256=sha256))
+
+    async def get_buffer(self, uri: str, *, sha256: str) -> bytearray:
+        """The bytes at `uri`, read into one preallocated buffer and hashed chunk by chunk
+        while reading; IntegrityError when the hash differs, ObjectNotFound when absent."""
+        key = self.key_for(uri)
+        buffer, digest = await self._get(key)
+        if digest != sha256.lower():
+            raise IntegrityError(
+                f"{uri}: sha256 is {digest}, expected {sha256}; the object is corrupt or was "
+                "replaced, refusing it"
+            )
+        return buffer
+
+    async def exists(self, uri: str) -> bool:
+        return await self._exists(self.key_for(uri))
+
+    async def delete_prefix(self, key_prefix: str) -> None:
+        """Delete every object under a folder-like prefix (`ns/job/`); absent is fine."""
+        await self._delete_prefix(check_key(key_prefix.rstrip("/")) + "/")
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections (nothing to do for most backends)."""
+
+    @abstractmethod
+    async def _put(self, key: str, data: bytes | bytearray | memoryview) -> str: ...
+
+    @abstractmethod
+    async def _get(self, key: str) -> tuple[bytearray, str]: ...
+
+    @abstractmethod
+    async def _exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    async def _delete_prefix(self, prefix: str) -> None: ...
+
+
+def check_key(key: str) -> str:
+    """A key is a relative `/`-separated path without empty, `.` or `..` segments."""
+    if not key or key.startswith("/") or "\\" in key or "\x00" in key:
+        raise StoreError(f"store key {key!r} must be a non-empty relative path")
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise StoreError(f"store key {key!r} must not hold empty, '.' or '..' segments")
+    return key
+
+
+def new_hash() -> hashlib._Hash:
+    return hashlib.sha256()

@@ -1,0 +1,101 @@
+"""`file://` store: a folder on a local or mounted filesystem (the sandbox, a PVC, hostPath).
+
+Atomic publish: write a temporary file in the destination folder, fsync it, rename it over
+the final name (atomic on POSIX within one filesystem), then fsync the folder so the rename
+survives a crash. Blocking I/O runs in a worker thread; hashlib and the kernel release the
+GIL, so the event loop stays responsive while large models move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from fl_core.store.base import READ_CHUNK, ModelStore, ObjectNotFound, StoreError, new_hash
+
+
+class FileStore(ModelStore):
+    """Keys map to files under `root`; URIs keep the configured base (`file:///models`)
+    so that a hub and a Job that mount the same folder at different places agree on URIs."""
+
+    def __init__(self, base_uri: str, *, root: Path) -> None:
+        super().__init__(base_uri)
+        self.root = root
+
+    def path_for(self, key: str) -> Path:
+        return self.root.joinpath(*key.split("/"))
+
+    async def _put(self, key: str, data: bytes | bytearray | memoryview) -> str:
+        return await asyncio.to_thread(self._put_sync, self.path_for(key), data)
+
+    async def _get(self, key: str) -> tuple[bytearray, str]:
+        return await asyncio.to_thread(read_verified_file, self.path_for(key))
+
+    async def _exists(self, key: str) -> bool:
+        return await asyncio.to_thread(self.path_for(key).is_file)
+
+    async def _delete_prefix(self, prefix: str) -> None:
+        path = self.path_for(prefix.rstrip("/"))
+        await asyncio.to_thread(shutil.rmtree, path, True)
+
+    @staticmethod
+    def _put_sync(path: Path, data: bytes | bytearray | memoryview) -> str:
+        digest = new_hash()
+        digest.update(data)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create folder {path.parent}: {exc}") from exc
+        temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise StoreError(f"cannot write {path}: {exc}") from exc
+        _fsync_dir(path.parent)
+        return digest.hexdigest()
+
+
+def read_verified_file(path: Path) -> tuple[bytearray, str]:
+    """Read a whole file into one preallocated buffer, hashing each chunk as it lands
+    (the chunk is still in cache), and return the buffer and its sha256."""
+    try:
+        handle = path.open("rb", buffering=0)
+    except FileNotFoundError:
+        raise ObjectNotFound(f"no object at {path}") from None
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from exc
+    with handle:
+        size = os.fstat(handle.fileno()).st_size
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        digest = new_hash()
+        pos = 0
+        while pos < size:
+            count = handle.readinto(view[pos : pos + READ_CHUNK])
+            if not count:
+                raise StoreError(f"{path} shrank while being read")
+            digest.update(view[pos : pos + count])
+            pos += count
+        if handle.read(1):
+            raise StoreError(f"{path} grew while being read")
+    return buffer, digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
