@@ -1,0 +1,105 @@
+"""Writing the agent's conditions into its own ManagedClusterAddOn status on the hub.
+
+Each write reads the add-on, changes one condition in the full list, and sends the list back
+with the resourceVersion it was read at. Someone else writing in between (the add-on manager,
+the hub manager, another of our workers) makes the server answer 409; we then read again and
+re-apply the same one change to the fresh list, so their conditions survive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+from fl_kube import resources as r
+from fl_kube.client import KubeApi
+from fl_kube.controller import TemporaryError
+from fl_kube.errors import Conflict, NotFound
+from spoke_agent.conditions import Condition
+from spoke_agent.metrics import AgentMetrics
+
+log = logging.getLogger(__name__)
+
+Mutation = Callable[[list[Condition]], list[Condition] | None]
+
+
+class StatusWriter:
+    """Read-modify-write of the conditions of one ManagedClusterAddOn, conflict-safe."""
+
+    def __init__(
+        self,
+        hub: KubeApi,
+        *,
+        cluster: str,
+        addon: str,
+        metrics: AgentMetrics,
+        conflict_retries: int = 10,
+    ) -> None:
+        self._hub = hub
+        self._cluster = cluster
+        self._addon = addon
+        self._metrics = metrics
+        self._retries = conflict_retries
+        self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
+        self.conflicts = 0  # 409s met (and retried): tests and logs read it
+
+    async def conditions(self) -> list[Condition]:
+        """The conditions as they are now on the hub."""
+        return _conditions_of(await self._read())
+
+    async def update(self, mutate: Mutation, *, what: str, result: str = "other") -> bool:
+        """Apply `mutate` to the current list and write it; False when nothing had to change.
+
+        `mutate` gets the current conditions and returns the new list or None. It may be
+        called several times (once per conflict), each time with fresher conditions.
+        """
+        for attempt in range(self._retries):
+            addon = await self._read()
+            current = _conditions_of(addon)
+            desired = mutate([dict(c) for c in current])
+            if desired is None:
+                return False
+            body: dict[str, Any] = {
+                "metadata": {"resourceVersion": addon["metadata"]["resourceVersion"]},
+                "status": {"conditions": desired},
+            }
+            try:
+                await self._hub.patch(
+                    r.MANAGED_CLUSTER_ADDON,
+                    self._addon,
+                    body,
+                    namespace=self._cluster,
+                    subresource="status",
+                )
+            except Conflict:
+                self.conflicts += 1
+                log.info(
+                    "status write for %s met a conflict; re-reading (attempt %d)", what, attempt + 1
+                )
+                await asyncio.sleep(self._rng.uniform(0, 0.05 * (attempt + 1)))
+                continue
+            self._metrics.reports_total.labels(result=result).inc()
+            return True
+        raise TemporaryError(
+            f"status write for {what}: still conflicting after {self._retries} attempts"
+        )
+
+    async def _read(self) -> dict[str, Any]:
+        try:
+            return await self._hub.get(
+                r.MANAGED_CLUSTER_ADDON, self._addon, namespace=self._cluster
+            )
+        except NotFound:
+            raise TemporaryError(
+                f"ManagedClusterAddOn {self._cluster}/{self._addon} not found on the hub; "
+                "is the add-on enabled for this cluster?",
+                retry_after=2.0,
+            ) from None
+
+
+def _conditions_of(addon: dict[str, Any]) -> list[Condition]:
+    conditions = (addon.get("status") or {}).get("conditions") or []
+    return [c for c in conditions if isinstance(c, dict)]
