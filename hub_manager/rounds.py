@@ -1,0 +1,214 @@
+"""The round state machine: what to do next, from the job's status, the reports and the clock.
+
+Pure (no I/O, no wall clock): the round driver gathers the facts, calls `decide`, and
+carries out the one step it returns. Every decision depends only on what the status and
+the add-on reports hold, so a restarted manager takes the same decision again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+Phase = Literal["Waiting", "Running", "Completed", "Failed"]
+TERMINAL_PHASES: frozenset[str] = frozenset({"Completed", "Failed"})
+
+
+@dataclass(frozen=True)
+class RoundPolicy:
+    """The parts of the spec the state machine needs."""
+
+    rounds: int
+    min_available: int
+    quorum: int
+    max_retries: int
+    round_timeout: timedelta
+    fraction_fit: float = 1.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where the job stands, as recorded in its status."""
+
+    phase: Phase | None = None
+    round: int = 0  # the round in progress (or the last one); 0 before the first
+    attempt: int = 0
+    participants: tuple[str, ...] = ()
+    deadline: datetime | None = None
+    published_round: int = 0  # the last round whose global model is published
+    pending_round: int | None = None  # a model recorded for publication, not yet confirmed
+
+    @property
+    def in_round(self) -> bool:
+        return self.round > self.published_round and self.attempt > 0
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What the participants of the current round (and attempt) have done so far."""
+
+    accepted: frozenset[str] = frozenset()
+    finished_without_update: frozenset[str] = frozenset()  # failed or rejected
+
+    def reported(self) -> frozenset[str]:
+        return self.accepted | self.finished_without_update
+
+
+@dataclass(frozen=True)
+class Done:
+    """Nothing left to do (terminal phase)."""
+
+
+@dataclass(frozen=True)
+class FinishPublication:
+    """A global model was recorded for publication: finish it, never aggregate again."""
+
+    round: int
+
+
+@dataclass(frozen=True)
+class Complete:
+    """Every round is published: phase Completed."""
+
+
+@dataclass(frozen=True)
+class WaitForClusters:
+    """Too few selected clusters with the add-on Available to start the next round."""
+
+    round: int
+    available: int
+    needed: int
+
+
+@dataclass(frozen=True)
+class StartRound:
+    """Record round/attempt, participants and deadline; then send each its round spec."""
+
+    round: int
+    attempt: int
+    participants: tuple[str, ...]
+    deadline: datetime
+
+
+@dataclass(frozen=True)
+class AwaitReports:
+    """The round is open and reports are missing; look again by the deadline at the latest."""
+
+    requeue_after: float
+    missing: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """Enough updates (all participants reported, or the deadline passed with a quorum)."""
+
+    round: int
+    attempt: int
+    late: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Fail:
+    reason: str
+    message: str
+
+
+Decision = (
+    Done
+    | FinishPublication
+    | Complete
+    | WaitForClusters
+    | StartRound
+    | AwaitReports
+    | Aggregate
+    | Fail
+)
+
+
+def decide(
+    *,
+    progress: Progress,
+    policy: RoundPolicy,
+    available: Sequence[str],
+    tally: Tally,
+    now: datetime,
+) -> Decision:
+    """The next step of a job. `available`: selected clusters with the add-on Available."""
+    if progress.phase in TERMINAL_PHASES:
+        return Done()
+    if progress.pending_round is not None and progress.pending_round > progress.published_round:
+        return FinishPublication(round=progress.pending_round)
+    if progress.published_round >= policy.rounds:
+        return Complete()
+    if not progress.in_round:
+        return _start(progress.published_round + 1, 1, policy=policy, available=available, now=now)
+
+    participants = frozenset(progress.participants)
+    reported = tally.reported() & participants
+    accepted = tally.accepted & participants
+    missing = tuple(sorted(participants - reported))
+    deadline_passed = progress.deadline is not None and now >= progress.deadline
+    if not missing or deadline_passed:
+        if len(accepted) >= min(policy.quorum, len(participants)) and accepted:
+            return Aggregate(round=progress.round, attempt=progress.attempt, late=missing)
+        if progress.attempt <= policy.max_retries:
+            return _start(
+                progress.round, progress.attempt + 1, policy=policy, available=available, now=now
+            )
+        why = "by the deadline" if missing else "after every participant reported"
+        return Fail(
+            reason="QuorumNotReached",
+            message=(
+                f"round {progress.round}: {len(accepted)} of {len(participants)} updates "
+                f"accepted {why} (quorum {policy.quorum}) in {progress.attempt} attempt(s); "
+                "check the clusters' training Jobs and the rejected updates, or lower "
+                "spec.server.minFitClients / raise spec.server.roundTimeout"
+            ),
+        )
+    assert progress.deadline is not None  # an open round always has one
+    return AwaitReports(requeue_after=(progress.deadline - now).total_seconds(), missing=missing)
+
+
+def _start(
+    round_number: int,
+    attempt: int,
+    *,
+    policy: RoundPolicy,
+    available: Sequence[str],
+    now: datetime,
+) -> StartRound | WaitForClusters:
+    if len(available) < policy.min_available:
+        return WaitForClusters(
+            round=round_number, available=len(available), needed=policy.min_available
+        )
+    participants = select_participants(
+        available, policy=policy, round_number=round_number, attempt=attempt
+    )
+    return StartRound(
+        round=round_number,
+        attempt=attempt,
+        participants=participants,
+        deadline=now + policy.round_timeout,
+    )
+
+
+def select_participants(
+    available: Sequence[str], *, policy: RoundPolicy, round_number: int, attempt: int
+) -> tuple[str, ...]:
+    """`fractionFit` of the available clusters (at least the quorum), chosen by a hash of
+    seed, round and attempt: deterministic, and different clusters from round to round."""
+    clusters = sorted(set(available))
+    wanted = max(math.ceil(policy.fraction_fit * len(clusters) - 1e-9), policy.quorum)
+    if wanted >= len(clusters):
+        return tuple(clusters)
+
+    def rank(cluster: str) -> str:
+        text = f"{policy.seed}:{round_number}:{attempt}:{cluster}"
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    return tuple(sorted(sorted(clusters, key=rank)[:wanted]))
