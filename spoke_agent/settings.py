@@ -44,6 +44,8 @@ class AgentSettings(BaseModel):
     """Where /metrics, /healthz and /readyz listen (`host:port`, `:port`, or `0` for off)."""
     identity: str = Field(default_factory=_identity)
     """Holder identity written into the health Lease."""
+    file_store_root: Path | None = None
+    """Where a `file://` model store's folder is on this machine (default: the URI's path)."""
     addon_name: str = keys.ADDON_NAME
     """The ManagedClusterAddOn (on the hub) whose status carries the reports."""
 

@@ -1,0 +1,408 @@
+"""The round controller: one training Job per round spec, and its report on the hub.
+
+Keyed by the round-spec ConfigMap's name. Level-based: every reconcile reads the spec, the
+Job (found by its deterministic name) and the condition on the hub, and does only what is
+missing. A restart therefore neither creates a second Job nor loses a report: the Job and the
+condition are the state. The special key `SWEEP` clears round conditions of specs that are
+gone (also the ones that vanished while the agent was down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from fl_contract import keys, naming
+from fl_contract.models import Dataset, RoundReport, RoundSpec
+from fl_kube import resources as r
+from fl_kube.client import KubeApi
+from fl_kube.controller import Controller, Result, TemporaryError, TerminalError
+from fl_kube.errors import Conflict
+from fl_kube.informer import Informer, WatchSettings
+from spoke_agent import conditions as cond
+from spoke_agent.claims import ClaimPublisher
+from spoke_agent.jobs import DeadlinePassed, build_training_job
+from spoke_agent.metrics import AgentMetrics
+from spoke_agent.reporting import StatusWriter
+from spoke_agent.results import (
+    JobOutcome,
+    ResultError,
+    job_outcome,
+    parse_result,
+    termination_message,
+    verify_update,
+)
+from spoke_agent.settings import AgentSettings
+
+log = logging.getLogger(__name__)
+
+SWEEP = "*"  # not a valid object name, so it never collides with a ConfigMap's
+SPEC_SELECTOR = f"{keys.LABEL_COMPONENT}={keys.COMPONENT_ROUND_SPEC}"
+JOB_SELECTOR = (
+    f"{keys.LABEL_COMPONENT}={keys.COMPONENT_TRAINING},"
+    f"{keys.LABEL_MANAGED_BY}={keys.AGENT_FIELD_MANAGER}"
+)
+RESULT_GRACE_SECONDS = 10.0  # a finished Job's pod status may trail its Job status briefly
+MAX_REPORT_MESSAGE = 1024
+
+
+@dataclass(frozen=True)
+class _Failure:
+    reason: str  # for metrics and the report message
+    message: str
+    invalid: bool = False
+
+
+class RoundController:
+    """Watches round specs and training Jobs in the agent namespace; runs and reports rounds."""
+
+    def __init__(
+        self,
+        spoke: KubeApi,
+        *,
+        settings: AgentSettings,
+        status: StatusWriter,
+        claims: ClaimPublisher,
+        metrics: AgentMetrics,
+        watch: WatchSettings | None = None,
+    ) -> None:
+        self._spoke = spoke
+        self._settings = settings
+        self._ns = settings.namespace
+        self._status = status
+        self._claims = claims
+        self._metrics = metrics
+        self.specs = Informer(
+            spoke, r.CONFIGMAP, namespace=self._ns, label_selector=SPEC_SELECTOR, settings=watch
+        )
+        self.jobs = Informer(
+            spoke, r.JOB, namespace=self._ns, label_selector=JOB_SELECTOR, settings=watch
+        )
+        self.controller: Controller[str] = Controller(
+            "federated-learning-rounds",
+            self.reconcile,
+            workers=settings.workers,
+            metrics=metrics.controller,
+        )
+        self.specs.subscribe(self._on_spec)
+        self.jobs.subscribe(self._on_job)
+
+    @property
+    def ready(self) -> bool:
+        return self.specs.has_synced and self.jobs.has_synced
+
+    async def run(self) -> None:
+        """Until cancelled: the two watches, the workers, and a periodic resync."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.specs.run(), name="round-spec-informer")
+            group.create_task(self.jobs.run(), name="training-job-informer")
+            group.create_task(self.controller.run(), name="round-controller")
+            group.create_task(self._resync(), name="round-resync")
+
+    async def _resync(self) -> None:
+        for informer in (self.specs, self.jobs):
+            while True:
+                try:
+                    await informer.wait_synced(timeout=self._settings.sync_timeout_seconds)
+                    break
+                except TimeoutError as exc:
+                    log.warning("%s; still trying", exc)
+        while True:
+            for obj in self.specs.list():
+                self.controller.enqueue(_name(obj))
+            for job in self.jobs.list():
+                owner = _spec_of_job(job)
+                if owner:
+                    self.controller.enqueue(owner)
+            self.controller.enqueue(SWEEP)
+            await asyncio.sleep(self._settings.resync_seconds)
+
+    def _on_spec(self, event: str, obj: dict[str, Any]) -> None:
+        self.controller.enqueue(_name(obj))
+        if event == "DELETED":
+            self.controller.enqueue(SWEEP)
+
+    def _on_job(self, _event: str, job: dict[str, Any]) -> None:
+        owner = _spec_of_job(job)
+        if owner:
+            self.controller.enqueue(owner)
+
+    # -- reconcile ---------------------------------------------------------------------
+
+    async def reconcile(self, key: str) -> Result | None:
+        if not self.ready:
+            raise TemporaryError("waiting for the watches to list", retry_after=0.5)
+        if key == SWEEP:
+            await self._sweep()
+            return None
+        cm = self.specs.get(key, self._ns)
+        jobs = [j for j in self.jobs.list() if _spec_of_job(j) == key]
+        if cm is None or (cm.get("metadata") or {}).get("deletionTimestamp"):
+            for job in jobs:
+                await self._delete_job(_name(job), why=f"round spec {key} is gone")
+            self.controller.enqueue(SWEEP)
+            return None
+        spec = await self._parse(cm)
+        job_name = naming.training_job_name(spec.job.uid, spec.round, spec.attempt)
+        for stale in jobs:
+            if _name(stale) != job_name:
+                await self._delete_job(_name(stale), why=f"{key} moved on to {job_name}")
+        type_ = naming.round_condition_type(spec.job.namespace, spec.job.name)
+        reported = cond.report_of(cond.find(await self._status.conditions(), type_))
+        if reported is not None and _same_round(reported, spec) and reported.state != "Training":
+            return None  # final report on the hub: nothing left to do for this round
+        job = self.jobs.get(job_name, self._ns) or await self._spoke.get_or_none(
+            r.JOB, job_name, namespace=self._ns
+        )
+        if job is None:
+            return await self._start(spec, cm)
+        outcome = job_outcome(job)
+        if outcome.phase == "Running":
+            await self._report(spec, _training(spec, outcome))
+            return Result(requeue_after=self._settings.resync_seconds)
+        if outcome.phase == "Failed":
+            message = await self._pod_message(job_name, succeeded=False)
+            detail = f"{outcome.reason}: {outcome.message}"
+            if message:
+                detail += f"; container said: {message.strip()}"
+            await self._fail(spec, outcome, _Failure(outcome.reason, detail))
+            return None
+        return await self._finish(spec, job_name, outcome)
+
+    async def _start(self, spec: RoundSpec, cm: dict[str, Any]) -> Result | None:
+        now = cond.now_utc()
+        dataset, missing = self._dataset_for(spec)
+        if missing is not None:
+            await self._fail(spec, JobOutcome("Failed", finished=now), missing)
+            return None
+        try:
+            manifest = build_training_job(
+                spec,
+                namespace=self._ns,
+                spec_configmap=cm,
+                dataset=dataset,
+                now=now,
+                backoff_limit=self._settings.job_backoff_limit,
+                ttl_seconds=self._settings.job_ttl_seconds,
+                min_deadline_seconds=self._settings.min_active_deadline_seconds,
+            )
+        except DeadlinePassed as exc:
+            failure = _Failure("DeadlineExceeded", f"DeadlineExceeded: {exc}; no Job was started")
+            await self._fail(spec, JobOutcome("Failed", finished=now), failure)
+            return None
+        name = manifest["metadata"]["name"]
+        try:
+            job = await self._spoke.create(r.JOB, manifest, namespace=self._ns)
+            log.info("created training Job %s for %s round %d", name, _job_id(spec), spec.round)
+        except Conflict as exc:
+            if not exc.already_exists:
+                raise
+            job = await self._spoke.get(r.JOB, name, namespace=self._ns)  # already there: use it
+        await self._report(spec, _training(spec, job_outcome(job)))
+        return Result(requeue_after=self._settings.resync_seconds)
+
+    async def _finish(self, spec: RoundSpec, job_name: str, outcome: JobOutcome) -> Result | None:
+        message = await self._pod_message(job_name, succeeded=True)
+        if message is None and outcome.finished is not None:
+            waited = (cond.now_utc() - outcome.finished).total_seconds()
+            if waited < RESULT_GRACE_SECONDS:
+                raise TemporaryError(f"Job {job_name} finished; its pod status is not in yet")
+        try:
+            result = parse_result(message, spec)
+            update = await verify_update(
+                result,
+                spec,
+                spoke=self._spoke,
+                namespace=self._ns,
+                file_root=self._settings.file_store_root,
+            )
+        except ResultError as exc:
+            failure = _Failure(exc.reason, f"{exc.reason}: {exc}", invalid=exc.invalid)
+            await self._fail(spec, outcome, failure)
+            return None
+        report = RoundReport(
+            job_uid=spec.job.uid,
+            cluster=spec.cluster,
+            round=spec.round,
+            attempt=spec.attempt,
+            state="UpdateReady",
+            update=update,
+            metrics=result.metrics,
+            started_at=outcome.started,
+            finished_at=outcome.finished,
+        )
+        if await self._report(spec, report):
+            self._metrics.rounds_trained_total.labels(result="UpdateReady").inc()
+            self._observe_duration(outcome)
+            log.info("%s round %d: update ready (%s)", _job_id(spec), spec.round, update.uri)
+        return None
+
+    async def _fail(self, spec: RoundSpec, outcome: JobOutcome, failure: _Failure) -> None:
+        report = RoundReport(
+            job_uid=spec.job.uid,
+            cluster=spec.cluster,
+            round=spec.round,
+            attempt=spec.attempt,
+            state="TrainingFailed",
+            message=_bounded(failure.message),
+            started_at=outcome.started,
+            finished_at=outcome.finished,
+        )
+        if await self._report(spec, report, invalid=failure.invalid):
+            result = "UpdateInvalid" if failure.invalid else "TrainingFailed"
+            self._metrics.rounds_trained_total.labels(result=result).inc()
+            self._metrics.failure(failure.reason)
+            self._observe_duration(outcome)
+            log.warning("%s round %d failed: %s", _job_id(spec), spec.round, failure.message)
+
+    async def _report(self, spec: RoundSpec, report: RoundReport, *, invalid: bool = False) -> bool:
+        """Write the round's condition; True when something was written."""
+        new = cond.round_condition(
+            report,
+            fl_namespace=spec.job.namespace,
+            fl_name=spec.job.name,
+            now=cond.now_utc(),
+            invalid=invalid,
+        )
+
+        def mutate(conditions: list[cond.Condition]) -> list[cond.Condition] | None:
+            current = cond.report_of(cond.find(conditions, new["type"]))
+            if (
+                report.state == "Training"
+                and current is not None
+                and _same_round(current, spec)
+                and current.state != "Training"
+            ):
+                return None  # never step back from a final report
+            return cond.set_condition(conditions, new)
+
+        what = f"{_job_id(spec)} round {spec.round}"
+        return await self._status.update(mutate, what=what, result=new["reason"])
+
+    async def _sweep(self) -> None:
+        """Remove this cluster's round conditions whose round spec no longer exists."""
+        live = set()
+        for cm in self.specs.list():
+            labels = (cm.get("metadata") or {}).get("labels") or {}
+            if labels.get(keys.LABEL_JOB_UID):
+                live.add(labels[keys.LABEL_JOB_UID])
+            try:
+                live.add(
+                    RoundSpec.from_json((cm.get("data") or {}).get(keys.ROUND_SPEC_KEY, "")).job.uid
+                )
+            except (ValidationError, ValueError):
+                continue
+        cluster = self._settings.cluster_name
+
+        def mutate(conditions: list[cond.Condition]) -> list[cond.Condition] | None:
+            stale = {
+                c["type"]
+                for c in cond.owned_round_conditions(conditions, cluster=cluster)
+                if (rep := cond.report_of(c)) is not None and rep.job_uid not in live
+            }
+            if not stale:
+                return None
+            return [c for c in conditions if c.get("type") not in stale]
+
+        if await self._status.update(mutate, what="cleared round conditions", result="Cleared"):
+            log.info("cleared round conditions of round specs that are gone")
+
+    # -- helpers -----------------------------------------------------------------------
+
+    async def _parse(self, cm: dict[str, Any]) -> RoundSpec:
+        text = (cm.get("data") or {}).get(keys.ROUND_SPEC_KEY)
+        where = f"ConfigMap {self._ns}/{_name(cm)} key {keys.ROUND_SPEC_KEY}"
+        if not text:
+            raise TerminalError(f"{where} is missing", reason="RoundSpecInvalid")
+        try:
+            spec = RoundSpec.from_json(text)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            path = ".".join(str(p) for p in err["loc"]) or "(document)"
+            self._metrics.failure("RoundSpecInvalid")
+            raise TerminalError(
+                f"{where}: {path}: {err['msg']}", reason="RoundSpecInvalid"
+            ) from None
+        if spec.cluster != self._settings.cluster_name:
+            raise TerminalError(
+                f"{where} is for cluster {spec.cluster}, this agent serves "
+                f"{self._settings.cluster_name}",
+                reason="RoundSpecInvalid",
+            )
+        return spec
+
+    def _dataset_for(self, spec: RoundSpec) -> tuple[Dataset | None, _Failure | None]:
+        if spec.dataset is None:
+            return None, None
+        catalogue = self._claims.catalogue
+        found = (
+            next((d for d in catalogue.datasets if d.name == spec.dataset), None)
+            if catalogue
+            else None
+        )
+        if found is not None:
+            return found, None
+        why = (
+            f"DatasetNotFound: dataset {spec.dataset!r} is not in this cluster's catalogue"
+            if catalogue is not None
+            else f"DatasetNotFound: the dataset catalogue is invalid ({self._claims.error})"
+        )
+        return None, _Failure("DatasetNotFound", why)
+
+    async def _pod_message(self, job_name: str, *, succeeded: bool) -> str | None:
+        pods = await self._spoke.list(
+            r.POD, namespace=self._ns, label_selector=f"job-name={job_name}"
+        )
+        return termination_message(pods.items, succeeded=succeeded)
+
+    async def _delete_job(self, name: str, *, why: str) -> None:
+        if await self._spoke.delete(r.JOB, name, namespace=self._ns, propagation="Background"):
+            log.info("deleted training Job %s: %s", name, why)
+
+    def _observe_duration(self, outcome: JobOutcome) -> None:
+        if outcome.duration is not None:
+            self._metrics.job_duration_seconds.observe(outcome.duration)
+
+
+def _training(spec: RoundSpec, outcome: JobOutcome) -> RoundReport:
+    return RoundReport(
+        job_uid=spec.job.uid,
+        cluster=spec.cluster,
+        round=spec.round,
+        attempt=spec.attempt,
+        state="Training",
+        started_at=outcome.started,
+    )
+
+
+def _same_round(report: RoundReport, spec: RoundSpec) -> bool:
+    return (report.job_uid, report.round, report.attempt) == (
+        spec.job.uid,
+        spec.round,
+        spec.attempt,
+    )
+
+
+def _spec_of_job(job: dict[str, Any]) -> str | None:
+    """The round-spec ConfigMap a training Job belongs to (its controlling owner)."""
+    for ref in (job.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("kind") == "ConfigMap" and ref.get("apiVersion") == "v1":
+            return str(ref.get("name"))
+    uid = ((job.get("metadata") or {}).get("labels") or {}).get(keys.LABEL_JOB_UID)
+    return naming.round_spec_configmap_name(uid) if uid else None
+
+
+def _name(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name") or "")
+
+
+def _job_id(spec: RoundSpec) -> str:
+    return f"{spec.job.namespace}/{spec.job.name}"
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= MAX_REPORT_MESSAGE else text[: MAX_REPORT_MESSAGE - 3] + "..."
