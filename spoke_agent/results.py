@@ -132,7 +132,7 @@ async def verify_update(
     result: TrainingResult,
     spec: RoundSpec,
     *,
-    spoke: KubeApi,
+    spoke: KubeApi | None,
     namespace: str,
     file_root: Path | None = None,
 ) -> UpdateRef:
@@ -165,10 +165,14 @@ async def verify_update(
     return UpdateRef(uri=result.update_uri, sha256=result.sha256, num_examples=result.num_examples)
 
 
-async def _s3_options(spec: RoundSpec, *, spoke: KubeApi, namespace: str) -> dict[str, str] | None:
+async def _s3_options(
+    spec: RoundSpec, *, spoke: KubeApi | None, namespace: str
+) -> dict[str, str] | None:
     """Credentials from the round's store Secret, the same ones the Job gets as environment."""
     if not spec.store.uri.startswith("s3://") or not spec.store.credentials_secret:
         return None
+    if spoke is None:
+        raise ValueError("reading store credentials needs the managed cluster's API")
     secret = await spoke.get_or_none(r.SECRET, spec.store.credentials_secret, namespace=namespace)
     if secret is None:
         raise ResultError(

@@ -142,8 +142,8 @@ class RoundController:
         cm = self.specs.get(key, self._ns)
         jobs = [j for j in self.jobs.list() if _spec_of_job(j) == key]
         if cm is None or (cm.get("metadata") or {}).get("deletionTimestamp"):
-            for job in jobs:
-                await self._delete_job(_name(job), why=f"round spec {key} is gone")
+            for orphan in jobs:
+                await self._delete_job(_name(orphan), why=f"round spec {key} is gone")
             self.controller.enqueue(SWEEP)
             return None
         spec = await self._parse(cm)

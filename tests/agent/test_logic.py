@@ -1,0 +1,256 @@
+"""Pure pieces of the agent: catalogue parsing, claim plans, conditions, result records."""
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fl_contract import keys, naming
+from fl_contract.models import DatasetCatalogue, RoundReport, TrainingResult
+from spoke_agent import conditions as cond
+from spoke_agent.catalogue import CatalogueError, parse_catalogue, read_catalogue
+from spoke_agent.claims import claim_manifest, desired_claims, plan_claims
+from spoke_agent.results import ResultError, job_outcome, parse_result, termination_message
+from tests.agent.test_job_manifest import make_spec
+
+NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+SHA = "a" * 64
+
+# -- catalogue -----------------------------------------------------------------------------
+
+
+def test_catalogue_parses_aliases_and_empty_documents() -> None:
+    cat = parse_catalogue(
+        "datasets:\n- {name: digits, hostPath: /d, samples: 10, task: classification}\n",
+        source="x",
+    )
+    assert cat.datasets[0].host_path == "/d"
+    assert parse_catalogue("", source="x") == DatasetCatalogue()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("datasets: [{name: Bad, path: /x}]", "datasets[0].name"),
+        ("datasets: [{name: a, path: /x, pvc: p}]", "exactly one of path, hostPath, pvc"),
+        ("datasets: [{name: a, path: /x, colour: red}]", "datasets[0].colour"),
+        ("datasets: [{name: a, path: /x}, {name: a, pvc: y}]", "repeated: a"),
+        ("datasets: [", "not valid YAML at line"),
+        ("- just a list", "expected a mapping"),
+    ],
+)
+def test_catalogue_errors_name_the_field(text: str, expected: str) -> None:
+    with pytest.raises(CatalogueError, match="catalogue /etc/ds.yaml") as info:
+        parse_catalogue(text, source="/etc/ds.yaml")
+    assert expected in str(info.value)
+
+
+def test_read_catalogue_reports_missing_file_without_raising(tmp_path: Path) -> None:
+    snap = read_catalogue(tmp_path / "absent.yaml")
+    assert snap.catalogue is None
+    assert snap.error is not None and "no such file" in snap.error
+    path = tmp_path / "ds.yaml"
+    path.write_text("datasets: [{name: a, path: /x}]")
+    first = read_catalogue(path)
+    assert first.error is None and first.catalogue is not None
+    path.write_text("datasets: [{name: a, path: /y}]")
+    assert read_catalogue(path).digest != first.digest
+
+
+# -- claims --------------------------------------------------------------------------------
+
+
+def claim(name: str, value: str, *, owned: bool = True) -> dict[str, Any]:
+    manifest = claim_manifest(name, value)
+    if not owned:
+        manifest["metadata"]["labels"] = {}
+    return manifest
+
+
+def test_claim_plan_touches_only_owned_claims() -> None:
+    cat = parse_catalogue(
+        "datasets:\n"
+        "- {name: new, path: /n, samples: 5}\n"
+        "- {name: changed, path: /c, samples: 7}\n"
+        "- {name: same, path: /s}\n"
+        "- {name: taken, path: /t}\n",
+        source="x",
+    )
+    desired = desired_claims(cat)
+    assert desired[naming.dataset_claim_name("new")] == "samples=5"
+    existing = [
+        claim(naming.dataset_claim_name("changed"), "samples=6"),
+        claim(naming.dataset_claim_name("same"), "present"),
+        claim(naming.dataset_claim_name("taken"), "theirs", owned=False),
+        claim(naming.dataset_claim_name("gone"), "samples=1"),
+        claim("id.k8s.io", "abc", owned=False),
+        claim(naming.dataset_claim_name("foreign-gone"), "x", owned=False),
+    ]
+    plan = plan_claims(desired, existing)
+    assert plan.create == {naming.dataset_claim_name("new"): "samples=5"}
+    assert plan.update == {naming.dataset_claim_name("changed"): "samples=7"}
+    assert plan.delete == [naming.dataset_claim_name("gone")]
+    assert plan.foreign == [naming.dataset_claim_name("taken")]
+    assert plan_claims(desired_claims(cat), [claim(n, v) for n, v in desired.items()]).empty
+
+
+def test_claim_manifest_is_labelled_as_ours() -> None:
+    manifest = claim_manifest("digits.dataset.federated-learning.io", "samples=1")
+    assert manifest["metadata"]["labels"][keys.LABEL_CLAIM_OWNER]
+    assert manifest["spec"] == {"value": "samples=1"}
+
+
+# -- conditions ----------------------------------------------------------------------------
+
+OTHER = {
+    "type": "Available",
+    "status": "True",
+    "reason": "ManifestApplied",
+    "message": "ok",
+    "lastTransitionTime": "2025-01-01T00:00:00Z",
+}
+
+
+def report(state: str = "Training", **kw: Any) -> RoundReport:
+    return RoundReport(job_uid="u1", cluster="cluster1", round=2, state=state, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("state", "invalid", "status", "reason"),
+    [
+        ("Training", False, "Unknown", "Training"),
+        ("UpdateReady", False, "True", "UpdateReady"),
+        ("TrainingFailed", False, "False", "TrainingFailed"),
+        ("TrainingFailed", True, "False", "UpdateInvalid"),
+    ],
+)
+def test_round_condition_maps_states(state: str, invalid: bool, status: str, reason: str) -> None:
+    c = cond.round_condition(
+        report(state), fl_namespace="team-a", fl_name="digits", now=NOW, invalid=invalid
+    )
+    assert c["type"] == naming.round_condition_type("team-a", "digits")
+    assert (c["status"], c["reason"]) == (status, reason)
+    assert RoundReport.from_message(c["message"]) == report(state)
+    assert c["lastTransitionTime"] == "2026-01-01T12:00:00Z"
+
+
+def test_set_condition_keeps_other_conditions_and_transition_time() -> None:
+    first = cond.round_condition(report(), fl_namespace="a", fl_name="b", now=NOW)
+    conditions = cond.set_condition([OTHER], first)
+    assert conditions == [OTHER, first]
+    assert cond.set_condition(conditions, dict(first, lastTransitionTime="later")) is None
+    later = datetime(2026, 1, 1, 13, tzinfo=UTC)
+    failed = cond.round_condition(
+        report("TrainingFailed", message="x"), fl_namespace="a", fl_name="b", now=later
+    )
+    after = cond.set_condition(conditions, failed)
+    assert after is not None and after[0] == OTHER and after[1] == failed
+    same_status = cond.round_condition(
+        report("TrainingFailed", message="y"),
+        fl_namespace="a",
+        fl_name="b",
+        now=later.replace(hour=14),
+    )
+    kept = cond.set_condition(after, same_status)
+    assert kept is not None and kept[1]["lastTransitionTime"] == failed["lastTransitionTime"]
+    assert cond.remove_condition(kept, first["type"]) == [OTHER]
+    assert cond.remove_condition([OTHER], first["type"]) is None
+
+
+def test_owned_round_conditions_are_this_clusters_reports_only() -> None:
+    mine = cond.round_condition(report(), fl_namespace="a", fl_name="b", now=NOW)
+    theirs = cond.round_condition(
+        RoundReport(job_uid="u1", cluster="cluster2", round=1, state="Training"),
+        fl_namespace="a",
+        fl_name="c",
+        now=NOW,
+    )
+    garbage = dict(mine, type=naming.round_condition_type("a", "d"), message="not json")
+    owned = cond.owned_round_conditions([OTHER, mine, theirs, garbage], cluster="cluster1")
+    assert owned == [mine]
+
+
+def test_make_condition_refuses_reasons_the_api_rejects() -> None:
+    with pytest.raises(ValueError, match="pattern"):
+        cond.make_condition(type_="X", status="True", reason="Has Space", message="", now=NOW)
+
+
+# -- results -------------------------------------------------------------------------------
+
+
+def job_with(*conditions: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "metadata": {"creationTimestamp": "2026-01-01T11:59:00Z"},
+        "status": {"startTime": "2026-01-01T12:00:00Z", "conditions": list(conditions)},
+    }
+
+
+def test_job_outcome() -> None:
+    assert job_outcome(job_with()).phase == "Running"
+    assert job_outcome(job_with({"type": "Failed", "status": "False"})).phase == "Running"
+    done = job_outcome(
+        job_with(
+            {"type": "Complete", "status": "True", "lastTransitionTime": "2026-01-01T12:00:30Z"}
+        )
+    )
+    assert done.phase == "Succeeded" and done.duration == 30
+    failed = job_outcome(
+        job_with(
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "DeadlineExceeded",
+                "message": "too slow",
+            }
+        )
+    )
+    assert (failed.phase, failed.reason, failed.message) == (
+        "Failed",
+        "DeadlineExceeded",
+        "too slow",
+    )
+
+
+def pod(phase: str, message: str | None, created: str = "2026-01-01T12:00:00Z") -> dict[str, Any]:
+    state = (
+        {"terminated": {"exitCode": 0, "message": message}}
+        if message is not None
+        else {"running": {}}
+    )
+    return {
+        "metadata": {"creationTimestamp": created},
+        "status": {"phase": phase, "containerStatuses": [{"name": "train", "state": state}]},
+    }
+
+
+def test_termination_message_picks_the_relevant_pod() -> None:
+    pods = [
+        pod("Failed", "first try", "2026-01-01T12:00:00Z"),
+        pod("Succeeded", "ok", "2026-01-01T12:00:01Z"),
+    ]
+    assert termination_message(pods, succeeded=True) == "ok"
+    failed = [
+        pod("Failed", "old", "2026-01-01T12:00:00Z"),
+        pod("Failed", "new", "2026-01-01T12:00:05Z"),
+    ]
+    assert termination_message(failed, succeeded=False) == "new"
+    assert termination_message([pod("Running", None)], succeeded=True) is None
+
+
+def test_parse_result_checks_the_record_against_the_spec() -> None:
+    spec = make_spec()
+    good = TrainingResult(
+        update_uri=spec.update_uri, sha256=SHA, num_examples=10, metrics={"loss": 0.5}
+    )
+    assert parse_result(good.to_json(), spec) == good
+    for message, reason in [
+        (None, "ResultMissing"),
+        ("", "ResultMissing"),
+        ("{not json", "ResultInvalid"),
+        ('{"update_uri": "x"}', "ResultInvalid"),
+        (good.model_copy(update={"update_uri": "file:///elsewhere"}).to_json(), "ResultInvalid"),
+    ]:
+        with pytest.raises(ResultError) as info:
+            parse_result(message, spec)
+        assert info.value.reason == reason
