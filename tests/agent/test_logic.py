@@ -41,7 +41,7 @@ def test_catalogue_parses_aliases_and_empty_documents() -> None:
     ],
 )
 def test_catalogue_errors_name_the_field(text: str, expected: str) -> None:
-    with pytest.raises(CatalogueError, match="catalogue /etc/ds.yaml") as info:
+    with pytest.raises(CatalogueError, match=r"catalogue /etc/ds\.yaml") as info:
         parse_catalogue(text, source="/etc/ds.yaml")
     assert expected in str(info.value)
 
@@ -49,11 +49,13 @@ def test_catalogue_errors_name_the_field(text: str, expected: str) -> None:
 def test_read_catalogue_reports_missing_file_without_raising(tmp_path: Path) -> None:
     snap = read_catalogue(tmp_path / "absent.yaml")
     assert snap.catalogue is None
-    assert snap.error is not None and "no such file" in snap.error
+    assert snap.error is not None
+    assert "no such file" in snap.error
     path = tmp_path / "ds.yaml"
     path.write_text("datasets: [{name: a, path: /x}]")
     first = read_catalogue(path)
-    assert first.error is None and first.catalogue is not None
+    assert first.error is None
+    assert first.catalogue is not None
     path.write_text("datasets: [{name: a, path: /y}]")
     assert read_catalogue(path).digest != first.digest
 
@@ -145,7 +147,9 @@ def test_set_condition_keeps_other_conditions_and_transition_time() -> None:
         report("TrainingFailed", message="x"), fl_namespace="a", fl_name="b", now=later
     )
     after = cond.set_condition(conditions, failed)
-    assert after is not None and after[0] == OTHER and after[1] == failed
+    assert after is not None
+    assert after[0] == OTHER
+    assert after[1] == failed
     same_status = cond.round_condition(
         report("TrainingFailed", message="y"),
         fl_namespace="a",
@@ -153,7 +157,8 @@ def test_set_condition_keeps_other_conditions_and_transition_time() -> None:
         now=later.replace(hour=14),
     )
     kept = cond.set_condition(after, same_status)
-    assert kept is not None and kept[1]["lastTransitionTime"] == failed["lastTransitionTime"]
+    assert kept is not None
+    assert kept[1]["lastTransitionTime"] == failed["lastTransitionTime"]
     assert cond.remove_condition(kept, first["type"]) == [OTHER]
     assert cond.remove_condition([OTHER], first["type"]) is None
 
@@ -194,7 +199,8 @@ def test_job_outcome() -> None:
             {"type": "Complete", "status": "True", "lastTransitionTime": "2026-01-01T12:00:30Z"}
         )
     )
-    assert done.phase == "Succeeded" and done.duration == 30
+    assert done.phase == "Succeeded"
+    assert done.duration == 30
     failed = job_outcome(
         job_with(
             {

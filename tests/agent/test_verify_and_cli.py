@@ -97,4 +97,5 @@ def test_the_console_script_exits_2_with_one_line() -> None:
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("fl-spoke-agent: invalid --cluster-name")
+    assert len(lines) == 1
+    assert lines[0].startswith("fl-spoke-agent: invalid --cluster-name")
