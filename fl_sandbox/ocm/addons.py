@@ -1,0 +1,361 @@
+"""Emulated add-on install for template-based add-ons, as OCM's addon-manager and the
+klusterlet's add-on registration do it.
+
+For each ManagedClusterAddOn whose ClusterManagementAddOn supports ``addontemplates``:
+resolve its AddOnDeploymentConfig (install namespace, customized variables), issue the
+agent's per-cluster hub identity (KubeClient registration) as a kubeconfig, put it in the
+Secret ``<addon>-hub-kubeconfig`` in the install namespace on the spoke (and in a file),
+start the agent through an ``AgentHost``, and report ``status.namespace``,
+``status.registrations``, ``configReferences`` and the conditions ``Configured``,
+``RegistrationApplied``, ``ManifestApplied`` and ``Available``. ``Available`` follows the
+agent's Lease (named after the add-on, in the install namespace on the spoke): True while
+it is renewed within the grace period, False once it goes stale, Unknown before it exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from fl_kube import Conflict, Informer, KubeApi, NotFound, Result
+from fl_kube import resources as r
+from fl_sandbox.ocm import addonconfig
+from fl_sandbox.ocm import conditions as cond
+from fl_sandbox.ocm.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+KUBE_CLIENT_SIGNER: Final = "kubernetes.io/kube-apiserver-client"
+LEASE_GRACE_FACTOR: Final = 5  # upstream: stale after 5 x leaseDurationSeconds
+
+Key = tuple[str, str]  # (cluster, add-on name)
+IssueKubeconfig = Callable[..., Path]  # (path, *, user, groups) -> path
+
+
+class AgentHost(Protocol):
+    """Runs (or stops) the add-on's agent for a cluster; the sandbox runs it in process."""
+
+    def ensure(self, *, cluster: str, addon: str, namespace: str, hub_kubeconfig: Path) -> None:
+        """Run the agent with these settings, restarting it if they changed."""
+
+    async def remove(self, *, cluster: str, addon: str) -> None:
+        """Stop the agent if it runs."""
+
+
+def agent_user(cluster: str, addon: str) -> str:
+    """The agent's hub user name (template add-ons: ``<addon>-agent`` service account)."""
+    return f"system:open-cluster-management:cluster:{cluster}:addon:{addon}:agent:{addon}-agent"
+
+
+def agent_groups(cluster: str, addon: str) -> list[str]:
+    """The agent's hub groups: per cluster, add-on wide, authenticated."""
+    return [
+        f"system:open-cluster-management:cluster:{cluster}:addon:{addon}",
+        f"system:open-cluster-management:addon:{addon}",
+        "system:authenticated",
+    ]
+
+
+def hub_kubeconfig_secret_name(addon: str) -> str:
+    return f"{addon}-hub-kubeconfig"
+
+
+def _parse_time(value: str) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+@dataclass
+class _Installed:
+    namespace: str
+    kubeconfig: Path
+
+
+class AddonInstaller:
+    """Installs template-based add-ons on every cluster and reports their health."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        hub: KubeApi,
+        spokes: Mapping[str, KubeApi],
+        issue_kubeconfig: IssueKubeconfig,
+        kubeconfig_path: Callable[[str, str], Path],
+        agents: AgentHost | None = None,
+        lease_grace: float | None = None,
+    ) -> None:
+        self._hub = hub
+        self._spokes = dict(spokes)
+        self._issue = issue_kubeconfig
+        self._kubeconfig_path = kubeconfig_path
+        self._agents = agents
+        self._lease_grace = lease_grace
+        self._installed: dict[Key, _Installed] = {}
+        self.addons = runtime.informer(hub, r.MANAGED_CLUSTER_ADDON)
+        self.cmas = runtime.informer(hub, r.CLUSTER_MANAGEMENT_ADDON)
+        self.configs = runtime.informer(hub, r.ADDON_DEPLOYMENT_CONFIG)
+        self.leases: dict[str, Informer] = {
+            name: runtime.informer(api, r.LEASE) for name, api in self._spokes.items()
+        }
+        self.controller = runtime.controller("addon-install", self._reconcile, workers=2)
+        self.addons.subscribe(self._on_addon)
+        self.cmas.subscribe(self._enqueue_all)
+        self.configs.subscribe(self._enqueue_all)
+        for cluster, informer in self.leases.items():
+            informer.subscribe(self._lease_handler(cluster))
+
+    def _on_addon(self, _type: str, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        self.controller.enqueue((str(meta.get("namespace")), str(meta.get("name"))))
+
+    def _enqueue_all(self, _type: str, _obj: dict[str, Any]) -> None:
+        for addon in self.addons.list():
+            self._on_addon("", addon)
+
+    def _lease_handler(self, cluster: str) -> Callable[[str, dict[str, Any]], None]:
+        def handler(_type: str, obj: dict[str, Any]) -> None:
+            name = str((obj.get("metadata") or {}).get("name"))
+            if self.addons.get(name, cluster) is not None:
+                self.controller.enqueue((cluster, name))
+
+        return handler
+
+    async def stop_agents(self) -> None:
+        """Stop every agent this installer started."""
+        if self._agents is None:
+            return
+        for cluster, addon in list(self._installed):
+            await self._agents.remove(cluster=cluster, addon=addon)
+
+    async def _reconcile(self, key: Key) -> Result | None:
+        cluster, name = key
+        if cluster not in self._spokes:
+            return None
+        mca = self.addons.get(name, cluster)
+        if mca is None or (mca.get("metadata") or {}).get("deletionTimestamp"):
+            await self._uninstall(key)
+            return None
+        cma = self.cmas.get(name)
+        if cma is None or not addonconfig.uses_template(cma):
+            return None
+        template_ref = addonconfig.resolve_config(
+            group=addonconfig.ADDON_GROUP, resource=addonconfig.TEMPLATES, mca=mca, cma=cma
+        )
+        config_ref = addonconfig.resolve_config(
+            group=addonconfig.ADDON_GROUP,
+            resource=addonconfig.DEPLOYMENT_CONFIGS,
+            mca=mca,
+            cma=cma,
+        )
+        deployment_config = None
+        if config_ref is not None:
+            deployment_config = self.configs.get(config_ref.name, config_ref.namespace or None)
+            if deployment_config is None:
+                await self._write_status(
+                    mca,
+                    cma,
+                    namespace=None,
+                    refs=[],
+                    updates=[
+                        cond.condition(
+                            "Configured",
+                            False,
+                            reason="ConfigurationNotFound",
+                            message=f"AddOnDeploymentConfig {config_ref.namespace}/"
+                            f"{config_ref.name} does not exist: create it or change "
+                            "spec.configs",
+                        )
+                    ],
+                )
+                return None
+        settings = addonconfig.settings_from(deployment_config)
+        namespace = settings.install_namespace
+        kubeconfig = await self._install(cluster, name, namespace)
+        refs: list[dict[str, Any]] = []
+        if template_ref is not None:
+            refs.append(template_ref.reference())
+        if config_ref is not None and deployment_config is not None:
+            refs.append(config_ref.reference(addonconfig.spec_hash(deployment_config)))
+        available, requeue = self._health(cluster, name, namespace)
+        await self._write_status(
+            mca,
+            cma,
+            namespace=namespace,
+            refs=refs,
+            updates=[
+                cond.condition(
+                    "Configured",
+                    True,
+                    reason="ConfigurationsConfigured",
+                    message="Configurations configured",
+                ),
+                cond.condition(
+                    "RegistrationApplied",
+                    True,
+                    reason="SetPermissionApplied",
+                    message="Registration of the addon agent is configured",
+                ),
+                cond.condition(
+                    "ManifestApplied",
+                    True,
+                    reason="AddonManifestApplied",
+                    message="manifests of addon are applied successfully",
+                ),
+                available,
+            ],
+        )
+        if self._agents is not None:
+            self._agents.ensure(
+                cluster=cluster, addon=name, namespace=namespace, hub_kubeconfig=kubeconfig
+            )
+        return Result(requeue_after=requeue) if requeue is not None else None
+
+    async def _install(self, cluster: str, addon: str, namespace: str) -> Path:
+        spoke = self._spokes[cluster]
+        key = (cluster, addon)
+        previous = self._installed.get(key)
+        if previous is not None and previous.namespace != namespace:
+            await self._delete_secret(cluster, addon, previous.namespace)
+        with contextlib.suppress(Conflict):
+            await spoke.create(r.NAMESPACE, {"metadata": {"name": namespace}})
+        path = self._kubeconfig_path(cluster, addon)
+        if previous is None or not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(
+                self._issue,
+                path,
+                user=agent_user(cluster, addon),
+                groups=agent_groups(cluster, addon),
+            )
+        content = await asyncio.to_thread(path.read_bytes)
+        data = {
+            "kubeconfig": base64.b64encode(content).decode(),
+            "cluster-name": base64.b64encode(cluster.encode()).decode(),
+            "addon-name": base64.b64encode(addon.encode()).decode(),
+        }
+        secret_name = hub_kubeconfig_secret_name(addon)
+        existing = await spoke.get_or_none(r.SECRET, secret_name, namespace=namespace)
+        if existing is None:
+            await spoke.create(
+                r.SECRET,
+                {
+                    "metadata": {"name": secret_name, "namespace": namespace},
+                    "type": "Opaque",
+                    "data": data,
+                },
+                namespace=namespace,
+            )
+        elif existing.get("data") != data:
+            await spoke.replace(r.SECRET, dict(existing, data=data), namespace=namespace)
+        self._installed[key] = _Installed(namespace=namespace, kubeconfig=path)
+        return path
+
+    async def _delete_secret(self, cluster: str, addon: str, namespace: str) -> None:
+        await self._spokes[cluster].delete(
+            r.SECRET, hub_kubeconfig_secret_name(addon), namespace=namespace
+        )
+
+    async def _uninstall(self, key: Key) -> None:
+        cluster, addon = key
+        installed = self._installed.pop(key, None)
+        if self._agents is not None:
+            await self._agents.remove(cluster=cluster, addon=addon)
+        if installed is not None:
+            await self._delete_secret(cluster, addon, installed.namespace)
+
+    def _health(
+        self, cluster: str, addon: str, namespace: str
+    ) -> tuple[dict[str, Any], float | None]:
+        """``Available`` from the agent's Lease, and when to look again if nothing changes."""
+        lease = self.leases[cluster].get(addon, namespace)
+        if lease is None:
+            return (
+                cond.condition(
+                    "Available",
+                    "Unknown",
+                    reason="ManagedClusterAddOnLeaseNotFound",
+                    message=f"The status of {addon} add-on is unknown.",
+                ),
+                None,
+            )
+        spec = lease.get("spec") or {}
+        renewed = _parse_time(str(spec.get("renewTime") or spec.get("acquireTime") or ""))
+        duration = float(spec.get("leaseDurationSeconds") or 60)
+        grace = (
+            self._lease_grace if self._lease_grace is not None else LEASE_GRACE_FACTOR * duration
+        )
+        now = dt.datetime.now(dt.UTC)
+        if renewed is not None:
+            left = (renewed + dt.timedelta(seconds=grace) - now).total_seconds()
+            if left > 0:
+                return (
+                    cond.condition(
+                        "Available",
+                        True,
+                        reason="ManagedClusterAddOnLeaseUpdated",
+                        message=f"{addon} add-on is available.",
+                    ),
+                    left + 0.05,
+                )
+        return (
+            cond.condition(
+                "Available",
+                False,
+                reason="ManagedClusterAddOnLeaseUpdateStopped",
+                message=f"{addon} add-on is not available.",
+            ),
+            None,
+        )
+
+    async def _write_status(
+        self,
+        mca: dict[str, Any],
+        cma: Mapping[str, Any],
+        *,
+        namespace: str | None,
+        refs: list[dict[str, Any]],
+        updates: list[dict[str, Any]],
+    ) -> None:
+        meta = mca.get("metadata") or {}
+        cluster, addon = str(meta.get("namespace")), str(meta.get("name"))
+        old = mca.get("status") or {}
+        status = dict(old)
+        if namespace is not None:
+            status["namespace"] = namespace
+            status["registrations"] = [
+                {
+                    "signerName": KUBE_CLIENT_SIGNER,
+                    "subject": {
+                        "user": agent_user(cluster, addon),
+                        "groups": agent_groups(cluster, addon),
+                    },
+                }
+            ]
+            status["healthCheck"] = {"mode": "Lease"}
+            status["configReferences"] = refs
+        supported = [
+            {"group": s.get("group") or "", "resource": s.get("resource")}
+            for s in (cma.get("spec") or {}).get("supportedConfigs") or []
+        ]
+        if supported:
+            status["supportedConfigs"] = supported
+        add_on_meta = (cma.get("spec") or {}).get("addOnMeta")
+        if add_on_meta:
+            status["addOnMeta"] = add_on_meta
+        status["conditions"] = cond.set_conditions(old.get("conditions"), updates)
+        if status == old:
+            return
+        with contextlib.suppress(NotFound):
+            await self._hub.replace(
+                r.MANAGED_CLUSTER_ADDON, dict(mca, status=status), subresource="status"
+            )
