@@ -314,26 +314,53 @@ class RoundController:
     # -- helpers -----------------------------------------------------------------------
 
     async def _parse(self, cm: dict[str, Any]) -> RoundSpec:
+        """The round spec, or a TerminalError (reported to the hub when the labels allow)."""
         text = (cm.get("data") or {}).get(keys.ROUND_SPEC_KEY)
         where = f"ConfigMap {self._ns}/{_name(cm)} key {keys.ROUND_SPEC_KEY}"
+        problem: str | None = None
+        spec: RoundSpec | None = None
         if not text:
-            raise TerminalError(f"{where} is missing", reason="RoundSpecInvalid")
-        try:
-            spec = RoundSpec.from_json(text)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            path = ".".join(str(p) for p in err["loc"]) or "(document)"
-            self._metrics.failure("RoundSpecInvalid")
-            raise TerminalError(
-                f"{where}: {path}: {err['msg']}", reason="RoundSpecInvalid"
-            ) from None
-        if spec.cluster != self._settings.cluster_name:
-            raise TerminalError(
+            problem = f"{where} is missing"
+        else:
+            try:
+                spec = RoundSpec.from_json(text)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                path = ".".join(str(p) for p in err["loc"]) or "(document)"
+                problem = f"{where}: {path}: {err['msg']}"
+        if spec is not None and spec.cluster != self._settings.cluster_name:
+            problem = (
                 f"{where} is for cluster {spec.cluster}, this agent serves "
-                f"{self._settings.cluster_name}",
-                reason="RoundSpecInvalid",
+                f"{self._settings.cluster_name}"
             )
-        return spec
+        if problem is None and spec is not None:
+            return spec
+        await self._report_invalid_spec(cm, problem or where)
+        raise TerminalError(problem or where, reason="RoundSpecInvalid")
+
+    async def _report_invalid_spec(self, cm: dict[str, Any], problem: str) -> None:
+        """Tell the hub the round cannot run, if the ConfigMap's labels say which round it is."""
+        labels = (cm.get("metadata") or {}).get("labels") or {}
+        uid = labels.get(keys.LABEL_JOB_UID)
+        ns, name = labels.get(keys.LABEL_JOB_NAMESPACE), labels.get(keys.LABEL_JOB_NAME)
+        round_text = str(labels.get(keys.LABEL_ROUND, ""))
+        if not (uid and ns and name and round_text.isdigit() and int(round_text) >= 1):
+            return
+        report = RoundReport(
+            job_uid=uid,
+            cluster=self._settings.cluster_name,
+            round=int(round_text),
+            state="TrainingFailed",
+            message=_bounded(f"RoundSpecInvalid: {problem}"),
+        )
+        new = cond.round_condition(report, fl_namespace=ns, fl_name=name, now=cond.now_utc())
+        written = await self._status.update(
+            lambda conditions: cond.set_condition(conditions, new),
+            what=f"invalid round spec {_name(cm)}",
+            result="TrainingFailed",
+        )
+        if written:
+            self._metrics.failure("RoundSpecInvalid")
 
     def _dataset_for(self, spec: RoundSpec) -> tuple[Dataset | None, _Failure | None]:
         if spec.dataset is None:
