@@ -1,0 +1,98 @@
+"""One round inside the training Job: fetch, train, evaluate, publish, report."""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from fl_contract.models import MAX_METRICS, RoundSpec, TrainingResult
+from fl_contract.weights import Weights, decode_weights, encode_weights
+from fl_core.runtime.api import Trainer
+from fl_core.store import open_store
+from fl_core.strategies.base import Rejected, spec_of, validate
+
+_METRIC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,62}$")
+
+
+class TrainingError(Exception):
+    """The round cannot complete; the message is the one-line reason reported."""
+
+
+async def run_round(
+    spec: RoundSpec,
+    trainer: Trainer,
+    *,
+    dataset_path: Path | None,
+    work_dir: Path | None = None,
+    file_root: Path | None = None,
+    s3_options: Mapping[str, str] | None = None,
+) -> TrainingResult:
+    """Run one round for `spec` and return the result record (the update is published)."""
+    store = open_store(spec.store, file_root=file_root, s3_options=s3_options)
+    try:
+        if spec.global_model is not None:
+            buffer = await store.get_buffer(spec.global_model.uri, sha256=spec.global_model.sha256)
+            weights = decode_weights(buffer)
+        else:
+            weights = trainer.init_weights(spec.seed)
+        data = trainer.load_data(dataset_path)
+        config: dict[str, Any] = dict(spec.training_config)
+        config.update(
+            round=spec.round,
+            attempt=spec.attempt,
+            seed=spec.seed,
+            cluster=spec.cluster,
+            proximal_mu=spec.proximal_mu,
+        )
+        if work_dir is not None:
+            config["work_dir"] = str(work_dir)
+        new, num_examples, metrics = trainer.train(weights, config, data)
+        _check_update(new, weights)
+        if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 0:
+            raise TrainingError(f"train() returned num_examples={num_examples!r}, not a count")
+        report = dict(metrics)
+        if spec.evaluate:
+            eval_examples, eval_metrics = trainer.evaluate(new, config, data)
+            report.update(eval_metrics)
+            report["eval_examples"] = float(eval_examples)
+        encoded = encode_weights(new)
+        ref = await store.put_uri(spec.update_uri, encoded)
+        return TrainingResult(
+            update_uri=ref.uri,
+            sha256=ref.sha256,
+            num_examples=num_examples,
+            metrics=_clean_metrics(report),
+        )
+    finally:
+        await store.close()
+
+
+def _check_update(new: Weights, start: Weights) -> None:
+    try:
+        validate(new, spec_of(start))
+    except Rejected as exc:
+        raise TrainingError(
+            f"the trained model cannot be sent ({exc.reason}): {exc.message}"
+        ) from None
+
+
+def _clean_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Finite float metrics with valid names, at most MAX_METRICS; others dropped (logged)."""
+    clean: dict[str, float] = {}
+    for name, value in metrics.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not _METRIC_NAME.match(str(name)) or not math.isfinite(number):
+            print(f"fl-train: dropping metric {name!r}={value!r}", file=sys.stderr)
+            continue
+        if len(clean) == MAX_METRICS:
+            print(f"fl-train: more than {MAX_METRICS} metrics, dropping {name!r}", file=sys.stderr)
+            continue
+        clean[str(name)] = number
+    return clean
