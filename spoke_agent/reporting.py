@@ -9,9 +9,10 @@ re-apply the same one change to the fresh list, so their conditions survive.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fl_kube import resources as r
@@ -23,7 +24,8 @@ from spoke_agent.metrics import AgentMetrics
 
 log = logging.getLogger(__name__)
 
-Mutation = Callable[[list[Condition]], list[Condition] | None]
+MutationResult = list[Condition] | None
+Mutation = Callable[[list[Condition]], MutationResult | Awaitable[MutationResult]]
 
 
 class StatusWriter:
@@ -53,13 +55,15 @@ class StatusWriter:
     async def update(self, mutate: Mutation, *, what: str, result: str = "other") -> bool:
         """Apply `mutate` to the current list and write it; False when nothing had to change.
 
-        `mutate` gets the current conditions and returns the new list or None. It may be
-        called several times (once per conflict), each time with fresher conditions.
+        `mutate` gets the current conditions and returns (or resolves to) the new list or
+        None. It may be called several times (once per conflict), each time with fresher
+        conditions.
         """
         for attempt in range(self._retries):
             addon = await self._read()
             current = _conditions_of(addon)
-            desired = mutate([dict(c) for c in current])
+            outcome = mutate([dict(c) for c in current])
+            desired = await outcome if inspect.isawaitable(outcome) else outcome
             if desired is None:
                 return False
             body: dict[str, Any] = {
