@@ -1,0 +1,263 @@
+"""Field ownership (metadata.managedFields) and server-side apply.
+
+Ownership is tracked per top-level field and per second-level key of object fields
+(`spec.replicas`, `data.key`, `metadata.labels.app`), which is enough to tell managers apart
+and to report conflicts the way kube-apiserver does, at a coarser grain.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from .builtin_types import MERGE_KEYS
+from .errors import ApiError
+from .metadata import now
+
+Path = tuple[str, ...]
+_SKIP_TOP = ("apiVersion", "kind", "metadata")
+_META_MAPS = ("labels", "annotations")
+_META_LISTS = ("finalizers", "ownerReferences")
+
+
+def field_paths(obj: dict[str, Any]) -> set[Path]:
+    paths: set[Path] = set()
+    for key, value in obj.items():
+        if key in _SKIP_TOP:
+            continue
+        if isinstance(value, dict) and value:
+            paths.update((key, sub) for sub in value)
+        else:
+            paths.add((key,))
+    meta = obj.get("metadata") or {}
+    for section in _META_MAPS:
+        paths.update(("metadata", section, k) for k in meta.get(section) or {})
+    for section in _META_LISTS:
+        if meta.get(section):
+            paths.add(("metadata", section))
+    return paths
+
+
+_MISSING = object()
+
+
+def read_path(obj: Any, path: Path) -> Any:
+    cur = obj
+    for part in path:
+        if not isinstance(cur, dict) or part not in cur:
+            return _MISSING
+        cur = cur[part]
+    return cur
+
+
+def _delete_path(obj: dict[str, Any], path: Path) -> None:
+    cur: Any = obj
+    for part in path[:-1]:
+        cur = cur.get(part) if isinstance(cur, dict) else None
+        if cur is None:
+            return
+    if isinstance(cur, dict):
+        cur.pop(path[-1], None)
+    if len(path) > 1:
+        parent = read_path(obj, path[:-1])
+        if parent == {} and path[0] != "metadata":
+            _delete_path(obj, path[:-1])
+
+
+def _to_fields_v1(paths: set[Path]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for path in sorted(paths):
+        cur = tree
+        for part in path:
+            cur = cur.setdefault(f"f:{part}", {})
+    return tree
+
+
+def _from_fields_v1(tree: dict[str, Any], prefix: Path = ()) -> set[Path]:
+    paths: set[Path] = set()
+    for key, sub in tree.items():
+        if not key.startswith("f:"):
+            continue
+        path = (*prefix, key[2:])
+        if isinstance(sub, dict) and any(k.startswith("f:") for k in sub):
+            paths |= _from_fields_v1(sub, path)
+        else:
+            paths.add(path)
+    return paths
+
+
+def _ownership(obj: dict[str, Any]) -> list[tuple[str, str, set[Path], str]]:
+    out = []
+    for entry in obj.get("metadata", {}).get("managedFields") or []:
+        paths = _from_fields_v1(entry.get("fieldsV1") or {})
+        out.append(
+            (
+                entry.get("manager", ""),
+                entry.get("operation", "Update"),
+                paths,
+                entry.get("subresource", ""),
+            )
+        )
+    return out
+
+
+def _write_ownership(
+    obj: dict[str, Any],
+    owners: list[tuple[str, str, set[Path], str]],
+    api_version: str,
+    changed: set[tuple[str, str]],
+) -> None:
+    old_entries = {
+        (e.get("manager"), e.get("operation"), e.get("subresource", "")): e
+        for e in obj["metadata"].get("managedFields") or []
+    }
+    entries = []
+    for manager, op, paths, sub in owners:
+        if not paths:
+            continue
+        prev = old_entries.get((manager, op, sub))
+        entry: dict[str, Any] = {
+            "manager": manager,
+            "operation": op,
+            "apiVersion": api_version,
+            "time": now() if (manager, op) in changed or prev is None else prev.get("time", now()),
+            "fieldsType": "FieldsV1",
+            "fieldsV1": _to_fields_v1(paths),
+        }
+        if sub:
+            entry["subresource"] = sub
+        entries.append(entry)
+    if entries:
+        obj["metadata"]["managedFields"] = entries
+    else:
+        obj["metadata"].pop("managedFields", None)
+
+
+def record_update(
+    old: dict[str, Any] | None,
+    new: dict[str, Any],
+    *,
+    manager: str,
+    api_version: str,
+    subresource: str = "",
+) -> None:
+    """Give `manager` (operation Update) the fields this write changed; others lose them."""
+    new_paths = field_paths(new)
+    old_paths = field_paths(old) if old is not None else set()
+    changed = {p for p in new_paths if old is None or read_path(old, p) != read_path(new, p)}
+    owners = _ownership(new if old is None else old)
+    gone = old_paths - new_paths
+    result = []
+    found = False
+    for m, op, paths, sub in owners:
+        paths = (paths - changed - gone) & new_paths
+        if m == manager and op == "Update" and sub == subresource:
+            paths |= changed
+            found = True
+        result.append((m, op, paths, sub))
+    if not found:
+        result.append((manager, "Update", changed, subresource))
+    _write_ownership(new, result, api_version, {(manager, "Update")} if changed else set())
+
+
+def _merge_apply(current: Any, applied: Any, field: str = "") -> Any:
+    """Merge an apply configuration into the live value: maps recursively, keyed lists by key."""
+    if isinstance(applied, dict) and isinstance(current, dict):
+        out = dict(current)
+        for key, value in applied.items():
+            out[key] = _merge_apply(current.get(key), value, key)
+        return out
+    if isinstance(applied, list) and isinstance(current, list) and field in MERGE_KEYS:
+        key = MERGE_KEYS[field]
+        if field == "ports":
+            key = (
+                "containerPort"
+                if any(isinstance(i, dict) and "containerPort" in i for i in applied)
+                else "port"
+            )
+        if all(isinstance(i, dict) and key in i for i in applied + current):
+            out_list = [copy.deepcopy(i) for i in current]
+            for item in applied:
+                pos = next((n for n, c in enumerate(out_list) if c.get(key) == item[key]), None)
+                if pos is None:
+                    out_list.append(copy.deepcopy(item))
+                else:
+                    out_list[pos] = _merge_apply(out_list[pos], item)
+            return out_list
+    return copy.deepcopy(applied)
+
+
+def server_side_apply(
+    live: dict[str, Any] | None,
+    applied: dict[str, Any],
+    *,
+    manager: str,
+    force: bool,
+    api_version: str,
+    subresource: str = "",
+    describe: str = "",
+) -> dict[str, Any]:
+    """The object after `manager` applies `applied`; 409 listing conflicting owners unless force."""
+    base = copy.deepcopy(live) if live is not None else {"metadata": {}}
+    applied_paths = field_paths(applied)
+    owners = _ownership(base)
+    conflicts: list[tuple[str, Path]] = []
+    if live is not None:
+        for m, _op, paths, _sub in owners:
+            if m == manager:
+                continue
+            for p in sorted(paths & applied_paths):
+                if read_path(live, p) != read_path(applied, p):
+                    conflicts.append((m, p))
+    if conflicts and not force:
+        causes = [
+            {
+                "type": "FieldManagerConflict",
+                "message": f'conflict with "{m}": .{".".join(p)}',
+                "field": "." + ".".join(p),
+            }
+            for m, p in conflicts
+        ]
+        listed = "; ".join(f'conflict with "{m}": .{".".join(p)}' for m, p in conflicts)
+        plural = "s" if len(conflicts) > 1 else ""
+        raise ApiError(
+            409,
+            "Conflict",
+            f"Apply failed with {len(conflicts)} conflict{plural}: {listed}",
+            details={"name": describe, "causes": causes},
+        )
+    previously: set[Path] = set()
+    for m, op, paths, sub in owners:
+        if m == manager and op == "Apply" and sub == subresource:
+            previously = paths
+    others: set[Path] = set()
+    for m, op, paths, sub in owners:
+        if not (m == manager and op == "Apply" and sub == subresource):
+            others |= paths
+    merged = _merge_apply(
+        base, {k: v for k, v in applied.items() if k not in ("apiVersion", "kind", "metadata")}
+    )
+    meta_in = applied.get("metadata") or {}
+    meta = dict(merged.get("metadata") or {})
+    for section in _META_MAPS:
+        if meta_in.get(section):
+            meta[section] = {**(meta.get(section) or {}), **meta_in[section]}
+    for section in _META_LISTS:
+        if meta_in.get(section):
+            meta[section] = _merge_apply(meta.get(section) or [], meta_in[section], section)
+    merged["metadata"] = meta
+    for path in previously - applied_paths - others:
+        _delete_path(merged, path)
+    result = []
+    found = False
+    for m, op, paths, sub in owners:
+        if m == manager and op == "Apply" and sub == subresource:
+            result.append((m, op, applied_paths, sub))
+            found = True
+        else:
+            result.append((m, op, paths - applied_paths if force else paths, sub))
+    if not found:
+        result.append((manager, "Apply", applied_paths, subresource))
+    _write_ownership(merged, result, api_version, {(manager, "Apply")})
+    out: dict[str, Any] = merged
+    return out
