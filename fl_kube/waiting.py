@@ -5,18 +5,40 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, overload
+
+from fl_kube.errors import ApiError
 
 T = TypeVar("T")
 
 
+@overload
 async def wait_for(
-    predicate: Callable[[], Awaitable[T | None]] | Callable[[], T | None],
+    predicate: Callable[[], Awaitable[T | None]],
     *,
     timeout: float,  # noqa: ASYNC109 - the shared signature
     interval: float = 0.05,
     message: str = "",
-) -> T:
+) -> T: ...
+
+
+@overload
+async def wait_for(
+    predicate: Callable[[], T | None],
+    *,
+    timeout: float,  # noqa: ASYNC109 - the shared signature
+    interval: float = 0.05,
+    message: str = "",
+) -> T: ...
+
+
+async def wait_for(
+    predicate: Callable[[], Any],
+    *,
+    timeout: float,  # noqa: ASYNC109 - the shared signature
+    interval: float = 0.05,
+    message: str = "",
+) -> Any:
     """Poll ``predicate`` (sync or async) until it returns something truthy, and return it.
 
     Raises ``TimeoutError`` with ``message`` and the last value seen (or the last exception
@@ -34,7 +56,7 @@ async def wait_for(
             last, last_error = value, None
             if value:
                 return value
-        except (AssertionError, LookupError, ValueError, OSError) as exc:
+        except (AssertionError, LookupError, ValueError, OSError, ApiError) as exc:
             last_error = exc
         if loop.time() >= deadline:
             detail = f"last error: {last_error!r}" if last_error else f"last value: {last!r}"
