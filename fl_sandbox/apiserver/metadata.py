@@ -20,6 +20,16 @@ _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 LABEL_NAMED: frozenset[tuple[str, str]] = frozenset(
     {("", "namespaces"), ("", "services"), ("batch", "jobs")}
 )
+# RBAC objects only need a valid path segment (kube-apiserver's ValidateRBACName), so names
+# such as "open-cluster-management:federated-learning:agent" are accepted, as on a cluster.
+PATH_SEGMENT_NAMED: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("rbac.authorization.k8s.io", "roles"),
+        ("rbac.authorization.k8s.io", "rolebindings"),
+        ("rbac.authorization.k8s.io", "clusterroles"),
+        ("rbac.authorization.k8s.io", "clusterrolebindings"),
+    }
+)
 
 
 def now() -> str:
@@ -48,7 +58,13 @@ def _invalid(field: str, value: Any, why: str) -> Cause:
     return ("FieldValueInvalid", field, f'{field}: Invalid value: "{value}": {why}')
 
 
-def check_name(name: str, *, label: bool, field: str = "metadata.name") -> list[Cause]:
+def check_name(
+    name: str, *, label: bool, field: str = "metadata.name", path_segment: bool = False
+) -> list[Cause]:
+    if path_segment:
+        if name in (".", "..") or "/" in name or "%" in name:
+            return [_invalid(field, name, "may not be '.' or '..' and may not contain '/' or '%'")]
+        return []
     if label:
         if len(name) > 63:
             return [_invalid(field, name, "must be no more than 63 characters")]

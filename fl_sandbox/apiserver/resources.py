@@ -16,7 +16,15 @@ from .builtin_rules import apply_builtin_rules
 from .builtin_types import ResourceType
 from .crds import CRD_GROUP, check_crd, crd_status
 from .fields import record_update, server_side_apply
-from .metadata import LABEL_NAMED, check_meta, check_name, generated_name, new_uid, now
+from .metadata import (
+    LABEL_NAMED,
+    PATH_SEGMENT_NAMED,
+    check_meta,
+    check_name,
+    generated_name,
+    new_uid,
+    now,
+)
 from .patching import json_patch, merge_patch, strategic_merge
 from .schema import process
 from .store import Obj, Store
@@ -68,7 +76,18 @@ def _spec_part(obj: Obj, *, exclude_status: bool) -> Obj:
     return {k: v for k, v in obj.items() if k not in skip}
 
 
+_BODY_TYPES = ("application/json", "application/yaml", "application/octet-stream", "text/plain", "")
+
+
 def parse_body(raw: bytes, content_type: str) -> Any:
+    """JSON or YAML bodies; anything else (protobuf, CBOR) is 415 so clients fall back to JSON."""
+    media = content_type.split(";")[0].strip().lower()
+    if media not in _BODY_TYPES and media not in (MERGE, JSON_PATCH, STRATEGIC, APPLY):
+        raise errors.ApiError(
+            415,
+            "UnsupportedMediaType",
+            f"the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {media!r})",
+        )
     if not raw:
         raise errors.bad_request("the request body is empty")
     try:
@@ -182,7 +201,11 @@ class Resources:
                     ],
                 )
         name = meta["name"]
-        name_causes = check_name(name, label=rtype.group_resource in LABEL_NAMED)
+        name_causes = check_name(
+            name,
+            label=rtype.group_resource in LABEL_NAMED,
+            path_segment=rtype.group_resource in PATH_SEGMENT_NAMED,
+        )
         if name_causes:
             raise errors.invalid(rtype.kind, rtype.group, name, name_causes)
         if rtype.namespaced:
