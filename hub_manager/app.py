@@ -1,16 +1,171 @@
-"""`run_hub_manager`: wires the client, the controllers, leader election and metrics."""
+"""`run_hub_manager`: wires the client, informers, controllers, leader election and metrics."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
 
+from fl_contract import keys
+from fl_kube import resources as r
+from fl_kube.client import KubeApi
+from fl_kube.controller import Controller
+from fl_kube.errors import ApiError
+from fl_kube.health import HealthServer
+from fl_kube.informer import Informer
+from fl_kube.leader import LeaderElector
+from hub_manager import agent_rbac
+from hub_manager.addon import ensure_namespace, register_addon
+from hub_manager.agent_rbac import AgentRbacReconciler
+from hub_manager.metrics import HubMetrics
+from hub_manager.round_driver import FederatedLearningReconciler
 from hub_manager.settings import HubSettings
 
 log = logging.getLogger(__name__)
 
+K = TypeVar("K", bound=Hashable)
 
-async def run_hub_manager(settings: HubSettings) -> None:
+
+class HubManager:
+    """One manager process: serves metrics always, drives jobs only while leading."""
+
+    def __init__(self, settings: HubSettings, *, metrics: HubMetrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or HubMetrics()
+        self.leading = False
+        self.synced = False
+        self.fl_controller: Controller[tuple[str, str]] | None = None
+        self.metrics_port: int | None = None
+
+    def ready(self) -> bool:
+        return self.synced or (self.settings.leader_election and not self.leading)
+
+    async def run(self) -> None:
+        api = await KubeApi.from_kubeconfig(self.settings.kubeconfig)
+        health: HealthServer | None = None
+        try:
+            if self.settings.metrics_enabled:
+                health = HealthServer(
+                    bind=self.settings.metrics_bind_address,
+                    registry=self.metrics.registry,
+                    ready=self.ready,
+                )
+                self.metrics_port = await health.start()
+                log.info("metrics and probes on port %d", self.metrics_port)
+            if self.settings.leader_election:
+                with contextlib.suppress(ApiError):
+                    await ensure_namespace(api, self.settings.leader_election_namespace)
+                elector = LeaderElector(
+                    api,
+                    namespace=self.settings.leader_election_namespace,
+                    name=self.settings.leader_election_name,
+                    identity=self.settings.identity,
+                    lease_duration=self.settings.lease_duration_seconds,
+                    renew_deadline=self.settings.renew_deadline_seconds,
+                    retry_period=self.settings.retry_period_seconds,
+                )
+                await elector.run(lambda: self._lead(api))
+            else:
+                await self._lead(api)
+        finally:
+            if health is not None:
+                await health.stop()
+            await api.close()
+
+    async def _lead(self, api: KubeApi) -> None:
+        """Everything that writes: only one replica runs this at a time."""
+        self.leading = True
+        try:
+            await register_addon(api, self.settings.addon_templates_dir)
+            await self._run_controllers(api)
+        finally:
+            self.leading = False
+            self.synced = False
+
+    async def _run_controllers(self, api: KubeApi) -> None:
+        settings = self.settings
+        jobs = Informer(api, r.FEDERATED_LEARNING)
+        addons = Informer(api, r.MANAGED_CLUSTER_ADDON)
+        placements = Informer(api, r.PLACEMENT)
+        decisions = Informer(api, r.PLACEMENT_DECISION)
+        works = Informer(
+            api,
+            r.MANIFEST_WORK,
+            label_selector=f"{keys.LABEL_COMPONENT}={keys.COMPONENT_ROUND_SPEC}",
+        )
+        roles = Informer(api, r.ROLE, label_selector=agent_rbac.SELECTOR)
+        role_bindings = Informer(api, r.ROLE_BINDING, label_selector=agent_rbac.SELECTOR)
+        informers = [jobs, addons, placements, decisions, works, roles, role_bindings]
+
+        driver = FederatedLearningReconciler(
+            api,
+            settings=settings,
+            jobs=jobs,
+            addons=addons,
+            placements=placements,
+            decisions=decisions,
+            works=works,
+            metrics=self.metrics,
+        )
+        rbac = AgentRbacReconciler(api, addons=addons, roles=roles, role_bindings=role_bindings)
+        fl_controller: Controller[tuple[str, str]] = Controller(
+            "federatedlearning",
+            driver.reconcile,
+            workers=settings.workers,
+            metrics=self.metrics.controllers,
+        )
+        rbac_controller: Controller[str] = Controller(
+            "agent-rbac",
+            rbac.reconcile,
+            workers=settings.rbac_workers,
+            metrics=self.metrics.controllers,
+        )
+        self.fl_controller = fl_controller
+        _route(jobs, fl_controller, driver.keys_for_job)
+        _route(addons, fl_controller, driver.keys_for_addon)
+        _route(placements, fl_controller, driver.keys_for_placement_object)
+        _route(decisions, fl_controller, driver.keys_for_placement_object)
+        _route(works, fl_controller, driver.keys_for_work)
+        _route(addons, rbac_controller, rbac.keys_for_event)
+        _route(roles, rbac_controller, rbac.keys_for_event)
+        _route(role_bindings, rbac_controller, rbac.keys_for_event)
+
+        async with asyncio.TaskGroup() as group:
+            for informer in informers:
+                group.create_task(informer.run(), name=f"informer-{informer.resource.plural}")
+            for informer in informers:
+                await informer.wait_synced(settings.sync_timeout_seconds)
+            self.synced = True
+            log.info("caches synced; driving jobs")
+            group.create_task(fl_controller.run(), name="controller-federatedlearning")
+            group.create_task(rbac_controller.run(), name="controller-agent-rbac")
+            group.create_task(self._resync(jobs, fl_controller), name="resync")
+
+    async def _resync(self, jobs: Informer, controller: Controller[tuple[str, str]]) -> None:
+        """Level-based safety net: every job is looked at again now and then."""
+        while True:
+            await asyncio.sleep(self.settings.resync_seconds)
+            for job in jobs.list():
+                metadata = job.get("metadata") or {}
+                controller.enqueue((str(metadata.get("namespace")), str(metadata.get("name"))))
+
+
+def _route(
+    informer: Informer,
+    controller: Controller[K],
+    keys_of: Callable[[dict[str, Any]], list[K]],
+) -> None:
+    def handler(event_type: str, obj: dict[str, Any]) -> None:
+        del event_type
+        for key in keys_of(obj):
+            controller.enqueue(key)
+
+    informer.subscribe(handler)
+
+
+async def run_hub_manager(settings: HubSettings, *, metrics: HubMetrics | None = None) -> None:
     """Run until cancelled; on cancel, stop the controllers and close connections."""
     log.info("hub manager %s starting", settings.identity)
-    await asyncio.Event().wait()
+    await HubManager(settings, metrics=metrics).run()

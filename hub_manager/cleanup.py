@@ -1,0 +1,94 @@
+"""Removing what a job placed in other namespaces: its ManifestWorks, Placement and
+ManagedClusterSetBindings (owner references cannot reach across namespaces)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fl_contract import keys, naming
+from fl_kube import resources as r
+from fl_kube.client import KubeApi
+from fl_kube.informer import Informer
+from hub_manager.placement import cluster_sets
+
+log = logging.getLogger(__name__)
+
+
+class JobCleaner:
+    def __init__(self, api: KubeApi, *, jobs: Informer, works: Informer) -> None:
+        self._api = api
+        self._jobs = jobs
+        self._works = works
+
+    def works_of(self, uid: str) -> list[dict[str, Any]]:
+        return [
+            w
+            for w in self._works.list()
+            if ((w.get("metadata") or {}).get("labels") or {}).get(keys.LABEL_JOB_UID) == uid
+        ]
+
+    async def remove_works(self, uid: str, *, keep: set[str] | None = None) -> int:
+        """Delete the job's ManifestWorks except in the `keep` clusters; returns how many."""
+        removed = 0
+        for work in self.works_of(uid):
+            metadata = work["metadata"]
+            if metadata.get("deletionTimestamp") or metadata["namespace"] in (keep or set()):
+                continue
+            if await self._api.delete(
+                r.MANIFEST_WORK, metadata["name"], namespace=metadata["namespace"]
+            ):
+                removed += 1
+        return removed
+
+    async def finalize(self, obj: dict[str, Any], *, spec_placement: dict[str, Any]) -> None:
+        """Remove the job's objects, then its finalizer (nothing else may be left behind)."""
+        metadata = obj["metadata"]
+        finalizers = list(metadata.get("finalizers") or [])
+        if keys.FINALIZER not in finalizers:
+            return
+        uid, namespace, name = (
+            str(metadata["uid"]),
+            str(metadata["namespace"]),
+            str(metadata["name"]),
+        )
+        await self.remove_works(uid)
+        # Works the cache has not seen yet (created just before the deletion): by name.
+        work_name = naming.manifest_work_name(uid)
+        for participant in (obj.get("status") or {}).get("participants") or []:
+            cluster = str(participant.get("cluster") or "")
+            if cluster and self._works.get(work_name, cluster) is None:
+                await self._api.delete(r.MANIFEST_WORK, work_name, namespace=cluster)
+        await self._api.delete(r.PLACEMENT, naming.placement_name(name), namespace=namespace)
+        for cluster_set in cluster_sets(spec_placement):
+            if not self._set_needed_elsewhere(namespace, cluster_set, uid):
+                await self._delete_binding(namespace, cluster_set)
+        patch = {
+            "metadata": {
+                "finalizers": [f for f in finalizers if f != keys.FINALIZER],
+                "resourceVersion": metadata["resourceVersion"],
+            }
+        }
+        await self._api.patch(r.FEDERATED_LEARNING, name, patch, namespace=namespace)
+        log.info("%s/%s: cleaned up and released", namespace, name)
+
+    def _set_needed_elsewhere(self, namespace: str, cluster_set: str, uid: str) -> bool:
+        for job in self._jobs.list():
+            meta = job.get("metadata") or {}
+            if meta.get("namespace") != namespace or meta.get("uid") == uid:
+                continue
+            if meta.get("deletionTimestamp"):
+                continue
+            placement = ((job.get("spec") or {}).get("client") or {}).get("placement") or {}
+            if cluster_set in cluster_sets(placement):
+                return True
+        return False
+
+    async def _delete_binding(self, namespace: str, cluster_set: str) -> None:
+        """Only a binding this manager created (an admin's own binding stays)."""
+        binding = await self._api.get_or_none(
+            r.MANAGED_CLUSTER_SET_BINDING, cluster_set, namespace=namespace
+        )
+        labels = ((binding or {}).get("metadata") or {}).get("labels") or {}
+        if binding is not None and labels.get(keys.LABEL_MANAGED_BY) == keys.HUB_FIELD_MANAGER:
+            await self._api.delete(r.MANAGED_CLUSTER_SET_BINDING, cluster_set, namespace=namespace)

@@ -1,0 +1,963 @@
+"""The FederatedLearning controller: one level-based reconcile per job key.
+
+Each pass reads the job (the informer cache, or the newer object this process just
+wrote), validates the spec, keeps the Placement in place, reads the agents' reports, asks
+the round state machine (`rounds.decide`) for the next step and carries it out. Status is
+written before side effects that depend on it (round start before round specs, the
+result's record before its publication), so a restart always finds enough to go on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from fl_contract import keys, naming
+from fl_contract.models import ModelRef
+from fl_contract.weights import encode_weights, sha256_hex
+from fl_core.evaluation import get_evaluator
+from fl_core.store import StoreError
+from fl_kube import resources as r
+from fl_kube.client import KubeApi
+from fl_kube.controller import Result
+from fl_kube.errors import Conflict
+from fl_kube.informer import Informer
+from hub_manager import rounds
+from hub_manager import status as st
+from hub_manager.aggregation import new_session
+from hub_manager.cleanup import JobCleaner
+from hub_manager.crd_spec import FederatedLearningSpec, SpecError, parse_spec
+from hub_manager.job_runtime import (
+    JobRuntime,
+    build_strategy,
+    load_weights,
+    model_ref,
+    open_job_store,
+    server_state_key,
+)
+from hub_manager.metrics import HubMetrics
+from hub_manager.placement import (
+    Selection,
+    cluster_sets,
+    decisions_of,
+    desired_binding,
+    desired_placement,
+    selection,
+)
+from hub_manager.reports import AddonView, read_report
+from hub_manager.settings import HubSettings
+from hub_manager.work import (
+    build_round_spec,
+    desired_manifest_work,
+    local_file_root,
+    store_config,
+    work_matches,
+)
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, name)
+MAX_STEPS = 8
+
+
+class FederatedLearningReconciler:
+    """Drives every FederatedLearning job; shares nothing between jobs but the caches."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        *,
+        settings: HubSettings,
+        jobs: Informer,
+        addons: Informer,
+        placements: Informer,
+        decisions: Informer,
+        works: Informer,
+        metrics: HubMetrics,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._api = api
+        self._settings = settings
+        self._jobs = jobs
+        self._addons = addons
+        self._placements = placements
+        self._decisions = decisions
+        self._works = works
+        self._metrics = metrics
+        self._clock = clock
+        self._runtimes: dict[Key, JobRuntime] = {}
+        self._latest: dict[Key, dict[str, Any]] = {}
+        self._applied: dict[tuple[str, str, str], str] = {}
+        self._sent: dict[tuple[str, str], str] = {}
+        self._cleaner = JobCleaner(api, jobs=jobs, works=works)
+
+    # -- event routing -------------------------------------------------------------------
+
+    def keys_for_job(self, obj: dict[str, Any]) -> list[Key]:
+        metadata = obj.get("metadata") or {}
+        return [(str(metadata.get("namespace")), str(metadata.get("name")))]
+
+    def keys_for_addon(self, obj: dict[str, Any]) -> list[Key]:
+        """Jobs that may care about this cluster's add-on: every job not yet finished."""
+        if (obj.get("metadata") or {}).get("name") != keys.ADDON_NAME:
+            return []
+        return [
+            k
+            for job in self._jobs.list()
+            if (job.get("status") or {}).get("phase") not in rounds.TERMINAL_PHASES
+            for k in self.keys_for_job(job)
+        ]
+
+    def keys_for_placement_object(self, obj: dict[str, Any]) -> list[Key]:
+        """The job of a Placement or PlacementDecision (by the placement's name)."""
+        metadata = obj.get("metadata") or {}
+        namespace = str(metadata.get("namespace") or "")
+        placement = (metadata.get("labels") or {}).get(
+            "cluster.open-cluster-management.io/placement"
+        ) or metadata.get("name")
+        return [
+            (namespace, str(job["metadata"]["name"]))
+            for job in self._jobs.list()
+            if job["metadata"].get("namespace") == namespace
+            and naming.placement_name(str(job["metadata"]["name"])) == placement
+        ]
+
+    def keys_for_work(self, obj: dict[str, Any]) -> list[Key]:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        uid = labels.get(keys.LABEL_JOB_UID)
+        return [
+            k
+            for job in self._jobs.list()
+            if uid and job["metadata"].get("uid") == uid
+            for k in self.keys_for_job(job)
+        ]
+
+    # -- reconcile ---------------------------------------------------------------------
+
+    async def reconcile(self, key: Key) -> Result | None:
+        try:
+            return await self._reconcile(key)
+        except Conflict:
+            # Someone changed the job since we read it: look again with the fresh object.
+            self._latest.pop(key, None)
+            return Result(requeue=True)
+        finally:
+            self._count_phases()
+
+    async def _reconcile(self, key: Key) -> Result | None:
+        obj = self._current(key)
+        if obj is None:
+            await self._forget(key)
+            return None
+        if (obj.get("metadata") or {}).get("deletionTimestamp"):
+            await self._cleaner.finalize(obj, spec_placement=_raw_placement(obj))
+            await self._forget(key)
+            return None
+        obj = await self._ensure_finalizer(key, obj)
+        for _ in range(MAX_STEPS):
+            obj, result, again = await self._step(key, obj)
+            if not again:
+                return result
+        return Result(requeue_after=0.0)
+
+    def _current(self, key: Key) -> dict[str, Any] | None:
+        cached = self._jobs.get(key[1], key[0])
+        latest = self._latest.get(key)
+        if cached is None or latest is None:
+            return cached
+        if cached["metadata"].get("uid") != latest["metadata"].get("uid"):
+            return cached
+        try:
+            newer = int(latest["metadata"]["resourceVersion"]) > int(
+                cached["metadata"]["resourceVersion"]
+            )
+        except (KeyError, ValueError):
+            newer = False
+        return latest if newer else cached
+
+    async def _forget(self, key: Key) -> None:
+        self._latest.pop(key, None)
+        runtime = self._runtimes.pop(key, None)
+        if runtime is not None:
+            await runtime.close()
+        self._metrics.forget_job(*key)
+
+    async def _ensure_finalizer(self, key: Key, obj: dict[str, Any]) -> dict[str, Any]:
+        metadata = obj["metadata"]
+        finalizers = list(metadata.get("finalizers") or [])
+        if keys.FINALIZER in finalizers:
+            return obj
+        patch = {
+            "metadata": {
+                "finalizers": [*finalizers, keys.FINALIZER],
+                "resourceVersion": metadata["resourceVersion"],
+            }
+        }
+        updated = await self._api.patch(
+            r.FEDERATED_LEARNING, metadata["name"], patch, namespace=metadata["namespace"]
+        )
+        self._latest[key] = updated
+        self._metrics.job_registered(*key)
+        return updated
+
+    async def _write_status(
+        self, key: Key, obj: dict[str, Any], status: dict[str, Any]
+    ) -> dict[str, Any]:
+        if status == (obj.get("status") or {}):
+            return obj
+        body = {**obj, "status": status}
+        updated = await self._api.replace(r.FEDERATED_LEARNING, body, subresource="status")
+        self._latest[key] = updated
+        return updated
+
+    async def _step(
+        self, key: Key, obj: dict[str, Any]
+    ) -> tuple[dict[str, Any], Result | None, bool]:
+        """One decision and its execution: (object, result, whether to decide again)."""
+        metadata = obj["metadata"]
+        generation = int(metadata.get("generation") or 0)
+        status = st.clone(obj.get("status"))
+        now = self._clock()
+        try:
+            runtime = await self._runtime(key, obj)
+        except SpecError as exc:
+            return await self._invalid(key, obj, status, exc.problems, generation, now)
+        spec = runtime.spec
+        progress = st.progress_of(status)
+        spec_condition = st.condition(status, st.SPEC_VALID)
+        if (
+            progress.phase == "Failed"
+            and spec_condition is not None
+            and spec_condition.get("status") == "False"
+        ):  # the spec was fixed: resume where the job stood
+            st.set_phase(status, "Running" if progress.round else "Waiting")
+            status.pop("completionTime", None)
+            st.remove_condition(status, st.SUCCEEDED)
+        st.set_condition(
+            status,
+            type_=st.SPEC_VALID,
+            value=True,
+            reason="Valid",
+            message="the spec is valid",
+            generation=generation,
+            now=now,
+        )
+        ignored = spec.ignored_fields()
+        if ignored:
+            st.set_condition(
+                status,
+                type_=st.FIELDS_IGNORED,
+                value=True,
+                reason="NotSupported",
+                message="accepted but not used: " + "; ".join(ignored),
+                generation=generation,
+                now=now,
+            )
+        else:
+            st.remove_condition(status, st.FIELDS_IGNORED)
+        status["observedGeneration"] = generation
+        if "phase" not in status:
+            st.set_phase(status, "Waiting")
+
+        if st.progress_of(status).phase in rounds.TERMINAL_PHASES:
+            await self._cleaner.remove_works(str(metadata["uid"]))
+            return await self._write_status(key, obj, status), None, False
+
+        await self._ensure_placement(obj, spec)
+        chosen = self._selection(obj)
+        available = [c for c in chosen.clusters if self._addon(c).available]
+        self._clusters_condition(status, spec, chosen, available, generation, now)
+
+        tally = await self._collect(obj, runtime, status, now)
+        progress = st.progress_of(status)
+        decision = rounds.decide(
+            progress=progress,
+            policy=_policy(spec),
+            available=available,
+            tally=tally,
+            now=now,
+        )
+        log.debug("%s/%s: %s", key[0], key[1], decision)
+        return await self._execute(key, obj, status, runtime, decision, tally, now)
+
+    async def _execute(
+        self,
+        key: Key,
+        obj: dict[str, Any],
+        status: dict[str, Any],
+        runtime: JobRuntime,
+        decision: rounds.Decision,
+        tally: rounds.Tally,
+        now: datetime,
+    ) -> tuple[dict[str, Any], Result | None, bool]:
+        generation = int(obj["metadata"].get("generation") or 0)
+        if isinstance(decision, rounds.Done):
+            return await self._write_status(key, obj, status), None, False
+        if isinstance(decision, rounds.WaitForClusters):
+            progress = st.progress_of(status)
+            st.set_phase(status, "Running" if progress.published_round else "Waiting")
+            st.set_condition(
+                status,
+                type_=st.PROGRESSING,
+                value=False,
+                reason="WaitingForClusters",
+                message=(
+                    f"round {decision.round} waits for {decision.needed} available clusters "
+                    f"({decision.available} now)"
+                ),
+                generation=generation,
+                now=now,
+            )
+            obj = await self._write_status(key, obj, status)
+            return obj, Result(requeue_after=self._settings.waiting_recheck_seconds), False
+        if isinstance(decision, rounds.StartRound):
+            return await self._start_round(key, obj, status, runtime, decision, tally, now)
+        if isinstance(decision, rounds.AwaitReports):
+            await self._send_round(obj, status, runtime)
+            obj = await self._write_status(key, obj, status)
+            delay = min(max(decision.requeue_after, 0.05), self._settings.resync_seconds)
+            return obj, Result(requeue_after=delay), False
+        if isinstance(decision, rounds.Aggregate):
+            obj = await self._aggregate(key, obj, status, runtime, decision, now)
+            return obj, None, True
+        if isinstance(decision, rounds.FinishPublication):
+            obj = await self._finish_publication(key, obj, status, runtime, now)
+            return obj, None, True
+        if isinstance(decision, rounds.Complete):
+            return await self._finish(key, obj, status, now, failed=None), None, False
+        assert isinstance(decision, rounds.Fail)
+        return await self._finish(key, obj, status, now, failed=decision), None, False
+
+    # -- spec and runtime --------------------------------------------------------------
+
+    async def _runtime(self, key: Key, obj: dict[str, Any]) -> JobRuntime:
+        metadata = obj["metadata"]
+        uid = str(metadata["uid"])
+        generation = int(metadata.get("generation") or 0)
+        current = self._runtimes.get(key)
+        if current is not None and current.uid == uid and current.generation == generation:
+            return current
+        spec = parse_spec(obj.get("spec"))
+        problems: list[str] = []
+        try:
+            strategy = build_strategy(spec)
+        except ValueError as exc:
+            problems.append(f"spec.server.strategy.parameters: {exc}")
+        evaluate = None
+        if spec.server.evaluator:
+            try:
+                evaluate = get_evaluator(spec.server.evaluator)
+            except (ValueError, KeyError) as exc:
+                problems.append(f"spec.server.evaluation.evaluator: {exc}")
+        config = store_config(spec, default_path=self._settings.default_store_path)
+        try:
+            store = open_job_store(
+                config, file_root=local_file_root(config, self._settings.file_store_root)
+            )
+        except StoreError as exc:
+            problems.append(f"spec.server.storage: {exc}")
+        if problems:
+            raise SpecError(problems)
+        if current is not None:
+            await current.close()
+        runtime = JobRuntime(
+            uid=uid,
+            generation=generation,
+            spec=spec,
+            store_config=config,
+            store=store,
+            strategy=strategy,
+            evaluate=evaluate,
+        )
+        self._runtimes[key] = runtime
+        return runtime
+
+    async def _invalid(
+        self,
+        key: Key,
+        obj: dict[str, Any],
+        status: dict[str, Any],
+        problems: list[str],
+        generation: int,
+        now: datetime,
+    ) -> tuple[dict[str, Any], Result | None, bool]:
+        """Terminal until the spec changes: a condition, phase Failed, no retry loop."""
+        message = "; ".join(problems)
+        st.set_condition(
+            status,
+            type_=st.SPEC_VALID,
+            value=False,
+            reason="InvalidSpec",
+            message=message,
+            generation=generation,
+            now=now,
+        )
+        st.set_phase(status, "Failed", f"invalid spec: {message}")
+        status["observedGeneration"] = generation
+        await self._cleaner.remove_works(str(obj["metadata"]["uid"]))
+        return await self._write_status(key, obj, status), None, False
+
+    # -- placement -----------------------------------------------------------------------
+
+    async def _ensure_placement(self, obj: dict[str, Any], spec: FederatedLearningSpec) -> None:
+        namespace = str(obj["metadata"]["namespace"])
+        uid = str(obj["metadata"]["uid"])
+        for cluster_set in cluster_sets(spec.client.placement):
+            body = desired_binding(namespace, cluster_set)
+            await self._apply_once(r.MANAGED_CLUSTER_SET_BINDING, body, memo=uid)
+        await self._apply_once(r.PLACEMENT, desired_placement(obj, spec.client.placement), memo=uid)
+
+    async def _apply_once(self, res: r.Resource, body: dict[str, Any], *, memo: str) -> None:
+        """Apply unless this process already applied the same body (the server keeps it)."""
+        metadata = body["metadata"]
+        slot = (res.kind, str(metadata["namespace"]), str(metadata["name"]))
+        fingerprint = memo + repr(body)
+        if self._applied.get(slot) == fingerprint:
+            return
+        await self._api.apply(res, body, field_manager=keys.HUB_FIELD_MANAGER)
+        self._applied[slot] = fingerprint
+
+    def _selection(self, obj: dict[str, Any]) -> Selection:
+        namespace = str(obj["metadata"]["namespace"])
+        name = naming.placement_name(str(obj["metadata"]["name"]))
+        placement = self._placements.get(name, namespace)
+        decisions = decisions_of(self._decisions.list(), namespace=namespace, placement=name)
+        return selection(placement, decisions)
+
+    def _addon(self, cluster: str) -> AddonView:
+        addon = self._addons.get(keys.ADDON_NAME, cluster)
+        if addon is None:
+            return AddonView(cluster=cluster, available=False, agent_namespace=None, conditions=())
+        return AddonView.of(addon)
+
+    def _clusters_condition(
+        self,
+        status: dict[str, Any],
+        spec: FederatedLearningSpec,
+        chosen: Selection,
+        available: list[str],
+        generation: int,
+        now: datetime,
+    ) -> None:
+        needed = spec.server.min_available_clients
+        if not chosen.clusters and chosen.satisfied_reason:
+            value, reason = False, "NoClustersSelected"
+            message = (
+                f"the placement selects no cluster ({chosen.satisfied_reason}: "
+                f"{chosen.satisfied_message}); check spec.client.placement (clusterSets, "
+                "predicates, numberOfClusters) and that those cluster sets hold clusters"
+            )
+        elif len(available) < needed:
+            value, reason = False, "WaitingForClusters"
+            missing = sorted(set(chosen.clusters) - set(available))
+            message = (
+                f"{len(available)} of {len(chosen.clusters)} selected clusters have the "
+                f"{keys.ADDON_NAME} add-on Available, {needed} needed"
+                + (
+                    f"; not available: {', '.join(missing[:10])} (enable it with clusteradm "
+                    f"addon enable --names {keys.ADDON_NAME} --clusters ...)"
+                    if missing
+                    else ""
+                )
+            )
+        else:
+            value, reason = True, "ClustersAvailable"
+            message = f"{len(available)} selected clusters have the add-on Available"
+        st.set_condition(
+            status,
+            type_=st.CLUSTERS_AVAILABLE,
+            value=value,
+            reason=reason,
+            message=message,
+            generation=generation,
+            now=now,
+        )
+
+    # -- reports -------------------------------------------------------------------------
+
+    async def _collect(
+        self, obj: dict[str, Any], runtime: JobRuntime, status: dict[str, Any], now: datetime
+    ) -> rounds.Tally:
+        """Fold in the reports of the current round attempt; record late and bad ones."""
+        metadata = obj["metadata"]
+        namespace, name, uid = (
+            str(metadata["namespace"]),
+            str(metadata["name"]),
+            str(metadata["uid"]),
+        )
+        progress = st.progress_of(status)
+        previous = status.get("previousRound") or {}
+        previous_key = (int(previous.get("round") or 0), int(previous.get("attempt") or 0))
+        previous_reported = set(previous.get("reported") or [])
+        clusters = set(progress.participants) | set(self._selection(obj).clusters)
+        session = None
+        if progress.in_round:
+            session = await self._session(obj, runtime, status, progress)
+        states: dict[str, tuple[str, str, int]] = {}
+        rejected: list[dict[str, Any]] = []
+        for cluster in sorted(clusters):
+            view = read_report(self._addon(cluster), fl_namespace=namespace, fl_name=name)
+            if view is None:
+                continue
+            if view.report is None:
+                if session is not None and cluster in progress.participants:
+                    entry = _rejection(
+                        cluster,
+                        progress.round,
+                        progress.attempt,
+                        "InvalidReport",
+                        view.error or "",
+                        now,
+                    )
+                    if not _recorded(status, entry) and entry not in rejected:
+                        rejected.append(entry)
+                        self._metrics.update_rejected("InvalidReport")
+                continue
+            report = view.report
+            if report.job_uid != uid:
+                continue
+            current = (report.round, report.attempt) == (progress.round, progress.attempt)
+            if session is not None and current and cluster in progress.participants:
+                outcome = await session.consider(cluster, report, store=runtime.store)
+                duplicate = session.duplicate(cluster, report)
+                for bad in (outcome, duplicate):
+                    if bad is None or bad.kind != "rejected":
+                        continue
+                    entry = _rejection(
+                        cluster, report.round, report.attempt, bad.reason, bad.message, now
+                    )
+                    if not _recorded(status, entry):
+                        rejected.append(entry)
+                if report.state == "Training" and cluster not in session.outcomes:
+                    states[cluster] = ("Training", "", 0)
+            elif (
+                (report.round, report.attempt) == previous_key
+                and report.state == "UpdateReady"
+                and cluster not in previous_reported
+            ):
+                entry = _rejection(
+                    cluster,
+                    report.round,
+                    report.attempt,
+                    "Late",
+                    "the update arrived after its round closed",
+                    now,
+                )
+                if not _recorded(status, entry):
+                    rejected.append(entry)
+                    self._metrics.update_rejected("Late")
+        if rejected:
+            st.append_bounded(status, "rejectedUpdates", rejected, limit=st.MAX_REJECTED)
+        if session is None:
+            return rounds.Tally()
+        for cluster, outcome in session.outcomes.items():
+            state = {"accepted": "Accepted", "rejected": "Rejected", "failed": "Failed"}[
+                outcome.kind
+            ]
+            states[cluster] = (state, outcome.reason, outcome.num_examples)
+        status["participants"] = st.participants_entries(progress.participants, states)
+        return rounds.Tally(
+            accepted=session.accepted(), finished_without_update=session.finished_without_update()
+        )
+
+    async def _session(
+        self,
+        obj: dict[str, Any],
+        runtime: JobRuntime,
+        status: dict[str, Any],
+        progress: rounds.Progress,
+    ) -> Any:
+        uid = str(obj["metadata"]["uid"])
+        session = runtime.session
+        if session is not None and session.key() == (uid, progress.round, progress.attempt):
+            return session
+        await self._prepare_strategy(obj, runtime, status, progress.round)
+        namespace, name = str(obj["metadata"]["namespace"]), str(obj["metadata"]["name"])
+        expected = {
+            cluster: runtime.store.uri_for(
+                naming.update_key(
+                    namespace=namespace,
+                    job=name,
+                    round_number=progress.round,
+                    cluster=cluster,
+                    attempt=progress.attempt,
+                )
+            )
+            for cluster in progress.participants
+        }
+        runtime.session = new_session(
+            strategy=runtime.strategy,
+            global_weights=runtime.global_weights,
+            job_uid=uid,
+            round_number=progress.round,
+            attempt=progress.attempt,
+            expected_uris=expected,
+            metrics=self._metrics,
+        )
+        return runtime.session
+
+    async def _prepare_strategy(
+        self, obj: dict[str, Any], runtime: JobRuntime, status: dict[str, Any], round_number: int
+    ) -> None:
+        """Bring the strategy and the global weights to the start of `round_number`."""
+        before = round_number - 1
+        saved = status.get("serverState") or {}
+        if runtime.strategy_round != before:
+            runtime.strategy = build_strategy(runtime.spec)
+            ref = model_ref(saved)
+            if ref is not None and int(saved.get("round") or 0) == before:
+                runtime.strategy.load_server_state(await load_weights(runtime.store, ref))
+            runtime.strategy_round = before
+        if runtime.global_round != before:
+            ref = self._global_model(obj, status, round_number)
+            runtime.global_weights = await load_weights(runtime.store, ref) if ref else None
+            runtime.global_round = before
+
+    def _global_model(
+        self, obj: dict[str, Any], status: dict[str, Any], round_number: int
+    ) -> ModelRef | None:
+        model = status.get("model") or {}
+        if round_number > 1 and int(model.get("round") or 0) == round_number - 1:
+            return model_ref(model)
+        if round_number == 1:
+            initial = ((obj.get("spec") or {}).get("server") or {}).get("initialModel")
+            return model_ref(initial)
+        return None
+
+    # -- rounds --------------------------------------------------------------------------
+
+    async def _start_round(
+        self,
+        key: Key,
+        obj: dict[str, Any],
+        status: dict[str, Any],
+        runtime: JobRuntime,
+        decision: rounds.StartRound,
+        tally: rounds.Tally,
+        now: datetime,
+    ) -> tuple[dict[str, Any], Result | None, bool]:
+        generation = int(obj["metadata"].get("generation") or 0)
+        progress = st.progress_of(status)
+        if progress.in_round:  # a retry: remember who reported in the abandoned attempt
+            status["previousRound"] = {
+                "round": progress.round,
+                "attempt": progress.attempt,
+                "reported": sorted(tally.reported()),
+            }
+        status.update(
+            round=decision.round,
+            attempt=decision.attempt,
+            roundStartTime=st.format_time(now, precise=True),
+            roundDeadline=st.format_time(decision.deadline, precise=True),
+            clusters=len(decision.participants),
+            participants=st.participants_entries(decision.participants, {}),
+        )
+        status.setdefault("startTime", st.format_time(now))
+        st.set_phase(status, "Running")
+        retry = f" (attempt {decision.attempt})" if decision.attempt > 1 else ""
+        st.set_condition(
+            status,
+            type_=st.PROGRESSING,
+            value=True,
+            reason="RoundStarted",
+            message=(
+                f"round {decision.round}{retry}: {len(decision.participants)} clusters training "
+                f"until {st.format_time(decision.deadline)}"
+            ),
+            generation=generation,
+            now=now,
+        )
+        obj = await self._write_status(key, obj, status)
+        runtime.session = None
+        self._metrics.round_participants.observe(len(decision.participants))
+        log.info(
+            "%s/%s: round %d%s started with %s",
+            key[0],
+            key[1],
+            decision.round,
+            retry,
+            ", ".join(decision.participants),
+        )
+        await self._send_round(obj, status, runtime)
+        return obj, None, True
+
+    async def _send_round(
+        self, obj: dict[str, Any], status: dict[str, Any], runtime: JobRuntime
+    ) -> None:
+        """Each participant's ManifestWork carries this round's spec; others have none."""
+        progress = st.progress_of(status)
+        uid = str(obj["metadata"]["uid"])
+        namespace, name = str(obj["metadata"]["namespace"]), str(obj["metadata"]["name"])
+        deadline = progress.deadline
+        if not progress.in_round or deadline is None:
+            return
+        client_config = runtime.strategy.client_config(progress.round)
+        global_model = self._global_model(obj, status, progress.round)
+        work_name = naming.manifest_work_name(uid)
+        for cluster in progress.participants:
+            addon = self._addon(cluster)
+            if addon.agent_namespace is None:
+                continue
+            update_uri = runtime.store.uri_for(
+                naming.update_key(
+                    namespace=namespace,
+                    job=name,
+                    round_number=progress.round,
+                    cluster=cluster,
+                    attempt=progress.attempt,
+                )
+            )
+            spec = build_round_spec(
+                obj=obj,
+                spec=runtime.spec,
+                cluster=cluster,
+                round_number=progress.round,
+                attempt=progress.attempt,
+                global_model=global_model,
+                update_uri=update_uri,
+                store=runtime.store_config,
+                deadline=deadline,
+                client_config=client_config,
+            )
+            desired = desired_manifest_work(
+                obj, cluster=cluster, agent_namespace=addon.agent_namespace, round_spec=spec
+            )
+            fingerprint = repr(desired)
+            cached = self._works.get(work_name, cluster)
+            if self._sent.get((uid, cluster)) == fingerprint and (
+                cached is None or work_matches(cached, desired)
+            ):
+                continue
+            if not work_matches(cached, desired):
+                await self._api.apply(
+                    r.MANIFEST_WORK, desired, field_manager=keys.HUB_FIELD_MANAGER
+                )
+            self._sent[(uid, cluster)] = fingerprint
+        await self._cleaner.remove_works(uid, keep=set(progress.participants))
+
+    async def _aggregate(
+        self,
+        key: Key,
+        obj: dict[str, Any],
+        status: dict[str, Any],
+        runtime: JobRuntime,
+        decision: rounds.Aggregate,
+        now: datetime,
+    ) -> dict[str, Any]:
+        """Record the result, write it, then publish it in the status."""
+        session = runtime.session
+        assert session is not None
+        assert session.round == decision.round
+        namespace, name = key
+        try:
+            result, weights = await session.result(evaluate=runtime.evaluate)
+            state = runtime.strategy.server_state()
+            pending: dict[str, Any] = {
+                "round": decision.round,
+                "attempt": decision.attempt,
+                "uri": runtime.store.uri_for(
+                    naming.model_key(namespace=namespace, job=name, round_number=decision.round)
+                ),
+                "sha256": result.sha256,
+                "accepted": len(result.accepted),
+                "rejected": sum(1 for o in session.outcomes.values() if o.kind != "accepted"),
+                "numExamples": result.num_examples,
+                "acceptedClusters": list(result.accepted),
+                "reportedClusters": sorted(session.outcomes),
+            }
+            state_data = encode_weights(state) if state else None
+            if state_data is not None:
+                pending["serverStateUri"] = runtime.store.uri_for(
+                    server_state_key(namespace=namespace, job=name, round_number=decision.round)
+                )
+                pending["serverStateSha256"] = sha256_hex(state_data)
+            for metric in ("loss", "accuracy"):
+                if metric in result.metrics:
+                    pending[metric] = result.metrics[metric]
+            status["pendingModel"] = pending
+            obj = await self._write_status(key, obj, status)
+            if state_data is not None:
+                await runtime.store.put_uri(pending["serverStateUri"], state_data)
+            await runtime.store.put_uri(pending["uri"], result.data)
+        except BaseException:
+            # The session is closed and the strategy may have advanced: rebuild from scratch.
+            self._runtimes.pop(key, None)
+            await runtime.close()
+            raise
+        runtime.global_weights = weights
+        runtime.global_round = decision.round
+        runtime.strategy_round = decision.round
+        status = st.clone(obj.get("status"))
+        return await self._finish_publication(key, obj, status, runtime, now)
+
+    async def _finish_publication(
+        self,
+        key: Key,
+        obj: dict[str, Any],
+        status: dict[str, Any],
+        runtime: JobRuntime,
+        now: datetime,
+    ) -> dict[str, Any]:
+        pending = dict(status.get("pendingModel") or {})
+        generation = int(obj["metadata"].get("generation") or 0)
+        round_number = int(pending["round"])
+        if not await runtime.store.exists(str(pending["uri"])):
+            # Recorded but never written (the manager stopped in between): aggregate again.
+            status.pop("pendingModel", None)
+            runtime.session = None
+            return await self._write_status(key, obj, status)
+        started = st.parse_time(status.get("roundStartTime"))
+        duration = max((now - started).total_seconds(), 0.0) if started else 0.0
+        entry: dict[str, Any] = {
+            "round": round_number,
+            "attempt": int(pending.get("attempt") or 1),
+            "participants": len(status.get("participants") or []),
+            "accepted": int(pending.get("accepted") or 0),
+            "rejected": int(pending.get("rejected") or 0),
+            "numExamples": int(pending.get("numExamples") or 0),
+            "durationSeconds": round(duration, 3),
+            "modelSha256": pending["sha256"],
+            "completionTime": st.format_time(now),
+        }
+        metrics = {m: float(pending[m]) for m in ("loss", "accuracy") if m in pending}
+        entry.update(metrics)
+        st.append_bounded(status, "history", [entry], limit=st.MAX_HISTORY)
+        status["model"] = {
+            "round": round_number,
+            "uri": pending["uri"],
+            "sha256": pending["sha256"],
+        }
+        if pending.get("serverStateUri"):
+            status["serverState"] = {
+                "round": round_number,
+                "uri": pending["serverStateUri"],
+                "sha256": pending["serverStateSha256"],
+            }
+        status["previousRound"] = {
+            "round": round_number,
+            "attempt": int(pending.get("attempt") or 1),
+            "reported": list(pending.get("reportedClusters") or []),
+        }
+        shown = st.display_metric(metrics)
+        if shown:
+            status["metric"] = shown
+        status.pop("pendingModel", None)
+        st.set_condition(
+            status,
+            type_=st.PROGRESSING,
+            value=True,
+            reason="RoundCompleted",
+            message=(
+                f"round {round_number} aggregated from {entry['accepted']} updates; "
+                f"global model {pending['uri']}"
+            ),
+            generation=generation,
+            now=now,
+        )
+        obj = await self._write_status(key, obj, status)
+        namespace, name = key
+        self._metrics.rounds_completed.labels(namespace=namespace, name=name).inc()
+        self._metrics.round_duration.observe(duration)
+        if "loss" in metrics:
+            self._metrics.aggregated_loss.labels(namespace=namespace, name=name).set(
+                metrics["loss"]
+            )
+        if "accuracy" in metrics:
+            self._metrics.aggregated_accuracy.labels(namespace=namespace, name=name).set(
+                metrics["accuracy"]
+            )
+        runtime.session = None
+        log.info(
+            "%s/%s: round %d published (%s) %s",
+            namespace,
+            name,
+            round_number,
+            pending["sha256"][:12],
+            shown or "",
+        )
+        return obj
+
+    async def _finish(
+        self,
+        key: Key,
+        obj: dict[str, Any],
+        status: dict[str, Any],
+        now: datetime,
+        *,
+        failed: rounds.Fail | None,
+    ) -> dict[str, Any]:
+        generation = int(obj["metadata"].get("generation") or 0)
+        model = status.get("model") or {}
+        if failed is None:
+            message = (
+                f"{model.get('round', 0)} rounds completed; final model {model.get('uri')} "
+                f"(sha256 {model.get('sha256')})"
+            )
+            st.set_phase(status, "Completed", message)
+            reason, value = "Completed", True
+        else:
+            message = failed.message
+            st.set_phase(status, "Failed", message)
+            reason, value = failed.reason, False
+        status.setdefault("completionTime", st.format_time(now))
+        for type_, cond_value in ((st.SUCCEEDED, value), (st.PROGRESSING, False)):
+            st.set_condition(
+                status,
+                type_=type_,
+                value=cond_value,
+                reason=reason,
+                message=message,
+                generation=generation,
+                now=now,
+            )
+        obj = await self._write_status(key, obj, status)
+        await self._cleaner.remove_works(str(obj["metadata"]["uid"]))
+        log.info("%s/%s: %s: %s", key[0], key[1], status["phase"], message)
+        return obj
+
+    def _count_phases(self) -> None:
+        counts: dict[str, int] = {}
+        for job in self._jobs.list():
+            phase = str((job.get("status") or {}).get("phase") or "Waiting")
+            counts[phase] = counts.get(phase, 0) + 1
+        self._metrics.set_jobs(counts)
+
+
+def _policy(spec: FederatedLearningSpec) -> rounds.RoundPolicy:
+    server = spec.server
+    return rounds.RoundPolicy(
+        rounds=server.rounds,
+        min_available=server.min_available_clients,
+        quorum=server.quorum,
+        max_retries=server.max_round_retries,
+        round_timeout=server.round_timeout,
+        fraction_fit=spec.client.fraction_fit,
+        seed=server.seed,
+    )
+
+
+def _raw_placement(obj: dict[str, Any]) -> dict[str, Any]:
+    placement = ((obj.get("spec") or {}).get("client") or {}).get("placement")
+    return dict(placement) if isinstance(placement, dict) else {}
+
+
+def _rejection(
+    cluster: str, round_number: int, attempt: int, reason: str, message: str, now: datetime
+) -> dict[str, Any]:
+    return {
+        "cluster": cluster,
+        "round": round_number,
+        "attempt": attempt,
+        "reason": reason,
+        "message": message[:1024],
+        "time": st.format_time(now),
+    }
+
+
+def _recorded(status: dict[str, Any], entry: dict[str, Any]) -> bool:
+    return any(
+        all(old.get(k) == entry[k] for k in ("cluster", "round", "attempt", "reason"))
+        for old in status.get("rejectedUpdates") or []
+    )

@@ -1,0 +1,151 @@
+"""The FederatedLearning status: reading progress from it and writing it without churn.
+
+Conditions keep their lastTransitionTime unless their status changes, and lists are
+bounded, so writing the same facts twice produces the same status (and no request).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from hub_manager.rounds import Phase, Progress
+
+MAX_HISTORY = 100
+MAX_REJECTED = 50
+MAX_PARTICIPANTS = 1000
+
+# Condition types on a FederatedLearning.
+SPEC_VALID = "SpecValid"
+CLUSTERS_AVAILABLE = "ClustersAvailable"
+PROGRESSING = "Progressing"
+SUCCEEDED = "Succeeded"
+FIELDS_IGNORED = "FieldsIgnored"
+
+
+def format_time(when: datetime, *, precise: bool = False) -> str:
+    when = when.astimezone(UTC)
+    if precise:
+        return when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: object) -> datetime | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def progress_of(status: Mapping[str, Any]) -> Progress:
+    """The state machine's view of a status."""
+    phase = status.get("phase")
+    model = status.get("model") or {}
+    pending = status.get("pendingModel") or {}
+    participants = tuple(
+        str(p.get("cluster")) for p in status.get("participants") or [] if p.get("cluster")
+    )
+    return Progress(
+        phase=phase if phase in ("Waiting", "Running", "Completed", "Failed") else None,
+        round=int(status.get("round") or 0),
+        attempt=int(status.get("attempt") or 0),
+        participants=participants,
+        deadline=parse_time(status.get("roundDeadline")),
+        published_round=int(model.get("round") or 0),
+        pending_round=int(pending["round"]) if pending.get("round") else None,
+    )
+
+
+def set_condition(
+    status: dict[str, Any],
+    *,
+    type_: str,
+    value: bool | None,
+    reason: str,
+    message: str,
+    generation: int,
+    now: datetime,
+) -> None:
+    """Set one condition in place (metav1.Condition shape); keeps the transition time
+    when the status value does not change."""
+    text = "Unknown" if value is None else ("True" if value else "False")
+    conditions: list[dict[str, Any]] = list(status.get("conditions") or [])
+    old = next((c for c in conditions if c.get("type") == type_), None)
+    transition = (
+        old.get("lastTransitionTime")
+        if old is not None and old.get("status") == text and old.get("lastTransitionTime")
+        else format_time(now)
+    )
+    new = {
+        "type": type_,
+        "status": text,
+        "reason": reason,
+        "message": message[:32768],
+        "observedGeneration": generation,
+        "lastTransitionTime": transition,
+    }
+    conditions = [c for c in conditions if c.get("type") != type_] + [new]
+    status["conditions"] = sorted(conditions, key=lambda c: str(c.get("type")))
+
+
+def remove_condition(status: dict[str, Any], type_: str) -> None:
+    conditions = [c for c in status.get("conditions") or [] if c.get("type") != type_]
+    if conditions:
+        status["conditions"] = conditions
+    else:
+        status.pop("conditions", None)
+
+
+def condition(status: Mapping[str, Any], type_: str) -> dict[str, Any] | None:
+    for c in status.get("conditions") or []:
+        if c.get("type") == type_:
+            return dict(c)
+    return None
+
+
+def set_phase(status: dict[str, Any], phase: Phase, message: str = "") -> None:
+    status["phase"] = phase
+    if message:
+        status["message"] = message[:1024]
+    else:
+        status.pop("message", None)
+
+
+def append_bounded(
+    status: dict[str, Any], field: str, entries: Iterable[dict[str, Any]], *, limit: int
+) -> None:
+    items = list(status.get(field) or []) + list(entries)
+    status[field] = items[-limit:]
+
+
+def participants_entries(
+    participants: Iterable[str], states: Mapping[str, tuple[str, str, int]]
+) -> list[dict[str, Any]]:
+    """Per-cluster state of the current round: (state, reason, examples) by cluster."""
+    entries = []
+    for cluster in sorted(participants)[:MAX_PARTICIPANTS]:
+        state, reason, examples = states.get(cluster, ("Pending", "", 0))
+        entry: dict[str, Any] = {"cluster": cluster, "state": state}
+        if reason:
+            entry["reason"] = reason[:128]
+        if examples:
+            entry["numExamples"] = examples
+        entries.append(entry)
+    return entries
+
+
+def display_metric(metrics: Mapping[str, float]) -> str | None:
+    """The printer column: accuracy when known, else loss."""
+    if "accuracy" in metrics:
+        return f"accuracy={metrics['accuracy']:.4f}"
+    if "loss" in metrics:
+        return f"loss={metrics['loss']:.4f}"
+    return None
+
+
+def clone(status: Mapping[str, Any] | None) -> dict[str, Any]:
+    return copy.deepcopy(dict(status or {}))

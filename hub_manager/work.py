@@ -1,0 +1,126 @@
+"""What the hub sends a cluster each round: the round spec, carried by one ManifestWork per
+(job, cluster) that is updated in place, and the model store the spec points at."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fl_contract import keys, naming
+from fl_contract.models import JobRef, ModelRef, Resources, RoundSpec, StoreConfig
+from fl_kube import resources as r
+from hub_manager.crd_spec import FederatedLearningSpec
+from hub_manager.placement import job_labels
+
+
+def store_config(spec: FederatedLearningSpec, *, default_path: str) -> StoreConfig:
+    """The job's model store: s3:// for S3 storage, else file:// at storage.path."""
+    storage = spec.server.storage
+    if storage is not None and storage.s3 is not None:
+        s3 = storage.s3
+        prefix = s3.prefix.strip("/")
+        uri = f"s3://{s3.bucket_name}" + (f"/{prefix}" if prefix else "")
+        return StoreConfig(
+            uri=uri,
+            endpoint=s3.endpoint,
+            region=s3.region,
+            credentials_secret=s3.credentials_secret,
+        )
+    path = (storage.path if storage is not None else None) or default_path
+    return StoreConfig(uri="file://" + "/" + path.strip("/"))
+
+
+def local_file_root(config: StoreConfig, file_store_root: Path | None) -> Path | None:
+    """Where a file:// store's folder lives on the hub (None: the URI's own path)."""
+    if file_store_root is None or not config.uri.startswith("file://"):
+        return None
+    return file_store_root / config.uri.removeprefix("file://").strip("/")
+
+
+def build_round_spec(
+    *,
+    obj: dict[str, Any],
+    spec: FederatedLearningSpec,
+    cluster: str,
+    round_number: int,
+    attempt: int,
+    global_model: ModelRef | None,
+    update_uri: str,
+    store: StoreConfig,
+    deadline: datetime,
+    client_config: dict[str, float | int | str | bool],
+) -> RoundSpec:
+    metadata = obj["metadata"]
+    config = dict(spec.client.training_config)
+    proximal_mu = 0.0
+    for key, value in client_config.items():
+        if key == "proximal_mu" and isinstance(value, int | float) and not isinstance(value, bool):
+            proximal_mu = float(value)
+        else:
+            config[key] = value
+    return RoundSpec(
+        job=JobRef(namespace=metadata["namespace"], name=metadata["name"], uid=metadata["uid"]),
+        cluster=cluster,
+        round=round_number,
+        attempt=attempt,
+        seed=spec.server.seed,
+        global_model=global_model,
+        update_uri=update_uri,
+        store=store,
+        image=spec.client.image or "",
+        command=list(spec.client.command),
+        args=list(spec.client.args),
+        dataset=spec.client.dataset,
+        training_config=config,
+        proximal_mu=proximal_mu,
+        evaluate=True,
+        deadline=deadline,
+        resources=Resources(
+            requests=dict(spec.client.resources.requests),
+            limits=dict(spec.client.resources.limits),
+        ),
+    )
+
+
+def desired_manifest_work(
+    obj: dict[str, Any], *, cluster: str, agent_namespace: str, round_spec: RoundSpec
+) -> dict[str, Any]:
+    uid = str(obj["metadata"]["uid"])
+    labels = {
+        **job_labels(obj),
+        keys.LABEL_COMPONENT: keys.COMPONENT_ROUND_SPEC,
+        keys.LABEL_ROUND: str(round_spec.round),
+        keys.LABEL_CLUSTER: cluster,
+    }
+    configmap = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": naming.round_spec_configmap_name(uid),
+            "namespace": agent_namespace,
+            "labels": {k: v for k, v in labels.items() if k != keys.LABEL_MANAGED_BY},
+        },
+        "data": {keys.ROUND_SPEC_KEY: round_spec.to_json()},
+    }
+    return {
+        "apiVersion": r.MANIFEST_WORK.api_version,
+        "kind": r.MANIFEST_WORK.kind,
+        "metadata": {
+            "name": naming.manifest_work_name(uid),
+            "namespace": cluster,
+            "labels": labels,
+        },
+        "spec": {"workload": {"manifests": [configmap]}},
+    }
+
+
+def work_matches(current: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
+    """True when the cached ManifestWork already carries the desired manifests and labels."""
+    if current is None or (current.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    labels = (current.get("metadata") or {}).get("labels") or {}
+    if any(labels.get(k) != v for k, v in desired["metadata"]["labels"].items()):
+        return False
+    current_manifests = ((current.get("spec") or {}).get("workload") or {}).get("manifests")
+    return bool(current_manifests == desired["spec"]["workload"]["manifests"])
