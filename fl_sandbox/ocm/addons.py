@@ -42,7 +42,9 @@ IssueKubeconfig = Callable[..., Path]  # (path, *, user, groups) -> path
 class AgentHost(Protocol):
     """Runs (or stops) the add-on's agent for a cluster; the sandbox runs it in process."""
 
-    def ensure(self, *, cluster: str, addon: str, namespace: str, hub_kubeconfig: Path) -> None:
+    async def ensure(
+        self, *, cluster: str, addon: str, namespace: str, hub_kubeconfig: Path
+    ) -> None:
         """Run the agent with these settings, restarting it if they changed."""
 
     async def remove(self, *, cluster: str, addon: str) -> None:
@@ -104,6 +106,7 @@ class AddonInstaller:
         self.addons = runtime.informer(hub, r.MANAGED_CLUSTER_ADDON)
         self.cmas = runtime.informer(hub, r.CLUSTER_MANAGEMENT_ADDON)
         self.configs = runtime.informer(hub, r.ADDON_DEPLOYMENT_CONFIG)
+        self.templates = runtime.informer(hub, r.ADDON_TEMPLATE)
         self.leases: dict[str, Informer] = {
             name: runtime.informer(api, r.LEASE) for name, api in self._spokes.items()
         }
@@ -111,6 +114,7 @@ class AddonInstaller:
         self.addons.subscribe(self._on_addon)
         self.cmas.subscribe(self._enqueue_all)
         self.configs.subscribe(self._enqueue_all)
+        self.templates.subscribe(self._enqueue_all)
         for cluster, informer in self.leases.items():
             informer.subscribe(self._lease_handler(cluster))
 
@@ -214,8 +218,10 @@ class AddonInstaller:
                 available,
             ],
         )
+        template = self.templates.get(template_ref.name) if template_ref is not None else None
+        await self._bind_hub_permissions(mca, template)
         if self._agents is not None:
-            self._agents.ensure(
+            await self._agents.ensure(
                 cluster=cluster, addon=name, namespace=namespace, hub_kubeconfig=kubeconfig
             )
         return Result(requeue_after=requeue) if requeue is not None else None
@@ -259,6 +265,92 @@ class AddonInstaller:
             await spoke.replace(r.SECRET, dict(existing, data=data), namespace=namespace)
         self._installed[key] = _Installed(namespace=namespace, kubeconfig=path)
         return path
+
+    async def _bind_hub_permissions(
+        self, mca: Mapping[str, Any], template: Mapping[str, Any] | None
+    ) -> None:
+        """RoleBindings for the template's ``hubPermissions``, as the addon-manager makes."""
+        if template is None:
+            return
+        meta = mca.get("metadata") or {}
+        cluster, addon = str(meta.get("namespace")), str(meta.get("name"))
+        subjects = [
+            {
+                "kind": "User",
+                "apiGroup": "rbac.authorization.k8s.io",
+                "name": agent_user(cluster, addon),
+            }
+        ] + [
+            {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": group}
+            for group in agent_groups(cluster, addon)
+            if group != "system:authenticated"
+        ]
+        for registration in (template.get("spec") or {}).get("registration") or []:
+            if registration.get("type") != "KubeClient":
+                continue
+            for permission in (registration.get("kubeClient") or {}).get("hubPermissions") or []:
+                owner: list[dict[str, Any]] = []
+                if permission.get("type") == "CurrentCluster":
+                    role_name = (permission.get("currentCluster") or {}).get("clusterRoleName")
+                    if not role_name:
+                        continue
+                    namespace = cluster
+                    role_ref = {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "ClusterRole",
+                        "name": role_name,
+                    }
+                    owner = [
+                        {
+                            "apiVersion": r.MANAGED_CLUSTER_ADDON.api_version,
+                            "kind": "ManagedClusterAddOn",
+                            "name": addon,
+                            "uid": meta.get("uid"),
+                        }
+                    ]
+                elif permission.get("type") == "SingleNamespace":
+                    single = permission.get("singleNamespace") or {}
+                    namespace = str(single.get("namespace") or "")
+                    role_ref = dict(single.get("roleRef") or {})
+                    if not namespace or not role_ref.get("name"):
+                        continue
+                else:
+                    continue
+                await self._ensure_binding(
+                    namespace=namespace,
+                    name=f"open-cluster-management:{addon}:{str(role_ref.get('kind')).lower()}:agent",
+                    body={
+                        "metadata": {
+                            "labels": {
+                                "addon.open-cluster-management.io/name": addon,
+                                "open-cluster-management.io/addon-template-name": "",
+                            },
+                            "ownerReferences": owner,
+                        },
+                        "roleRef": role_ref,
+                        "subjects": subjects,
+                    },
+                )
+
+    async def _ensure_binding(self, *, namespace: str, name: str, body: dict[str, Any]) -> None:
+        existing = await self._hub.get_or_none(r.ROLE_BINDING, name, namespace=namespace)
+        if existing is None:
+            body["metadata"].update(name=name, namespace=namespace)
+            if not body["metadata"]["ownerReferences"]:
+                del body["metadata"]["ownerReferences"]
+            with contextlib.suppress(Conflict):
+                await self._hub.create(r.ROLE_BINDING, body, namespace=namespace)
+            return
+        if existing.get("roleRef") != body["roleRef"]:
+            await self._hub.delete(
+                r.ROLE_BINDING, name, namespace=namespace
+            )  # roleRef is immutable
+            return await self._ensure_binding(namespace=namespace, name=name, body=body)
+        if existing.get("subjects") != body["subjects"]:
+            await self._hub.replace(
+                r.ROLE_BINDING, dict(existing, subjects=body["subjects"]), namespace=namespace
+            )
+        return None
 
     async def _delete_secret(self, cluster: str, addon: str, namespace: str) -> None:
         await self._spokes[cluster].delete(

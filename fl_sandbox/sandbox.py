@@ -1,0 +1,482 @@
+"""A local OCM fleet: a hub API server, one API server per managed cluster, the emulated
+OCM controllers, a Job runner per cluster, and optionally the real hub manager and agents.
+
+Everything speaks HTTP to the API servers through ``fl_kube``, as on real clusters; the
+only shortcut is that a cluster's add-on agent identity is issued by the hub API server
+directly (what OCM does with a CSR). Layout of ``workdir``::
+
+    hub.kubeconfig                          admin of the hub
+    clusters/<name>.kubeconfig              admin of each managed cluster
+    clusters/<name>/datasets.yaml           the agent's dataset catalogue
+    clusters/<name>/<addon>-hub.kubeconfig  the agent's hub identity (also a Secret)
+    datasets/<name>/train.npz               the cluster's digits partition
+    jobs/<name>/                            Job runner scratch space
+    models/                                 root of file:// model stores
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+import yaml
+from prometheus_client import CollectorRegistry
+
+from fl_contract import keys
+from fl_kube import Conflict, ControllerMetrics, KubeApi
+from fl_kube import resources as r
+from fl_kube.waiting import wait_for
+from fl_sandbox.ocm import conditions as cond
+from fl_sandbox.ocm.addonconfig import DEFAULT_INSTALL_NAMESPACE
+from fl_sandbox.ocm.addons import AddonInstaller
+from fl_sandbox.ocm.placement import PlacementController
+from fl_sandbox.ocm.registration import Registration
+from fl_sandbox.ocm.runtime import Runtime
+from fl_sandbox.ocm.workagent import WorkAgent
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT: Final = Path(__file__).resolve().parent.parent
+ADDON_TEMPLATES_DIR: Final = REPO_ROOT / "addon_templates"
+HUB_NAMESPACES: Final = ("open-cluster-management", "open-cluster-management-hub")
+FIELD_MANAGER: Final = "fl-sandbox"
+DATASET_NAME: Final = "digits"
+
+
+def _import_optional(module: str, attribute: str) -> Any:
+    """An attribute of an optional module, or None while that module does not exist yet."""
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError) as exc:
+        log.info("%s.%s is not available (%s): skipping it", module, attribute, exc)
+        return None
+
+
+class _InProcessAgents:
+    """Runs one real spoke agent per cluster in this process (``AgentHost``)."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self._sandbox = sandbox
+        self._tasks: dict[tuple[str, str], tuple[tuple[str, Path], asyncio.Task[None]]] = {}
+
+    async def ensure(
+        self, *, cluster: str, addon: str, namespace: str, hub_kubeconfig: Path
+    ) -> None:
+        key = (cluster, addon)
+        wanted = (namespace, hub_kubeconfig)
+        current = self._tasks.get(key)
+        if current is not None and current[0] == wanted and not current[1].done():
+            return
+        await self.remove(cluster=cluster, addon=addon)
+        run_agent = _import_optional("spoke_agent.app", "run_agent")
+        settings_cls = _import_optional("spoke_agent.settings", "AgentSettings")
+        if run_agent is None or settings_cls is None:
+            return
+        settings = settings_cls(
+            cluster_name=cluster,
+            hub_kubeconfig=str(hub_kubeconfig),
+            kubeconfig=str(self._sandbox.cluster_kubeconfig(cluster)),
+            namespace=namespace,
+            datasets=self._sandbox.catalogue_path(cluster) if self._sandbox.datasets else None,
+            metrics_bind_address="127.0.0.1:0",
+        )
+        task = asyncio.create_task(_logged(run_agent(settings), f"agent {cluster}"))
+        self._tasks[key] = (wanted, task)
+
+    async def remove(self, *, cluster: str, addon: str) -> None:
+        entry = self._tasks.pop((cluster, addon), None)
+        if entry is not None:
+            await _cancel(entry[1])
+
+    async def stop(self) -> None:
+        for cluster, addon in list(self._tasks):
+            await self.remove(cluster=cluster, addon=addon)
+
+
+async def _logged(coro: Any, what: str) -> None:
+    try:
+        await coro
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("%s stopped with an error", what)
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+class Sandbox:
+    """A hub and ``clusters`` managed clusters on loopback; an async context manager."""
+
+    def __init__(
+        self,
+        *,
+        workdir: Path,
+        clusters: int = 2,
+        crd_dirs: Sequence[Path] = (),
+        hub_manager: bool = False,
+        agents: bool = False,
+        datasets: bool = True,
+        authorize: bool = False,
+        addon: bool = True,
+        feedback_interval: float = 2.0,
+        addon_lease_grace: float | None = None,
+        start_timeout: float = 30.0,
+    ) -> None:
+        if clusters < 1:
+            raise ValueError(f"clusters must be at least 1, not {clusters}")
+        self.workdir = Path(workdir).resolve()
+        self.cluster_names = [f"cluster{i}" for i in range(1, clusters + 1)]
+        self.crd_dirs = [Path(d) for d in crd_dirs]
+        self.hub_manager = hub_manager
+        self.agents = agents
+        self.datasets = datasets
+        self.authorize = authorize
+        self.addon = addon
+        self.feedback_interval = feedback_interval
+        self.addon_lease_grace = addon_lease_grace
+        self.start_timeout = start_timeout
+        self.hub_kubeconfig = self.workdir / "hub.kubeconfig"
+        self.model_store_dir = self.workdir / "models"
+        self.registry = CollectorRegistry()
+        self.hub: Any = None  # ApiServer, typed loosely so the harness imports without it
+        self.spokes: dict[str, Any] = {}
+        self.hub_api: KubeApi | None = None
+        self.spoke_apis: dict[str, KubeApi] = {}
+        self.runtime: Runtime | None = None
+        self.installer: AddonInstaller | None = None
+        self.job_runners: dict[str, Any] = {}
+        self._agent_host = _InProcessAgents(self)
+        self._hub_manager_task: asyncio.Task[None] | None = None
+        self._started = False
+
+    # -- paths -------------------------------------------------------------------------
+
+    def cluster_kubeconfig(self, name: str) -> Path:
+        """The admin kubeconfig of a managed cluster."""
+        self._check_cluster(name)
+        return self.workdir / "clusters" / f"{name}.kubeconfig"
+
+    def agent_hub_kubeconfig(self, name: str, addon: str = keys.ADDON_NAME) -> Path:
+        """The hub kubeconfig of the cluster's add-on agent (its per-cluster identity)."""
+        self._check_cluster(name)
+        return self.workdir / "clusters" / name / f"{addon}-hub.kubeconfig"
+
+    def catalogue_path(self, name: str) -> Path:
+        """The cluster's dataset catalogue (agent ``--datasets``)."""
+        self._check_cluster(name)
+        return self.workdir / "clusters" / name / "datasets.yaml"
+
+    def dataset_dir(self, name: str) -> Path:
+        """Where the cluster's digits partition lives (``train.npz``)."""
+        self._check_cluster(name)
+        return self.workdir / "datasets" / name
+
+    def agent_namespace(self, name: str, addon: str = keys.ADDON_NAME) -> str:
+        """The add-on install namespace, from the ManagedClusterAddOn's ``status.namespace``."""
+        self._check_cluster(name)
+        if self.installer is None:
+            raise LookupError("the sandbox is not started")
+        mca = self.installer.addons.get(addon, name)
+        namespace = ((mca or {}).get("status") or {}).get("namespace")
+        if not namespace:
+            raise LookupError(
+                f"ManagedClusterAddOn {name}/{addon} has no status.namespace yet: is the "
+                "add-on enabled (Sandbox(addon=True)) and its ClusterManagementAddOn applied?"
+            )
+        return str(namespace)
+
+    def _check_cluster(self, name: str) -> None:
+        if name not in self.cluster_names:
+            raise KeyError(f"no cluster {name!r} in this sandbox ({', '.join(self.cluster_names)})")
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> Sandbox:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start servers and controllers; return once every cluster is joined and available
+        (and, with ``addon=True``, every add-on has its install namespace)."""
+        if self._started:
+            raise RuntimeError("this sandbox is already started")
+        self._started = True
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        api_server_cls = _import_optional("fl_sandbox.apiserver", "ApiServer")
+        if api_server_cls is None:
+            raise RuntimeError("fl_sandbox.apiserver.ApiServer is not available")
+        (self.workdir / "clusters").mkdir(parents=True, exist_ok=True)
+        self.model_store_dir.mkdir(parents=True, exist_ok=True)
+
+        self.hub = api_server_cls(name="hub", crd_dirs=self.crd_dirs, authorize=self.authorize)
+        await self.hub.start()
+        self.hub.write_kubeconfig(self.hub_kubeconfig)
+        for name in self.cluster_names:
+            server = api_server_cls(name=name, crd_dirs=self.crd_dirs, authorize=self.authorize)
+            self.spokes[name] = server
+            await server.start()
+            server.write_kubeconfig(self.cluster_kubeconfig(name))
+            (self.workdir / "clusters" / name).mkdir(parents=True, exist_ok=True)
+
+        self.hub_api = await KubeApi.from_kubeconfig(self.hub_kubeconfig)
+        for name in self.cluster_names:
+            self.spoke_apis[name] = await KubeApi.from_kubeconfig(self.cluster_kubeconfig(name))
+        if self.datasets:
+            await self._prepare_datasets()
+
+        runtime = Runtime(metrics=ControllerMetrics(self.registry))
+        self.runtime = runtime
+        registration = Registration(
+            runtime,
+            hub=self.hub_api,
+            spokes=self.spoke_apis,
+            spoke_urls={name: str(self.spokes[name].url) for name in self.cluster_names},
+        )
+        PlacementController(runtime, hub=self.hub_api)
+        for name in self.cluster_names:
+            WorkAgent(
+                runtime,
+                cluster=name,
+                hub=self.hub_api,
+                spoke=self.spoke_apis[name],
+                hub_url=str(self.hub.url),
+                feedback_interval=self.feedback_interval,
+            )
+        self.installer = AddonInstaller(
+            runtime,
+            hub=self.hub_api,
+            spokes=self.spoke_apis,
+            issue_kubeconfig=self.hub.write_kubeconfig,
+            kubeconfig_path=lambda cluster, addon: self.agent_hub_kubeconfig(cluster, addon),
+            agents=self._agent_host if self.agents else None,
+            lease_grace=self.addon_lease_grace,
+        )
+        self._add_job_runners(runtime)
+
+        await registration.bootstrap()
+        for namespace in HUB_NAMESPACES:
+            await self._ensure_namespace(self.hub_api, namespace)
+        await runtime.start(sync_timeout=self.start_timeout)
+        if self.addon:
+            await self._install_addon()
+        await self._wait_ready()
+        if self.hub_manager:
+            self._start_hub_manager()
+
+    async def _prepare_datasets(self) -> None:
+        prepare = _import_optional("fl_core.examples.digits", "prepare_cluster_datasets")
+        if prepare is None:
+            return
+        root = self.workdir / "datasets"
+        folders = await asyncio.to_thread(prepare, root, clusters=len(self.cluster_names))
+        for name, folder in zip(self.cluster_names, folders, strict=True):
+            target = self.dataset_dir(name)
+            if Path(folder) != target:
+                await asyncio.to_thread(Path(folder).replace, target)
+            samples = await asyncio.to_thread(_count_samples, target / "train.npz")
+            catalogue = {
+                "datasets": [
+                    {
+                        "name": DATASET_NAME,
+                        "hostPath": str(target),
+                        "samples": samples,
+                        "task": "classification",
+                        "features": "x",
+                        "labels": "y",
+                    }
+                ]
+            }
+            text = yaml.safe_dump(catalogue, sort_keys=False)
+            await asyncio.to_thread(self.catalogue_path(name).write_text, text)
+
+    def _add_job_runners(self, runtime: Runtime) -> None:
+        runner_cls = _import_optional("fl_sandbox.jobrunner", "JobRunner") or _import_optional(
+            "fl_sandbox.jobs", "JobRunner"
+        )
+        if runner_cls is None:
+            return
+        for name in self.cluster_names:
+            root = self.workdir / "jobs" / name
+            root.mkdir(parents=True, exist_ok=True)
+            runner = runner_cls(self.spoke_apis[name], root=root, max_parallel=2)
+            self.job_runners[name] = runner
+            runtime.background(runner.run)
+
+    @staticmethod
+    async def _ensure_namespace(api: KubeApi, name: str) -> None:
+        with contextlib.suppress(Conflict):
+            await api.create(r.NAMESPACE, {"metadata": {"name": name}})
+
+    async def _install_addon(self) -> None:
+        """Apply the add-on's hub objects and enable it on every cluster, as an admin would
+        (``kubectl apply -k addon_templates/``, then ``clusteradm addon enable``)."""
+        assert self.hub_api is not None
+        documents = _addon_documents(ADDON_TEMPLATES_DIR)
+        if not any(doc.get("kind") == "ClusterManagementAddOn" for doc in documents):
+            log.info(
+                "no ClusterManagementAddOn in %s: the add-on is not installed", ADDON_TEMPLATES_DIR
+            )
+            return
+        for doc in documents:
+            namespace = (doc.get("metadata") or {}).get("namespace")
+            if namespace:
+                await self._ensure_namespace(self.hub_api, str(namespace))
+        for doc in documents:
+            res = r.by_kind(str(doc.get("apiVersion")), str(doc.get("kind")))
+            await self.hub_api.apply(res, doc, field_manager=FIELD_MANAGER)
+        for doc in documents:
+            if doc.get("kind") != "ClusterManagementAddOn":
+                continue
+            addon = str(doc["metadata"]["name"])
+            for cluster in self.cluster_names:
+                with contextlib.suppress(Conflict):
+                    await self.hub_api.create(
+                        r.MANAGED_CLUSTER_ADDON,
+                        {
+                            "metadata": {"name": addon, "namespace": cluster},
+                            "spec": {},
+                        },
+                    )
+
+    async def _wait_ready(self) -> None:
+        assert self.hub_api is not None
+        assert self.installer is not None
+        hub = self.hub_api
+        names = set(self.cluster_names)
+
+        async def clusters_available() -> set[str] | None:
+            listed = await hub.list(r.MANAGED_CLUSTER)
+            ready = {
+                str(c["metadata"]["name"])
+                for c in listed.items
+                if cond.is_true((c.get("status") or {}).get("conditions"), "ManagedClusterJoined")
+                and cond.is_true(
+                    (c.get("status") or {}).get("conditions"), "ManagedClusterConditionAvailable"
+                )
+            }
+            return ready if names <= ready else None
+
+        joined: set[str] = await wait_for(
+            clusters_available,
+            timeout=self.start_timeout,
+            message="managed clusters did not become available",
+        )
+        installer = self.installer
+
+        def addons_installed() -> bool:
+            for addon in installer.addons.list():
+                meta = addon.get("metadata") or {}
+                if meta.get("namespace") not in names:
+                    continue
+                cma = installer.cmas.get(str(meta.get("name")))
+                if cma is None:
+                    continue
+                if not (addon.get("status") or {}).get("namespace"):
+                    return False
+            return True
+
+        installed: bool = await wait_for(
+            addons_installed,
+            timeout=self.start_timeout,
+            message="add-ons did not get their install namespace",
+        )
+        log.info(
+            "sandbox ready: clusters %s joined, add-ons installed: %s", sorted(joined), installed
+        )
+
+    def _start_hub_manager(self) -> None:
+        run = _import_optional("hub_manager.app", "run_hub_manager")
+        settings_cls = _import_optional("hub_manager.settings", "HubSettings")
+        if run is None or settings_cls is None:
+            return
+        settings = settings_cls(
+            kubeconfig=str(self.hub_kubeconfig),
+            leader_election=True,
+            file_store_root=self.model_store_dir,
+            metrics_bind_address="127.0.0.1:0",
+        )
+        self._hub_manager_task = asyncio.create_task(
+            _logged(run(settings), "hub manager"), name="hub-manager"
+        )
+
+    async def stop(self) -> None:
+        """Stop agents, hub manager, controllers, Job runners and servers; idempotent."""
+        if self._hub_manager_task is not None:
+            await _cancel(self._hub_manager_task)
+            self._hub_manager_task = None
+        await self._agent_host.stop()
+        if self.runtime is not None:
+            await self.runtime.stop()
+            self.runtime = None
+        for runner in self.job_runners.values():
+            stop = getattr(runner, "stop", None)
+            if stop is not None:
+                result = stop()
+                if asyncio.iscoroutine(result):
+                    await result
+        self.job_runners.clear()
+        apis = [self.hub_api, *self.spoke_apis.values()]
+        self.hub_api = None
+        self.spoke_apis = {}
+        for api in apis:
+            if api is not None:
+                await api.close()
+        servers = [*self.spokes.values(), self.hub]
+        self.spokes = {}
+        self.hub = None
+        for server in servers:
+            if server is not None:
+                await server.stop()
+
+
+def _count_samples(path: Path) -> int:
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as data:
+        return int(data["y"].shape[0])
+
+
+def _addon_documents(folder: Path) -> list[dict[str, Any]]:
+    """The objects in the add-on's YAML files (kustomization and non-objects skipped)."""
+    if not folder.is_dir():
+        return []
+    documents: list[dict[str, Any]] = []
+    for path in sorted(folder.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") and doc.get("apiVersion"):
+                try:
+                    r.by_kind(str(doc["apiVersion"]), str(doc["kind"]))
+                except KeyError:
+                    log.info("%s: %s is not served by the sandbox; skipped", path, doc["kind"])
+                    continue
+                documents.append(doc)
+    return documents
+
+
+__all__ = ["DEFAULT_INSTALL_NAMESPACE", "Sandbox"]
