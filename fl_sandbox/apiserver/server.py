@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import discovery, errors
+from . import discovery, errors, openapi
 from .auth import ANONYMOUS, Attributes, Authenticator, Authorizer, Identity
 from .builtin_types import BUILTIN_TYPES, OCM_TYPES, ResourceType
 from .crds import CRD_GROUP, crd_types, load_crd_files
@@ -289,6 +289,19 @@ class ApiServer:
             return web.Response(text="ok")
         if head == "version":
             return web.json_response(discovery.VERSION_INFO)
+        if head == "openapi" and len(segs) >= 2 and segs[1] == "v3":
+            if len(segs) == 2:
+                return web.json_response(openapi.root(self.registry))
+            group, version = (
+                ("", segs[3])
+                if segs[2] == "api" and len(segs) == 4
+                else (segs[3], segs[4])
+                if len(segs) == 5
+                else ("", "")
+            )
+            doc = openapi.group_version(self.registry, group, version) if version else None
+            if doc is not None:
+                return web.json_response(doc)
         if head == "api":
             if len(segs) == 1:
                 return self._json(request, discovery.api_versions(request.host))
