@@ -172,8 +172,9 @@ def all_finite(array: npt.NDArray[Any]) -> bool:
         return True
     if array.dtype in (np.float32, np.float64) and array.flags.c_contiguous:
         flat = array.reshape(-1)
-        if np.isfinite(np.dot(flat, flat)):
-            return True
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(np.dot(flat, flat)):
+                return True
     return bool(np.isfinite(array).all())
 
 

@@ -35,7 +35,8 @@ def test_plain_numpy_fedavg_loop_reaches_the_reference_accuracy(tmp_path: Path) 
             counts.append(len(part["y"]))
         total = sum(counts)
         weights = {
-            k: sum(n * m[k] for n, m in zip(counts, models, strict=True)) / total for k in weights
+            k: np.asarray(sum(n * m[k] for n, m in zip(counts, models, strict=True))) / total
+            for k in weights
         }
     accuracy = digits.evaluate_global(weights)["accuracy"]
     assert accuracy == pytest.approx(FEDERATED_ACCURACY, abs=TOLERANCE)
