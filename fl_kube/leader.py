@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fl_kube.client import KubeApi
-from fl_kube.errors import ApiError, Conflict, NotFound
+from fl_kube.errors import Conflict, NotFound
 from fl_kube.resources import LEASE
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class LeaderElector:
             lease = await self._api.get(LEASE, self.name, namespace=self.namespace)
         except NotFound:
             return await self._create(now)
-        except ApiError as exc:
+        except Exception as exc:  # any failure to read is a failure to renew
             log.info("%s: cannot read lease %s: %s", self.identity, self.name, exc)
             return False
         spec = dict(lease.get("spec") or {})
@@ -154,7 +154,7 @@ class LeaderElector:
             updated = await self._api.replace(LEASE, lease, namespace=self.namespace)
         except Conflict:
             return False
-        except ApiError as exc:
+        except Exception as exc:
             log.info("%s: cannot update lease %s: %s", self.identity, self.name, exc)
             return False
         self._observe(dict(updated.get("spec") or {}))
@@ -173,7 +173,7 @@ class LeaderElector:
         }
         try:
             created = await self._api.create(LEASE, body, namespace=self.namespace)
-        except ApiError as exc:
+        except Exception as exc:  # Conflict: someone else created it first
             log.info("%s: cannot create lease %s: %s", self.identity, self.name, exc)
             return False
         self._observe(dict(created.get("spec") or {}))
@@ -197,7 +197,7 @@ class LeaderElector:
             lease["spec"] = spec
             await self._api.replace(LEASE, lease, namespace=self.namespace)
             log.info("%s: released lease %s/%s", self.identity, self.namespace, self.name)
-        except (ApiError, OSError) as exc:
+        except Exception as exc:  # best effort: the lease expires anyway
             log.info("%s: could not release lease %s: %s", self.identity, self.name, exc)
 
 
