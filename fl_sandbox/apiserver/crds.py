@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,22 @@ from .errors import ApiError, invalid
 CRD_GROUP = "apiextensions.k8s.io"
 
 
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@lru_cache(maxsize=256)
+def _parse(path: Path, mtime_ns: int, size: int) -> tuple[dict[str, Any], ...]:
+    """Parsed once per file version: many servers in one process read the same CRDs."""
+    del mtime_ns, size
+    docs = yaml.load_all(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 - safe loader
+    return tuple(
+        d for d in docs if isinstance(d, dict) and d.get("kind") == "CustomResourceDefinition"
+    )
+
+
 def load_crd_files(dirs: Iterable[Path]) -> list[dict[str, Any]]:
-    """Every CustomResourceDefinition document in *.yaml/*.yml/*.json files of the folders."""
+    """Every CustomResourceDefinition in *.yaml/*.yml/*.json files of the folders (shared,
+    read-only documents: copy before changing)."""
     found: list[dict[str, Any]] = []
     for folder in dirs:
         if not folder.is_dir():
@@ -23,9 +38,8 @@ def load_crd_files(dirs: Iterable[Path]) -> list[dict[str, Any]]:
         for path in sorted(folder.iterdir()):
             if path.suffix not in (".yaml", ".yml", ".json"):
                 continue
-            for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
-                if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
-                    found.append(doc)
+            st = path.stat()
+            found.extend(_parse(path.resolve(), st.st_mtime_ns, st.st_size))
     return found
 
 

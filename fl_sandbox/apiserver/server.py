@@ -37,6 +37,10 @@ REPO_CRDS = Path(__file__).resolve().parents[2] / "deploy" / "crds"
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
+_IDENTITY = web.RequestKey("identity", Identity)
+_LOG = web.RequestKey("log", list)
+
+
 @dataclass(frozen=True)
 class RequestRecord:
     method: str
@@ -143,7 +147,7 @@ class ApiServer:
         for name, (doc, validated) in docs.items():
             if not validated:
                 self._unvalidated.add(name)
-            body = copy.deepcopy(doc)
+            body = dict(doc)
             body["metadata"] = {"name": name}
             body.pop("status", None)
             self._seed(CRD_GR, body)
@@ -245,8 +249,8 @@ class ApiServer:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         who = self._authn.identify(request.headers.get("Authorization"))
-        request["identity"] = who or Identity(ANONYMOUS, ("system:unauthenticated",))
-        request["log"] = ["", ""]
+        request[_IDENTITY] = who or Identity(ANONYMOUS, ("system:unauthenticated",))
+        request[_LOG] = ["", ""]
         status = 500
         try:
             if self.authorize and who is None:
@@ -265,14 +269,14 @@ class ApiServer:
                 ApiError(500, "InternalError", "Internal error occurred").status(), status=500
             )
         finally:
-            resource, verb = request["log"]
+            resource, verb = request[_LOG]
             self.request_log.append(
                 RequestRecord(
                     request.method,
                     request.path,
                     request.query_string,
                     status,
-                    request["identity"].user,
+                    request[_IDENTITY].user,
                     resource,
                     verb,
                 )
@@ -363,10 +367,10 @@ class ApiServer:
         method = request.method
         verb = self._verb(method, t, watch)
         resource = t.rtype.plural + (f"/{t.subresource}" if t.subresource else "")
-        request["log"][:] = [t.rtype.plural, verb]
+        request[_LOG][:] = [t.rtype.plural, verb]
         if self.authorize:
             self._authz.check(
-                request["identity"], Attributes(verb, t.rtype.group, resource, t.namespace, t.name)
+                request[_IDENTITY], Attributes(verb, t.rtype.group, resource, t.namespace, t.name)
             )
         q = request.query
         if method == "GET":

@@ -1,0 +1,78 @@
+"""Fixtures: an ApiServer in the test's event loop, reached through kubernetes_asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client import ApiClient
+
+from fl_sandbox.apiserver import ApiServer
+
+OCM_CRDS = Path(__file__).resolve().parents[1].parent.parent / "shared" / "ocm-crds"
+REPO_CRDS = Path(__file__).resolve().parents[2] / "deploy" / "crds"
+
+T = TypeVar("T")
+
+
+def ocm_crds_or_skip() -> Path:
+    if not OCM_CRDS.is_dir():
+        pytest.skip(f"upstream OCM CRDs not found at {OCM_CRDS} (expected ../shared/ocm-crds)")
+    return OCM_CRDS
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]] | Callable[[], T | None],
+    *,
+    timeout: float = 3.0,
+    message: str = "",
+) -> T:
+    """Poll until probe() is truthy; TimeoutError with the last value otherwise."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        value = probe()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]
+        last = value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{message}: last value {last!r}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ApiServer]:
+    crd_dirs = [OCM_CRDS] if OCM_CRDS.is_dir() else []
+    srv = ApiServer(name="test", crd_dirs=crd_dirs, history_limit=1000)
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+async def client_for(srv: ApiServer, path: Path, **identity: Any) -> ApiClient:
+    kubeconfig = srv.write_kubeconfig(path, **identity)
+    return await config.new_client_from_config(config_file=str(kubeconfig))
+
+
+@pytest.fixture
+async def api(server: ApiServer, tmp_path: Path) -> AsyncIterator[ApiClient]:
+    api_client = await client_for(server, tmp_path / "admin.kubeconfig")
+    yield api_client
+    await api_client.close()
+
+
+@pytest.fixture
+def core(api: ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(api)
+
+
+@pytest.fixture
+def custom(api: ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api)
