@@ -22,7 +22,7 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 def _parse(path: Path, mtime_ns: int, size: int) -> tuple[dict[str, Any], ...]:
     """Parsed once per file version: many servers in one process read the same CRDs."""
     del mtime_ns, size
-    docs = yaml.load_all(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 - safe loader
+    docs = yaml.load_all(path.read_text(encoding="utf-8"), Loader=_Loader)
     return tuple(
         d for d in docs if isinstance(d, dict) and d.get("kind") == "CustomResourceDefinition"
     )

@@ -29,11 +29,11 @@ def ocm_crds_or_skip() -> Path:
 async def eventually(
     probe: Callable[[], Awaitable[T | None]] | Callable[[], T | None],
     *,
-    timeout: float = 3.0,
+    within: float = 3.0,
     message: str = "",
 ) -> T:
     """Poll until probe() is truthy; TimeoutError with the last value otherwise."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     last: Any = None
     while True:
         value = probe()

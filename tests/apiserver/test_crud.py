@@ -28,7 +28,8 @@ async def test_create_sets_metadata_and_answers_201(core: client.CoreV1Api) -> N
     assert code == 201
     first = await core.read_namespaced_config_map("a", "default")
     second = await core.create_namespaced_config_map("default", cm("b"))
-    assert first.metadata.uid and first.metadata.uid != second.metadata.uid
+    assert first.metadata.uid
+    assert first.metadata.uid != second.metadata.uid
     assert first.metadata.creation_timestamp is not None
     assert int(second.metadata.resource_version) > int(first.metadata.resource_version)
     listed = await core.list_namespaced_config_map("default")
@@ -41,12 +42,14 @@ async def test_errors_are_status_bodies(core: client.CoreV1Api) -> None:
         await core.read_namespaced_config_map("nope", "default")
     body = status_of(missing.value)
     assert missing.value.status == 404
-    assert body["kind"] == "Status" and body["reason"] == "NotFound"
+    assert body["kind"] == "Status"
+    assert body["reason"] == "NotFound"
     assert body["message"] == 'configmaps "nope" not found'
     await core.create_namespaced_config_map("default", cm("dup"))
     with pytest.raises(ApiException) as dup:
         await core.create_namespaced_config_map("default", cm("dup"))
-    assert dup.value.status == 409 and status_of(dup.value)["reason"] == "AlreadyExists"
+    assert dup.value.status == 409
+    assert status_of(dup.value)["reason"] == "AlreadyExists"
 
 
 async def test_namespace_must_exist(core: client.CoreV1Api) -> None:
@@ -59,7 +62,8 @@ async def test_namespace_must_exist(core: client.CoreV1Api) -> None:
 async def test_generate_name(core: client.CoreV1Api) -> None:
     body = client.V1ConfigMap(metadata=client.V1ObjectMeta(generate_name="job-"))
     made = await core.create_namespaced_config_map("default", body)
-    assert made.metadata.name.startswith("job-") and len(made.metadata.name) == len("job-") + 5
+    assert made.metadata.name.startswith("job-")
+    assert len(made.metadata.name) == len("job-") + 5
 
 
 async def test_invalid_names_and_labels_are_422(core: client.CoreV1Api) -> None:
@@ -80,7 +84,8 @@ async def test_stale_put_and_patch_conflict(core: client.CoreV1Api) -> None:
     made.data = {"k": "v3"}  # still carries the old resourceVersion
     with pytest.raises(ApiException) as exc:
         await core.replace_namespaced_config_map("c", "default", made)
-    assert exc.value.status == 409 and status_of(exc.value)["reason"] == "Conflict"
+    assert exc.value.status == 409
+    assert status_of(exc.value)["reason"] == "Conflict"
     stale = {"metadata": {"resourceVersion": made.metadata.resource_version}, "data": {"k": "v4"}}
     with pytest.raises(ApiException) as patch_exc:
         await core.patch_namespaced_config_map(
@@ -158,7 +163,8 @@ async def test_pagination(core: client.CoreV1Api) -> None:
     for n in range(5):
         await core.create_namespaced_config_map("default", cm(f"p{n}"))
     first = await core.list_namespaced_config_map("default", limit=2)
-    assert len(first.items) == 2 and first.metadata._continue
+    assert len(first.items) == 2
+    assert first.metadata._continue
     assert first.metadata.remaining_item_count == 3
     rest = await core.list_namespaced_config_map(
         "default", limit=10, _continue=first.metadata._continue
@@ -184,13 +190,16 @@ async def test_discovery(api: ApiClient, server: ApiServer) -> None:
     } <= names
     core_resources = await client.CoreV1Api(api).get_api_resources()
     by_name = {r.name: r for r in core_resources.resources}
-    assert by_name["namespaces"].namespaced is False and by_name["configmaps"].kind == "ConfigMap"
+    assert by_name["namespaces"].namespaced is False
+    assert by_name["configmaps"].kind == "ConfigMap"
     assert "namespaces/status" in by_name
     cluster = await client.CustomObjectsApi(api).get_api_resources(
         "cluster.open-cluster-management.io", "v1"
     )
     mcl = next(r for r in cluster.resources if r.name == "managedclusters")
-    assert mcl.kind == "ManagedCluster" and not mcl.namespaced and "mcl" in mcl.short_names
+    assert mcl.kind == "ManagedCluster"
+    assert not mcl.namespaced
+    assert "mcl" in mcl.short_names
     version = await client.VersionApi(api).get_code()
     assert version.major == "1"
     assert server.url.startswith("http://127.0.0.1:")
@@ -210,12 +219,14 @@ async def test_typed_apis_serve_builtin_kinds(api: ApiClient) -> None:
         ),
     )
     made = await batch.create_namespaced_job("default", job)
-    assert made.spec.backoff_limit == 6 and made.metadata.generation == 1
+    assert made.spec.backoff_limit == 6
+    assert made.metadata.generation == 1
     job.metadata.name = "bad"
     job.spec.template.spec.restart_policy = "Always"
     with pytest.raises(ApiException) as exc:
         await batch.create_namespaced_job("default", job)
-    assert exc.value.status == 422 and "restartPolicy" in status_of(exc.value)["message"]  # type: ignore[operator]
+    assert exc.value.status == 422
+    assert "restartPolicy" in status_of(exc.value)["message"]
     leases = client.CoordinationV1Api(api)
     lease = await leases.create_namespaced_lease(
         "default",
@@ -234,4 +245,5 @@ async def test_typed_apis_serve_builtin_kinds(api: ApiClient) -> None:
         "default",
         client.V1Secret(metadata=client.V1ObjectMeta(name="s"), string_data={"token": "abc"}),
     )
-    assert secret.data == {"token": "YWJj"} and secret.type == "Opaque"
+    assert secret.data == {"token": "YWJj"}
+    assert secret.type == "Opaque"

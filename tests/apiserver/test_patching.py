@@ -125,7 +125,8 @@ async def test_server_side_apply_create_merge_conflict_force(core: client.CoreV1
     created, code, _ = await core.patch_namespaced_config_map_with_http_info(
         "s", "default", cfg(a="1", b="2"), field_manager="alpha", _content_type=APPLY
     )
-    assert code == 201 and created.data == {"a": "1", "b": "2"}
+    assert code == 201
+    assert created.data == {"a": "1", "b": "2"}
     assert [m.manager for m in created.metadata.managed_fields] == ["alpha"]
     assert created.metadata.managed_fields[0].operation == "Apply"
     merged = await core.patch_namespaced_config_map(

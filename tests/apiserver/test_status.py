@@ -31,7 +31,8 @@ async def test_status_subresource_separation(custom: client.CustomObjectsApi) ->
     made["status"] = {"namespace": "x"}
     made["spec"]["installNamespace"] = "two"
     out = await custom.replace_namespaced_custom_object(G, V, "default", P, "fl", made)
-    assert "status" not in out and out["spec"]["installNamespace"] == "two"
+    assert "status" not in out
+    assert out["spec"]["installNamespace"] == "two"
     assert out["metadata"]["generation"] == 2
     # ... a /status write ignores everything else and leaves generation alone.
     status_patch = {"status": {"namespace": "addon-ns"}, "spec": {"installNamespace": "three"}}
@@ -46,12 +47,14 @@ async def test_status_subresource_separation(custom: client.CustomObjectsApi) ->
     out = await custom.patch_namespaced_custom_object(
         G, V, "default", P, "fl", labels, _content_type=MERGE
     )
-    assert out["metadata"]["generation"] == 2 and out["metadata"]["labels"] == {"a": "b"}
+    assert out["metadata"]["generation"] == 2
+    assert out["metadata"]["labels"] == {"a": "b"}
     spec = {"spec": {"installNamespace": "four"}}
     out = await custom.patch_namespaced_custom_object(
         G, V, "default", P, "fl", spec, _content_type=MERGE
     )
-    assert out["metadata"]["generation"] == 3 and out["status"]["namespace"] == "addon-ns"
+    assert out["metadata"]["generation"] == 3
+    assert out["status"]["namespace"] == "addon-ns"
 
 
 async def test_type_without_status_subresource_writes_status(
