@@ -32,10 +32,13 @@ def store_config(spec: FederatedLearningSpec, *, default_path: str) -> StoreConf
 
 
 def local_file_root(config: StoreConfig, file_store_root: Path | None) -> Path | None:
-    """Where a file:// store's folder lives on the hub (None: the URI's own path)."""
+    """Where a file:// store's folder lives on the hub (None: the URI's own path).
+
+    The same convention as the agent's and the training runtime's: the URI names the
+    store as every cluster sees it, `file_store_root` is that folder on this machine."""
     if file_store_root is None or not config.uri.startswith("file://"):
         return None
-    return file_store_root / config.uri.removeprefix("file://").strip("/")
+    return file_store_root
 
 
 def build_round_spec(
