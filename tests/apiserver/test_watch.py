@@ -1,0 +1,217 @@
+"""Watch: resume, synthetic ADDED, 410, bookmarks, timeouts, selectors, dropped streams."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client, watch
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from fl_sandbox.apiserver import ApiServer
+
+from .conftest import eventually
+
+
+def cm(name: str, labels: dict[str, str] | None = None) -> client.V1ConfigMap:
+    return client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name=name, labels=labels), data={"k": "v"}
+    )
+
+
+async def collect(stream: watch.Watch, count: int, *, within: float = 3.0) -> list[tuple[str, Any]]:
+    events: list[tuple[str, Any]] = []
+    async with asyncio.timeout(within):
+        async for event in stream:
+            events.append((event["type"], event["raw_object"]))
+            if len(events) == count:
+                break
+    return events
+
+
+async def test_resume_sees_exactly_the_events_after_the_version(core: client.CoreV1Api) -> None:
+    a = await core.create_namespaced_config_map("default", cm("a"))
+    since = a.metadata.resource_version
+    await core.create_namespaced_config_map("default", cm("b"))
+    await core.patch_namespaced_config_map("a", "default", {"data": {"k": "v2"}})
+    await core.delete_namespaced_config_map("b", "default")
+    await core.create_namespaced_config_map("default", cm("c"))
+    w = watch.Watch()
+    events = await collect(
+        w.stream(
+            core.list_namespaced_config_map, "default", resource_version=since, timeout_seconds=5
+        ),
+        4,
+    )
+    await w.close()
+    assert [(t, o["metadata"]["name"]) for t, o in events] == [
+        ("ADDED", "b"),
+        ("MODIFIED", "a"),
+        ("DELETED", "b"),
+        ("ADDED", "c"),
+    ]
+    versions = [int(o["metadata"]["resourceVersion"]) for _, o in events]
+    assert versions == sorted(versions)
+    assert versions[0] > int(since)
+
+
+async def test_watch_without_version_starts_with_synthetic_added(core: client.CoreV1Api) -> None:
+    await core.create_namespaced_config_map("default", cm("old1"))
+    await core.create_namespaced_config_map("default", cm("old2"))
+    w = watch.Watch()
+    stream = w.stream(core.list_namespaced_config_map, "default", timeout_seconds=5)
+    first = await collect(stream, 2)
+    assert sorted(o["metadata"]["name"] for _, o in first) == ["old1", "old2"]
+    assert {t for t, _ in first} == {"ADDED"}
+    await core.create_namespaced_config_map("default", cm("new"))
+    live = await collect(stream, 1)
+    await w.close()
+    assert [(t, o["metadata"]["name"]) for t, o in live] == [("ADDED", "new")]
+
+
+async def test_compaction_gives_410_expired(server: ApiServer, core: client.CoreV1Api) -> None:
+    a = await core.create_namespaced_config_map("default", cm("a"))
+    await core.patch_namespaced_config_map("a", "default", {"data": {"k": "2"}})
+    server.faults.compact()
+    w = watch.Watch()
+    with pytest.raises(ApiException) as exc:
+        await collect(
+            w.stream(
+                core.list_namespaced_config_map,
+                "default",
+                resource_version=a.metadata.resource_version,
+                timeout_seconds=5,
+            ),
+            1,
+        )
+    await w.close()
+    assert exc.value.status == 410
+    assert "Expired" in str(exc.value.reason)
+
+
+async def test_history_limit_bounds_resume(tmp_path: Any) -> None:
+    from .conftest import client_for
+
+    small = ApiServer(name="small", history_limit=3)
+    await small.start()
+    api = await client_for(small, tmp_path / "kc")
+    try:
+        core = client.CoreV1Api(api)
+        first = await core.create_namespaced_config_map("default", cm("x0"))
+        for n in range(1, 6):
+            await core.create_namespaced_config_map("default", cm(f"x{n}"))
+        w = watch.Watch()
+        with pytest.raises(ApiException) as exc:
+            await collect(
+                w.stream(
+                    core.list_namespaced_config_map,
+                    "default",
+                    resource_version=first.metadata.resource_version,
+                    timeout_seconds=5,
+                ),
+                1,
+            )
+        await w.close()
+        assert exc.value.status == 410
+    finally:
+        await api.close()
+        await small.stop()
+
+
+async def test_bookmarks_periodic_and_before_close(
+    server: ApiServer, core: client.CoreV1Api
+) -> None:
+    server.bookmark_interval = 0.2
+    made = await core.create_namespaced_config_map("default", cm("a"))
+    w = watch.Watch()
+    stream = w.stream(
+        core.list_namespaced_config_map,
+        "default",
+        resource_version=made.metadata.resource_version,
+        allow_watch_bookmarks=True,
+        timeout_seconds=5,
+    )
+    events = await collect(stream, 1)
+    await w.close()
+    assert events[0][0] == "BOOKMARK"
+    assert int(events[0][1]["metadata"]["resourceVersion"]) >= int(made.metadata.resource_version)
+    # With a long interval, the stream still ends with a bookmark at its timeout.
+    server.bookmark_interval = 3600
+    w = watch.Watch()
+    tail: list[str] = []
+    async with asyncio.timeout(5):
+        async for event in w.stream(
+            core.list_namespaced_config_map,
+            "default",
+            resource_version=made.metadata.resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=1,
+        ):
+            tail.append(event["type"])
+    assert tail == ["BOOKMARK"]
+
+
+async def test_stream_closes_at_timeout_seconds(core: client.CoreV1Api) -> None:
+    w = watch.Watch()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with asyncio.timeout(5):
+        async for _ in w.stream(core.list_namespaced_config_map, "default", timeout_seconds=1):
+            pass
+    assert 0.8 <= loop.time() - started < 3
+
+
+async def test_label_selector_transitions_on_watch(core: client.CoreV1Api) -> None:
+    w = watch.Watch()
+    stream = w.stream(
+        core.list_namespaced_config_map, "default", label_selector="app in (fl)", timeout_seconds=5
+    )
+    task = asyncio.ensure_future(collect(stream, 3))
+    await asyncio.sleep(0)  # let the watch request go out before the writes
+    await core.create_namespaced_config_map("default", cm("other", {"app": "x"}))
+    await core.create_namespaced_config_map("default", cm("m", {"app": "x"}))
+    await core.patch_namespaced_config_map("m", "default", {"metadata": {"labels": {"app": "fl"}}})
+    await core.patch_namespaced_config_map("m", "default", {"data": {"k": "2"}})
+    await core.patch_namespaced_config_map(
+        "m", "default", {"metadata": {"labels": {"app": "gone"}}}
+    )
+    events = await task
+    await w.close()
+    assert [(t, o["metadata"]["name"]) for t, o in events] == [
+        ("ADDED", "m"),
+        ("MODIFIED", "m"),
+        ("DELETED", "m"),
+    ]
+
+
+async def test_field_selector_on_watch(core: client.CoreV1Api) -> None:
+    start = await core.list_namespaced_config_map("default")
+    await core.create_namespaced_config_map("default", cm("skip"))
+    await core.create_namespaced_config_map("default", cm("pick"))
+    w = watch.Watch()
+    stream = w.stream(
+        core.list_namespaced_config_map,
+        "default",
+        field_selector="metadata.name=pick",
+        resource_version=start.metadata.resource_version,
+        timeout_seconds=5,
+    )
+    events = await collect(stream, 1)
+    await w.close()
+    assert [(t, o["metadata"]["name"]) for t, o in events] == [("ADDED", "pick")]
+
+
+async def test_drop_watches_ends_open_streams(server: ApiServer, core: client.CoreV1Api) -> None:
+    w = watch.Watch()
+    got: list[str] = []
+
+    async def consume() -> None:
+        async for event in w.stream(core.list_namespaced_config_map, "default", timeout_seconds=60):
+            got.append(event["type"])
+
+    task = asyncio.ensure_future(consume())
+    await eventually(lambda: server.faults.drop_watches() > 0, message="no watch to drop")
+    async with asyncio.timeout(3):
+        await task
+    await w.close()
