@@ -32,7 +32,7 @@ import obstore
 from obstore.exceptions import NotFoundError
 from obstore.store import S3Store as _ObS3Store
 
-from fl_core.store.base import ModelStore, ObjectNotFound, StoreError, new_hash
+from fl_core.store.base import ModelStore, ObjectNotFound, StoreError, new_buffer, new_hash
 
 if TYPE_CHECKING:
     from obstore.store import ClientConfig, S3Config
@@ -81,12 +81,11 @@ class S3Store(ModelStore):
             raise StoreError(f"cannot write {self.uri_for(key)}: {exc}") from exc
         return digest.hexdigest()
 
-    async def _get(self, key: str) -> tuple[bytearray, str]:
+    async def _get(self, key: str) -> tuple[memoryview, str]:
         try:
             result = await obstore.get_async(self._store, key)
             size = int(result.meta["size"])
-            buffer = bytearray(size)
-            view = memoryview(buffer)
+            view = new_buffer(size)
             digest = new_hash()
             pos = 0
             async for chunk in result.stream(min_chunk_size=4 * 1024 * 1024):
@@ -104,7 +103,7 @@ class S3Store(ModelStore):
             raise StoreError(f"cannot read {self.uri_for(key)}: {exc}") from exc
         if pos != size:
             raise StoreError(f"{self.uri_for(key)}: read {pos} of {size} bytes")
-        return buffer, digest.hexdigest()
+        return view, digest.hexdigest()
 
     async def _exists(self, key: str) -> bool:
         try:
