@@ -15,8 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fl_contract import keys, naming
-from fl_contract.models import ModelRef
-from fl_contract.weights import encode_weights, sha256_hex
 from fl_core.evaluation import get_evaluator
 from fl_core.store import StoreError
 from fl_kube import resources as r
@@ -26,16 +24,12 @@ from fl_kube.errors import Conflict
 from fl_kube.informer import Informer
 from hub_manager import rounds
 from hub_manager import status as st
-from hub_manager.aggregation import new_session
 from hub_manager.cleanup import JobCleaner
 from hub_manager.crd_spec import FederatedLearningSpec, SpecError, parse_spec
 from hub_manager.job_runtime import (
     JobRuntime,
     build_strategy,
-    load_weights,
-    model_ref,
     open_job_store,
-    server_state_key,
 )
 from hub_manager.metrics import HubMetrics
 from hub_manager.placement import (
@@ -46,7 +40,9 @@ from hub_manager.placement import (
     desired_placement,
     selection,
 )
-from hub_manager.reports import AddonView, read_report
+from hub_manager.publication import Publisher
+from hub_manager.reports import AddonView
+from hub_manager.round_inputs import ReportCollector, global_model
 from hub_manager.settings import HubSettings
 from hub_manager.work import (
     build_round_spec,
@@ -92,6 +88,13 @@ class FederatedLearningReconciler:
         self._applied: dict[tuple[str, str, str], str] = {}
         self._sent: dict[tuple[str, str], str] = {}
         self._cleaner = JobCleaner(api, jobs=jobs, works=works)
+        self._reports = ReportCollector(addon=self._addon, metrics=metrics)
+        self._publisher = Publisher(
+            write_status=self._write_status,
+            drop_runtime=self._drop_runtime,
+            cleaner=self._cleaner,
+            metrics=metrics,
+        )
 
     # -- event routing -------------------------------------------------------------------
 
@@ -184,6 +187,11 @@ class FederatedLearningReconciler:
             await runtime.close()
         self._metrics.forget_job(*key)
 
+    async def _drop_runtime(self, key: Key) -> None:
+        runtime = self._runtimes.pop(key, None)
+        if runtime is not None:
+            await runtime.close()
+
     async def _ensure_finalizer(self, key: Key, obj: dict[str, Any]) -> dict[str, Any]:
         metadata = obj["metadata"]
         finalizers = list(metadata.get("finalizers") or [])
@@ -270,7 +278,7 @@ class FederatedLearningReconciler:
         available = [c for c in chosen.clusters if self._addon(c).available]
         self._clusters_condition(status, spec, chosen, available, generation, now)
 
-        tally = await self._collect(obj, runtime, status, now)
+        tally = await self._reports.collect(obj, runtime, status, now, selected=chosen.clusters)
         progress = st.progress_of(status)
         decision = rounds.decide(
             progress=progress,
@@ -320,15 +328,17 @@ class FederatedLearningReconciler:
             delay = min(max(decision.requeue_after, 0.05), self._settings.resync_seconds)
             return obj, Result(requeue_after=delay), False
         if isinstance(decision, rounds.Aggregate):
-            obj = await self._aggregate(key, obj, status, runtime, decision, now)
+            obj = await self._publisher.aggregate(key, obj, status, runtime, decision, now)
             return obj, None, True
         if isinstance(decision, rounds.FinishPublication):
-            obj = await self._finish_publication(key, obj, status, runtime, now)
+            obj = await self._publisher.finish_publication(key, obj, status, runtime, now)
             return obj, None, True
         if isinstance(decision, rounds.Complete):
-            return await self._finish(key, obj, status, now, failed=None), None, False
+            obj = await self._publisher.finish(key, obj, status, now, failed=None)
+            return obj, None, False
         assert isinstance(decision, rounds.Fail)
-        return await self._finish(key, obj, status, now, failed=decision), None, False
+        obj = await self._publisher.finish(key, obj, status, now, failed=decision)
+        return obj, None, False
 
     # -- spec and runtime --------------------------------------------------------------
 
@@ -477,157 +487,6 @@ class FederatedLearningReconciler:
 
     # -- reports -------------------------------------------------------------------------
 
-    async def _collect(
-        self, obj: dict[str, Any], runtime: JobRuntime, status: dict[str, Any], now: datetime
-    ) -> rounds.Tally:
-        """Fold in the reports of the current round attempt; record late and bad ones."""
-        metadata = obj["metadata"]
-        namespace, name, uid = (
-            str(metadata["namespace"]),
-            str(metadata["name"]),
-            str(metadata["uid"]),
-        )
-        progress = st.progress_of(status)
-        previous = status.get("previousRound") or {}
-        previous_key = (int(previous.get("round") or 0), int(previous.get("attempt") or 0))
-        previous_reported = set(previous.get("reported") or [])
-        clusters = set(progress.participants) | set(self._selection(obj).clusters)
-        session = None
-        if progress.in_round:
-            session = await self._session(obj, runtime, status, progress)
-        states: dict[str, tuple[str, str, int]] = {}
-        rejected: list[dict[str, Any]] = []
-        for cluster in sorted(clusters):
-            view = read_report(self._addon(cluster), fl_namespace=namespace, fl_name=name)
-            if view is None:
-                continue
-            if view.report is None:
-                if session is not None and cluster in progress.participants:
-                    entry = _rejection(
-                        cluster,
-                        progress.round,
-                        progress.attempt,
-                        "InvalidReport",
-                        view.error or "",
-                        now,
-                    )
-                    if not _recorded(status, entry) and entry not in rejected:
-                        rejected.append(entry)
-                        self._metrics.update_rejected("InvalidReport")
-                continue
-            report = view.report
-            if report.job_uid != uid:
-                continue
-            current = (report.round, report.attempt) == (progress.round, progress.attempt)
-            if session is not None and current and cluster in progress.participants:
-                outcome = await session.consider(cluster, report, store=runtime.store)
-                duplicate = session.duplicate(cluster, report)
-                for bad in (outcome, duplicate):
-                    if bad is None or bad.kind != "rejected":
-                        continue
-                    entry = _rejection(
-                        cluster, report.round, report.attempt, bad.reason, bad.message, now
-                    )
-                    if not _recorded(status, entry):
-                        rejected.append(entry)
-                if report.state == "Training" and cluster not in session.outcomes:
-                    states[cluster] = ("Training", "", 0)
-            elif (
-                (report.round, report.attempt) == previous_key
-                and report.state == "UpdateReady"
-                and cluster not in previous_reported
-            ):
-                entry = _rejection(
-                    cluster,
-                    report.round,
-                    report.attempt,
-                    "Late",
-                    "the update arrived after its round closed",
-                    now,
-                )
-                if not _recorded(status, entry):
-                    rejected.append(entry)
-                    self._metrics.update_rejected("Late")
-        if rejected:
-            st.append_bounded(status, "rejectedUpdates", rejected, limit=st.MAX_REJECTED)
-        if session is None:
-            return rounds.Tally()
-        for cluster, outcome in session.outcomes.items():
-            state = {"accepted": "Accepted", "rejected": "Rejected", "failed": "Failed"}[
-                outcome.kind
-            ]
-            states[cluster] = (state, outcome.reason, outcome.num_examples)
-        status["participants"] = st.participants_entries(progress.participants, states)
-        return rounds.Tally(
-            accepted=session.accepted(), finished_without_update=session.finished_without_update()
-        )
-
-    async def _session(
-        self,
-        obj: dict[str, Any],
-        runtime: JobRuntime,
-        status: dict[str, Any],
-        progress: rounds.Progress,
-    ) -> Any:
-        uid = str(obj["metadata"]["uid"])
-        session = runtime.session
-        if session is not None and session.key() == (uid, progress.round, progress.attempt):
-            return session
-        await self._prepare_strategy(obj, runtime, status, progress.round)
-        namespace, name = str(obj["metadata"]["namespace"]), str(obj["metadata"]["name"])
-        expected = {
-            cluster: runtime.store.uri_for(
-                naming.update_key(
-                    namespace=namespace,
-                    job=name,
-                    round_number=progress.round,
-                    cluster=cluster,
-                    attempt=progress.attempt,
-                )
-            )
-            for cluster in progress.participants
-        }
-        runtime.session = new_session(
-            strategy=runtime.strategy,
-            global_weights=runtime.global_weights,
-            job_uid=uid,
-            round_number=progress.round,
-            attempt=progress.attempt,
-            expected_uris=expected,
-            metrics=self._metrics,
-        )
-        return runtime.session
-
-    async def _prepare_strategy(
-        self, obj: dict[str, Any], runtime: JobRuntime, status: dict[str, Any], round_number: int
-    ) -> None:
-        """Bring the strategy and the global weights to the start of `round_number`."""
-        before = round_number - 1
-        saved = status.get("serverState") or {}
-        if runtime.strategy_round != before:
-            runtime.strategy = build_strategy(runtime.spec)
-            ref = model_ref(saved)
-            if ref is not None and int(saved.get("round") or 0) == before:
-                runtime.strategy.load_server_state(await load_weights(runtime.store, ref))
-            runtime.strategy_round = before
-        if runtime.global_round != before:
-            ref = self._global_model(obj, status, round_number)
-            runtime.global_weights = await load_weights(runtime.store, ref) if ref else None
-            runtime.global_round = before
-
-    def _global_model(
-        self, obj: dict[str, Any], status: dict[str, Any], round_number: int
-    ) -> ModelRef | None:
-        model = status.get("model") or {}
-        if round_number > 1 and int(model.get("round") or 0) == round_number - 1:
-            return model_ref(model)
-        if round_number == 1:
-            initial = ((obj.get("spec") or {}).get("server") or {}).get("initialModel")
-            return model_ref(initial)
-        return None
-
-    # -- rounds --------------------------------------------------------------------------
-
     async def _start_round(
         self,
         key: Key,
@@ -694,7 +553,7 @@ class FederatedLearningReconciler:
         if not progress.in_round or deadline is None:
             return
         client_config = runtime.strategy.client_config(progress.round)
-        global_model = self._global_model(obj, status, progress.round)
+        start_model = global_model(obj, status, progress.round)
         work_name = naming.manifest_work_name(uid)
         for cluster in progress.participants:
             addon = self._addon(cluster)
@@ -715,7 +574,7 @@ class FederatedLearningReconciler:
                 cluster=cluster,
                 round_number=progress.round,
                 attempt=progress.attempt,
-                global_model=global_model,
+                global_model=start_model,
                 update_uri=update_uri,
                 store=runtime.store_config,
                 deadline=deadline,
@@ -736,186 +595,6 @@ class FederatedLearningReconciler:
                 )
             self._sent[(uid, cluster)] = fingerprint
         await self._cleaner.remove_works(uid, keep=set(progress.participants))
-
-    async def _aggregate(
-        self,
-        key: Key,
-        obj: dict[str, Any],
-        status: dict[str, Any],
-        runtime: JobRuntime,
-        decision: rounds.Aggregate,
-        now: datetime,
-    ) -> dict[str, Any]:
-        """Record the result, write it, then publish it in the status."""
-        session = runtime.session
-        assert session is not None
-        assert session.round == decision.round
-        namespace, name = key
-        try:
-            result, weights = await session.result(evaluate=runtime.evaluate)
-            state = runtime.strategy.server_state()
-            pending: dict[str, Any] = {
-                "round": decision.round,
-                "attempt": decision.attempt,
-                "uri": runtime.store.uri_for(
-                    naming.model_key(namespace=namespace, job=name, round_number=decision.round)
-                ),
-                "sha256": result.sha256,
-                "accepted": len(result.accepted),
-                "rejected": sum(1 for o in session.outcomes.values() if o.kind != "accepted"),
-                "numExamples": result.num_examples,
-                "acceptedClusters": list(result.accepted),
-                "reportedClusters": sorted(session.outcomes),
-            }
-            state_data = encode_weights(state) if state else None
-            if state_data is not None:
-                pending["serverStateUri"] = runtime.store.uri_for(
-                    server_state_key(namespace=namespace, job=name, round_number=decision.round)
-                )
-                pending["serverStateSha256"] = sha256_hex(state_data)
-            for metric in ("loss", "accuracy"):
-                if metric in result.metrics:
-                    pending[metric] = result.metrics[metric]
-            status["pendingModel"] = pending
-            obj = await self._write_status(key, obj, status)
-            if state_data is not None:
-                await runtime.store.put_uri(pending["serverStateUri"], state_data)
-            await runtime.store.put_uri(pending["uri"], result.data)
-        except BaseException:
-            # The session is closed and the strategy may have advanced: rebuild from scratch.
-            self._runtimes.pop(key, None)
-            await runtime.close()
-            raise
-        runtime.global_weights = weights
-        runtime.global_round = decision.round
-        runtime.strategy_round = decision.round
-        status = st.clone(obj.get("status"))
-        return await self._finish_publication(key, obj, status, runtime, now)
-
-    async def _finish_publication(
-        self,
-        key: Key,
-        obj: dict[str, Any],
-        status: dict[str, Any],
-        runtime: JobRuntime,
-        now: datetime,
-    ) -> dict[str, Any]:
-        pending = dict(status.get("pendingModel") or {})
-        generation = int(obj["metadata"].get("generation") or 0)
-        round_number = int(pending["round"])
-        if not await runtime.store.exists(str(pending["uri"])):
-            # Recorded but never written (the manager stopped in between): aggregate again.
-            status.pop("pendingModel", None)
-            runtime.session = None
-            return await self._write_status(key, obj, status)
-        started = st.parse_time(status.get("roundStartTime"))
-        duration = max((now - started).total_seconds(), 0.0) if started else 0.0
-        entry: dict[str, Any] = {
-            "round": round_number,
-            "attempt": int(pending.get("attempt") or 1),
-            "participants": len(status.get("participants") or []),
-            "accepted": int(pending.get("accepted") or 0),
-            "rejected": int(pending.get("rejected") or 0),
-            "numExamples": int(pending.get("numExamples") or 0),
-            "durationSeconds": round(duration, 3),
-            "modelSha256": pending["sha256"],
-            "completionTime": st.format_time(now),
-        }
-        metrics = {m: float(pending[m]) for m in ("loss", "accuracy") if m in pending}
-        entry.update(metrics)
-        st.append_bounded(status, "history", [entry], limit=st.MAX_HISTORY)
-        status["model"] = {
-            "round": round_number,
-            "uri": pending["uri"],
-            "sha256": pending["sha256"],
-        }
-        if pending.get("serverStateUri"):
-            status["serverState"] = {
-                "round": round_number,
-                "uri": pending["serverStateUri"],
-                "sha256": pending["serverStateSha256"],
-            }
-        status["previousRound"] = {
-            "round": round_number,
-            "attempt": int(pending.get("attempt") or 1),
-            "reported": list(pending.get("reportedClusters") or []),
-        }
-        shown = st.display_metric(metrics)
-        if shown:
-            status["metric"] = shown
-        status.pop("pendingModel", None)
-        st.set_condition(
-            status,
-            type_=st.PROGRESSING,
-            value=True,
-            reason="RoundCompleted",
-            message=(
-                f"round {round_number} aggregated from {entry['accepted']} updates; "
-                f"global model {pending['uri']}"
-            ),
-            generation=generation,
-            now=now,
-        )
-        obj = await self._write_status(key, obj, status)
-        namespace, name = key
-        self._metrics.rounds_completed.labels(namespace=namespace, name=name).inc()
-        self._metrics.round_duration.observe(duration)
-        if "loss" in metrics:
-            self._metrics.aggregated_loss.labels(namespace=namespace, name=name).set(
-                metrics["loss"]
-            )
-        if "accuracy" in metrics:
-            self._metrics.aggregated_accuracy.labels(namespace=namespace, name=name).set(
-                metrics["accuracy"]
-            )
-        runtime.session = None
-        log.info(
-            "%s/%s: round %d published (%s) %s",
-            namespace,
-            name,
-            round_number,
-            pending["sha256"][:12],
-            shown or "",
-        )
-        return obj
-
-    async def _finish(
-        self,
-        key: Key,
-        obj: dict[str, Any],
-        status: dict[str, Any],
-        now: datetime,
-        *,
-        failed: rounds.Fail | None,
-    ) -> dict[str, Any]:
-        generation = int(obj["metadata"].get("generation") or 0)
-        model = status.get("model") or {}
-        if failed is None:
-            message = (
-                f"{model.get('round', 0)} rounds completed; final model {model.get('uri')} "
-                f"(sha256 {model.get('sha256')})"
-            )
-            st.set_phase(status, "Completed", message)
-            reason, value = "Completed", True
-        else:
-            message = failed.message
-            st.set_phase(status, "Failed", message)
-            reason, value = failed.reason, False
-        status.setdefault("completionTime", st.format_time(now))
-        for type_, cond_value in ((st.SUCCEEDED, value), (st.PROGRESSING, False)):
-            st.set_condition(
-                status,
-                type_=type_,
-                value=cond_value,
-                reason=reason,
-                message=message,
-                generation=generation,
-                now=now,
-            )
-        obj = await self._write_status(key, obj, status)
-        await self._cleaner.remove_works(str(obj["metadata"]["uid"]))
-        log.info("%s/%s: %s: %s", key[0], key[1], status["phase"], message)
-        return obj
 
     def _count_phases(self) -> None:
         counts: dict[str, int] = {}
@@ -941,23 +620,3 @@ def _policy(spec: FederatedLearningSpec) -> rounds.RoundPolicy:
 def _raw_placement(obj: dict[str, Any]) -> dict[str, Any]:
     placement = ((obj.get("spec") or {}).get("client") or {}).get("placement")
     return dict(placement) if isinstance(placement, dict) else {}
-
-
-def _rejection(
-    cluster: str, round_number: int, attempt: int, reason: str, message: str, now: datetime
-) -> dict[str, Any]:
-    return {
-        "cluster": cluster,
-        "round": round_number,
-        "attempt": attempt,
-        "reason": reason,
-        "message": message[:1024],
-        "time": st.format_time(now),
-    }
-
-
-def _recorded(status: dict[str, Any], entry: dict[str, Any]) -> bool:
-    return any(
-        all(old.get(k) == entry[k] for k in ("cluster", "round", "attempt", "reason"))
-        for old in status.get("rejectedUpdates") or []
-    )

@@ -1,0 +1,205 @@
+"""The inputs of a round decision: the agents' reports, folded into the round session.
+
+Reports are read from the ManagedClusterAddOn conditions in the informer cache; updates of
+the current round attempt are verified and folded once per session; reports that arrive
+after their round closed, or that cannot be read, are recorded (once) with a reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from fl_contract import naming
+from fl_contract.models import ModelRef
+from hub_manager import rounds
+from hub_manager import status as st
+from hub_manager.aggregation import RoundSession, new_session
+from hub_manager.job_runtime import JobRuntime, build_strategy, load_weights, model_ref
+from hub_manager.metrics import HubMetrics
+from hub_manager.reports import AddonView, read_report
+
+
+class ReportCollector:
+    def __init__(self, *, addon: Callable[[str], AddonView], metrics: HubMetrics) -> None:
+        self._addon = addon
+        self._metrics = metrics
+
+    async def collect(
+        self,
+        obj: dict[str, Any],
+        runtime: JobRuntime,
+        status: dict[str, Any],
+        now: datetime,
+        *,
+        selected: Iterable[str],
+    ) -> rounds.Tally:
+        """Fold in the reports of the current round attempt; record late and bad ones."""
+        metadata = obj["metadata"]
+        namespace, name, uid = (
+            str(metadata["namespace"]),
+            str(metadata["name"]),
+            str(metadata["uid"]),
+        )
+        progress = st.progress_of(status)
+        previous = status.get("previousRound") or {}
+        previous_key = (int(previous.get("round") or 0), int(previous.get("attempt") or 0))
+        previous_reported = set(previous.get("reported") or [])
+        clusters = set(progress.participants) | set(selected)
+        session = None
+        if progress.in_round:
+            session = await self.session(obj, runtime, status, progress)
+        states: dict[str, tuple[str, str, int]] = {}
+        rejected: list[dict[str, Any]] = []
+        for cluster in sorted(clusters):
+            view = read_report(self._addon(cluster), fl_namespace=namespace, fl_name=name)
+            if view is None:
+                continue
+            if view.report is None:
+                if session is not None and cluster in progress.participants:
+                    entry = _rejection(
+                        cluster,
+                        progress.round,
+                        progress.attempt,
+                        "InvalidReport",
+                        view.error or "",
+                        now,
+                    )
+                    if not _recorded(status, entry) and entry not in rejected:
+                        rejected.append(entry)
+                        self._metrics.update_rejected("InvalidReport")
+                continue
+            report = view.report
+            if report.job_uid != uid:
+                continue
+            current = (report.round, report.attempt) == (progress.round, progress.attempt)
+            if session is not None and current and cluster in progress.participants:
+                outcome = await session.consider(cluster, report, store=runtime.store)
+                duplicate = session.duplicate(cluster, report)
+                for bad in (outcome, duplicate):
+                    if bad is None or bad.kind != "rejected":
+                        continue
+                    entry = _rejection(
+                        cluster, report.round, report.attempt, bad.reason, bad.message, now
+                    )
+                    if not _recorded(status, entry):
+                        rejected.append(entry)
+                if report.state == "Training" and cluster not in session.outcomes:
+                    states[cluster] = ("Training", "", 0)
+            elif (
+                (report.round, report.attempt) == previous_key
+                and report.state == "UpdateReady"
+                and cluster not in previous_reported
+            ):
+                entry = _rejection(
+                    cluster,
+                    report.round,
+                    report.attempt,
+                    "Late",
+                    "the update arrived after its round closed",
+                    now,
+                )
+                if not _recorded(status, entry):
+                    rejected.append(entry)
+                    self._metrics.update_rejected("Late")
+        if rejected:
+            st.append_bounded(status, "rejectedUpdates", rejected, limit=st.MAX_REJECTED)
+        if session is None:
+            return rounds.Tally()
+        for cluster, outcome in session.outcomes.items():
+            state = {"accepted": "Accepted", "rejected": "Rejected", "failed": "Failed"}[
+                outcome.kind
+            ]
+            states[cluster] = (state, outcome.reason, outcome.num_examples)
+        status["participants"] = st.participants_entries(progress.participants, states)
+        return rounds.Tally(
+            accepted=session.accepted(), finished_without_update=session.finished_without_update()
+        )
+
+    async def session(
+        self,
+        obj: dict[str, Any],
+        runtime: JobRuntime,
+        status: dict[str, Any],
+        progress: rounds.Progress,
+    ) -> RoundSession:
+        uid = str(obj["metadata"]["uid"])
+        session = runtime.session
+        if session is not None and session.key() == (uid, progress.round, progress.attempt):
+            return session
+        await self._prepare_strategy(obj, runtime, status, progress.round)
+        namespace, name = str(obj["metadata"]["namespace"]), str(obj["metadata"]["name"])
+        expected = {
+            cluster: runtime.store.uri_for(
+                naming.update_key(
+                    namespace=namespace,
+                    job=name,
+                    round_number=progress.round,
+                    cluster=cluster,
+                    attempt=progress.attempt,
+                )
+            )
+            for cluster in progress.participants
+        }
+        runtime.session = new_session(
+            strategy=runtime.strategy,
+            global_weights=runtime.global_weights,
+            job_uid=uid,
+            round_number=progress.round,
+            attempt=progress.attempt,
+            expected_uris=expected,
+            metrics=self._metrics,
+        )
+        return runtime.session
+
+    async def _prepare_strategy(
+        self, obj: dict[str, Any], runtime: JobRuntime, status: dict[str, Any], round_number: int
+    ) -> None:
+        """Bring the strategy and the global weights to the start of `round_number`."""
+        before = round_number - 1
+        saved = status.get("serverState") or {}
+        if runtime.strategy_round != before:
+            runtime.strategy = build_strategy(runtime.spec)
+            ref = model_ref(saved)
+            if ref is not None and int(saved.get("round") or 0) == before:
+                runtime.strategy.load_server_state(await load_weights(runtime.store, ref))
+            runtime.strategy_round = before
+        if runtime.global_round != before:
+            ref = global_model(obj, status, round_number)
+            runtime.global_weights = await load_weights(runtime.store, ref) if ref else None
+            runtime.global_round = before
+
+
+def global_model(obj: dict[str, Any], status: dict[str, Any], round_number: int) -> ModelRef | None:
+    """The global model round `round_number` starts from (None: clients use the seed)."""
+    model = status.get("model") or {}
+    if round_number > 1 and int(model.get("round") or 0) == round_number - 1:
+        return model_ref(model)
+    if round_number == 1:
+        initial = ((obj.get("spec") or {}).get("server") or {}).get("initialModel")
+        return model_ref(initial)
+    return None
+
+
+# -- rounds --------------------------------------------------------------------------
+
+
+def _rejection(
+    cluster: str, round_number: int, attempt: int, reason: str, message: str, now: datetime
+) -> dict[str, Any]:
+    return {
+        "cluster": cluster,
+        "round": round_number,
+        "attempt": attempt,
+        "reason": reason,
+        "message": message[:1024],
+        "time": st.format_time(now),
+    }
+
+
+def _recorded(status: dict[str, Any], entry: dict[str, Any]) -> bool:
+    return any(
+        all(old.get(k) == entry[k] for k in ("cluster", "round", "attempt", "reason"))
+        for old in status.get("rejectedUpdates") or []
+    )
