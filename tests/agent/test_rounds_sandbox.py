@@ -1,0 +1,245 @@
+"""The agent against the sandbox, through the API only: Jobs, reports, restarts, failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fl_contract import keys, naming
+from fl_contract.models import StoreConfig
+from fl_contract.weights import decode_weights
+from fl_core.store import open_store
+from fl_kube import KubeApi
+from fl_kube import resources as r
+from fl_kube.waiting import wait_for
+from fl_sandbox.sandbox import Sandbox
+from tests.agent.harness import (
+    addon_conditions,
+    catalogue,
+    round_report,
+    round_spec,
+    spec_configmap,
+    start_agent,
+)
+
+FOREIGN = {
+    "type": "example.io/SomethingElse",
+    "status": "True",
+    "reason": "WrittenByAnotherController",
+    "message": "not the agent's",
+    "lastTransitionTime": "2025-01-01T00:00:00Z",
+}
+
+
+async def jobs_on(spoke: KubeApi, namespace: str) -> list[dict[str, Any]]:
+    return (await spoke.list(r.JOB, namespace=namespace)).items
+
+
+async def add_foreign_condition(hub: KubeApi, cluster: str) -> None:
+    conditions = await addon_conditions(hub, cluster)
+    await hub.patch(
+        r.MANAGED_CLUSTER_ADDON,
+        keys.ADDON_NAME,
+        {"status": {"conditions": [*conditions, FOREIGN]}},
+        namespace=cluster,
+        subresource="status",
+    )
+
+
+async def reported(hub: KubeApi, cluster: str, state: str, **kw: Any) -> Any:
+    async def check() -> Any:
+        found = await round_report(hub, cluster, **kw)
+        return found if found and found[1].state == state else None
+
+    return await wait_for(check, timeout=30, message=f"{cluster}: report {state}")
+
+
+async def test_round_spec_runs_one_job_and_its_report_reaches_the_hub(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    cluster = sandbox.cluster_names[0]
+    ns = sandbox.agent_namespace(cluster)
+    hub = await KubeApi.from_kubeconfig(sandbox.hub_kubeconfig)
+    spoke = await KubeApi.from_kubeconfig(sandbox.cluster_kubeconfig(cluster))
+    data = tmp_path / "data" / "digits"
+    running = await start_agent(
+        sandbox, cluster, datasets=catalogue(tmp_path / "ds.yaml", {"digits": data})
+    )
+    try:
+        await add_foreign_condition(hub, cluster)
+        spec = round_spec(sandbox, cluster=cluster, uid="uid-one-job")
+        await spoke.create(r.CONFIGMAP, spec_configmap(spec, namespace=ns), namespace=ns)
+
+        condition, report = await reported(hub, cluster, "UpdateReady")
+        assert condition["status"] == "True"
+        assert condition["reason"] == "UpdateReady"
+        assert (report.job_uid, report.cluster, report.round) == ("uid-one-job", cluster, 1)
+        assert report.update is not None
+        assert report.update.uri == spec.update_uri
+        assert report.update.num_examples == 5
+        assert report.metrics == {"loss": 0.25}
+        store = open_store(StoreConfig(uri=f"file://{sandbox.model_store_dir}"))
+        weights = decode_weights(await store.get(report.update.uri, sha256=report.update.sha256))
+        assert np.array_equal(weights["w"], np.full((2, 2), 1.0, dtype=np.float32))
+
+        jobs = await jobs_on(spoke, ns)
+        assert [j["metadata"]["name"] for j in jobs] == [naming.training_job_name("uid-one-job", 1)]
+        job = jobs[0]
+        pod = job["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert job["metadata"]["ownerReferences"][0]["name"] == naming.round_spec_configmap_name(
+            "uid-one-job"
+        )
+        assert FOREIGN in await addon_conditions(hub, cluster)
+
+        metrics = running.agent.metrics
+        assert metrics.rounds_trained_total.labels(result="UpdateReady")._value.get() == 1
+
+        # The hub moves on: the work agent deletes the spec; the agent cleans up after it.
+        await spoke.delete(
+            r.CONFIGMAP, naming.round_spec_configmap_name("uid-one-job"), namespace=ns
+        )
+        await wait_for(
+            lambda: _none(round_report(hub, cluster)), timeout=20, message="condition cleared"
+        )
+        await wait_for(lambda: _empty(jobs_on(spoke, ns)), timeout=20, message="Job deleted")
+        assert FOREIGN in await addon_conditions(hub, cluster)
+    finally:
+        await running.stop()
+        await hub.close()
+        await spoke.close()
+
+
+async def _none(coro: Any) -> bool:
+    return (await coro) is None
+
+
+async def _empty(coro: Any) -> bool:
+    return not await coro
+
+
+async def test_restart_mid_job_neither_duplicates_the_job_nor_loses_the_report(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    cluster = sandbox.cluster_names[0]
+    ns = sandbox.agent_namespace(cluster)
+    hub = await KubeApi.from_kubeconfig(sandbox.hub_kubeconfig)
+    spoke = await KubeApi.from_kubeconfig(sandbox.cluster_kubeconfig(cluster))
+    ds = catalogue(tmp_path / "ds.yaml", {"digits": tmp_path / "data"})
+    gate = tmp_path / "gate"
+    spec = round_spec(sandbox, cluster=cluster, uid="uid-restart", mode=f"gate={gate}")
+    first = await start_agent(sandbox, cluster, datasets=ds)
+    try:
+        await spoke.create(r.CONFIGMAP, spec_configmap(spec, namespace=ns), namespace=ns)
+        _, report = await reported(hub, cluster, "Training")
+        assert report.started_at is not None
+        (job,) = await jobs_on(spoke, ns)
+    finally:
+        await first.stop()
+    # The agent is down: training ends, the Job completes with nobody watching.
+    gate.touch()
+    name = job["metadata"]["name"]
+
+    async def completed() -> bool:
+        current = await spoke.get(r.JOB, name, namespace=ns)
+        return any(
+            c.get("type") == "Complete" and c.get("status") == "True"
+            for c in (current.get("status") or {}).get("conditions") or []
+        )
+
+    await wait_for(completed, timeout=30, message="Job completes while the agent is down")
+    assert (await round_report(hub, cluster)) is not None
+    second = await start_agent(sandbox, cluster, datasets=ds)
+    try:
+        _, report = await reported(hub, cluster, "UpdateReady")
+        assert report.update is not None
+        jobs = await jobs_on(spoke, ns)
+        assert [j["metadata"]["uid"] for j in jobs] == [job["metadata"]["uid"]]
+        job_posts = [
+            rec
+            for rec in sandbox.spokes[cluster].request_log
+            if rec.method == "POST" and rec.path.endswith(f"/namespaces/{ns}/jobs")
+        ]
+        assert len(job_posts) == 1
+    finally:
+        await second.stop()
+        await hub.close()
+        await spoke.close()
+
+
+async def test_failed_and_timed_out_jobs_are_reported_failed(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    cluster = sandbox.cluster_names[0]
+    ns = sandbox.agent_namespace(cluster)
+    hub = await KubeApi.from_kubeconfig(sandbox.hub_kubeconfig)
+    spoke = await KubeApi.from_kubeconfig(sandbox.cluster_kubeconfig(cluster))
+    ds = catalogue(tmp_path / "ds.yaml", {"digits": tmp_path / "data"})
+    running = await start_agent(sandbox, cluster, datasets=ds, job_backoff_limit=0)
+    try:
+        failing = round_spec(sandbox, cluster=cluster, uid="uid-fails", name="fails", mode="fail")
+        slow = round_spec(
+            sandbox,
+            cluster=cluster,
+            uid="uid-slow",
+            name="slow",
+            mode=f"gate={tmp_path / 'never'}",
+            deadline_seconds=2,
+        )
+        unknown = round_spec(
+            sandbox, cluster=cluster, uid="uid-nodata", name="nodata", dataset="elsewhere"
+        )
+        for spec in (failing, slow, unknown):
+            await spoke.create(r.CONFIGMAP, spec_configmap(spec, namespace=ns), namespace=ns)
+
+        condition, report = await reported(hub, cluster, "TrainingFailed", name="fails")
+        assert (condition["status"], condition["reason"]) == ("False", "TrainingFailed")
+        assert report.message.startswith("BackoffLimitExceeded")
+        assert "the dataset has no rows" in report.message
+
+        condition, report = await reported(hub, cluster, "TrainingFailed", name="slow")
+        assert condition["reason"] == "TrainingFailed"
+        assert report.message.startswith("DeadlineExceeded")
+
+        condition, report = await reported(hub, cluster, "TrainingFailed", name="nodata")
+        assert report.message.startswith("DatasetNotFound")
+        names = {j["metadata"]["name"] for j in await jobs_on(spoke, ns)}
+        assert naming.training_job_name("uid-nodata", 1) not in names
+        failures = running.agent.metrics.failures_total
+        assert failures.labels(reason="DeadlineExceeded")._value.get() == 1
+        assert failures.labels(reason="BackoffLimitExceeded")._value.get() == 1
+    finally:
+        await running.stop()
+        await hub.close()
+        await spoke.close()
+
+
+async def test_report_conflicts_are_retried_and_both_writes_survive(sandbox: Sandbox) -> None:
+    """Another writer changes the add-on between the agent's read and its write: 409, retry."""
+    cluster = sandbox.cluster_names[0]
+    hub = await KubeApi.from_kubeconfig(sandbox.hub_kubeconfig)
+    running = await start_agent(sandbox, cluster)
+    writer = running.agent.status
+    mine = {**FOREIGN, "type": "example.io/Mine", "reason": "Agent"}
+    seen: list[set[str]] = []
+
+    async def mutate(conditions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        seen.append({c["type"] for c in conditions})
+        if len(seen) == 1:
+            await add_foreign_condition(hub, cluster)  # lands after our read, before our write
+        return [c for c in conditions if c["type"] != mine["type"]] + [mine]
+
+    try:
+        before = writer.conflicts
+        assert await writer.update(mutate, what="conflict test") is True
+        assert writer.conflicts - before == 1
+        assert len(seen) == 2
+        assert FOREIGN["type"] not in seen[0]
+        assert FOREIGN["type"] in seen[1]  # the retry started from the fresh object
+        types = {c["type"] for c in await addon_conditions(hub, cluster)}
+        assert {"example.io/Mine", FOREIGN["type"]} <= types
+    finally:
+        await running.stop()
+        await hub.close()
