@@ -416,7 +416,9 @@ class Sandbox:
         settings = settings_cls(
             kubeconfig=str(self.hub_kubeconfig),
             leader_election=True,
-            file_store_root=self.model_store_dir,
+            # Jobs without spec.server.storage use this folder by its real path, so the hub,
+            # the agents' checks and the training processes all read and write the same files.
+            default_store_path=str(self.model_store_dir),
             metrics_bind_address="127.0.0.1:0",
         )
         self._hub_manager_task = asyncio.create_task(
