@@ -235,13 +235,18 @@ class WorkAgent:
             return await self._spoke.get_or_none(res, name, namespace=namespace)
         if strategy == "ServerSideApply":
             ssa = (config.get("updateStrategy") or {}).get("serverSideApply") or {}
-            return await self._spoke.apply(
-                res,
-                body,
-                field_manager=str(ssa.get("fieldManager") or DEFAULT_FIELD_MANAGER),
-                namespace=namespace,
-                force=bool(ssa.get("force", False)),
-            )
+            try:
+                return await self._spoke.apply(
+                    res,
+                    body,
+                    field_manager=str(ssa.get("fieldManager") or DEFAULT_FIELD_MANAGER),
+                    namespace=namespace,
+                    force=bool(ssa.get("force", False)),
+                )
+            except Conflict as exc:
+                # Another manager owns a field: a property of the manifest, reported as
+                # Applied False (set serverSideApply.force to take the fields over).
+                raise ValueError(f"server-side apply conflict: {exc.message}") from exc
         existing = await self._spoke.get_or_none(res, name, namespace=namespace)
         if existing is None:
             return await self._spoke.create(res, body, namespace=namespace)
