@@ -1,0 +1,180 @@
+"""Rounds that do not go to plan: a manager restarted mid-round, a cluster that never
+reports, corrupt or malformed updates, late reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fl_contract.weights import decode_weights, encode_weights
+from tests.hub import helpers as h
+
+
+async def test_restart_after_every_report(sandbox_factory: Any) -> None:
+    """Killing the manager between any two reports: same rounds, each update counted once."""
+    async with sandbox_factory(clusters=3) as sb:
+        cs = await h.clusters(sb)
+        running = h.start_manager(sb)
+        restarts = 0
+        try:
+            job = await h.create_job(sb, "resume", rounds=2, min_available=3)
+            uid = job["metadata"]["uid"]
+            for round_number in (1, 2):
+                for i, cluster in enumerate(cs.values()):
+                    spec = await cluster.wait_spec(uid, round_number=round_number)
+                    await running.stop()
+                    await cluster.train(spec, examples=100 * (i + 1), shift=float(i + 1))
+                    running = h.start_manager(sb)
+                    restarts += 1
+            status = await h.wait_status(sb, "resume", h.phase_is("Completed"))
+        finally:
+            await running.stop()
+            await h.close_clusters(cs)
+        assert restarts == 6
+        assert [e["round"] for e in status["history"]] == [1, 2]
+        assert [e["accepted"] for e in status["history"]] == [3, 3]
+        assert [e["numExamples"] for e in status["history"]] == [600, 600]
+        weights = decode_weights(
+            await h.store_bytes(sb, status["model"]["uri"], status["model"]["sha256"])
+        )
+        expected = 2 * (1 * 100 + 2 * 200 + 3 * 300) / 600  # an update counted twice moves it
+        assert np.allclose(weights["dense/bias"], expected, atol=1e-5)
+        assert not status.get("pendingModel")
+
+
+async def test_silent_cluster_quorum_then_late_report(sandbox_factory: Any) -> None:
+    """A cluster that never reports: each round closes at its deadline with the quorum;
+    its report for a closed round is recorded as late and not aggregated."""
+    async with sandbox_factory(clusters=3) as sb, h.manager(sb):
+        cs = await h.clusters(sb)
+        c1, c2, c3 = cs.values()
+        try:
+            job = await h.create_job(
+                sb, "quorum", rounds=2, min_available=3, min_fit=2, timeout="1500ms"
+            )
+            uid = job["metadata"]["uid"]
+            late_spec = None
+            for round_number in (1, 2):
+                for cluster, shift in ((c1, 1.0), (c2, 3.0)):
+                    spec = await cluster.wait_spec(uid, round_number=round_number)
+                    await cluster.train(spec, shift=shift)
+                spec3 = await c3.wait_spec(uid, round_number=round_number)
+                if round_number == 1:
+                    late_spec = spec3
+                    await h.wait_status(sb, "quorum", lambda s: s.get("round") == 2)
+                    await c3.train(late_spec, shift=100.0)  # after the round closed
+            status = await h.wait_status(sb, "quorum", h.phase_is("Completed"))
+        finally:
+            await h.close_clusters(cs)
+        assert [e["accepted"] for e in status["history"]] == [2, 2]
+        late = [u for u in status.get("rejectedUpdates") or [] if u["reason"] == "Late"]
+        assert [(u["cluster"], u["round"]) for u in late] == [("cluster3", 1)]
+        weights = decode_weights(
+            await h.store_bytes(sb, status["model"]["uri"], status["model"]["sha256"])
+        )
+        assert np.allclose(weights["dense/bias"], 4.0)  # the late shift of 100 never counted
+
+
+async def test_silent_cluster_without_quorum_fails_after_retries(sandbox_factory: Any) -> None:
+    async with sandbox_factory(clusters=2) as sb, h.manager(sb):
+        cs = await h.clusters(sb)
+        c1 = cs["cluster1"]
+        try:
+            job = await h.create_job(
+                sb, "strict", rounds=2, min_available=2, timeout="1s", retries=1
+            )
+            uid = job["metadata"]["uid"]
+            for attempt in (1, 2):
+                spec = await c1.wait_spec(uid, round_number=1, attempt=attempt)
+                assert spec.update_uri.endswith(
+                    "cluster1.safetensors" if attempt == 1 else "cluster1.a2.safetensors"
+                )
+                await c1.train(spec)
+            status = await h.wait_status(sb, "strict", h.phase_is("Failed"))
+        finally:
+            await h.close_clusters(cs)
+        assert status["attempt"] == 2
+        assert "history" not in status
+        succeeded = h.condition(status, "Succeeded")
+        assert succeeded is not None
+        assert succeeded["reason"] == "QuorumNotReached"
+        assert "round 1: 1 of 2 updates accepted by the deadline" in succeeded["message"]
+        assert await h.works_of(sb, uid) == [] or await _eventually_no_works(sb, uid)
+
+
+async def _eventually_no_works(sb: Any, uid: str) -> bool:
+    from fl_kube.waiting import wait_for
+
+    async def none_left() -> bool:
+        return not await h.works_of(sb, uid)
+
+    return bool(await wait_for(none_left, timeout=10, message="works removed"))
+
+
+async def test_corrupt_and_malformed_updates_are_rejected(sandbox_factory: Any) -> None:
+    async with sandbox_factory(clusters=3) as sb, h.manager(sb) as running:
+        cs = await h.clusters(sb)
+        c1, c2, c3 = cs.values()
+        try:
+            job = await h.create_job(sb, "guard", rounds=1, min_available=3, min_fit=1)
+            uid = job["metadata"]["uid"]
+            spec1 = await c1.wait_spec(uid, round_number=1)
+            await c1.train(spec1, shift=1.0)
+            spec2 = await c2.wait_spec(uid, round_number=1)
+            await c2.train(spec2, shift=5.0, claimed_sha="0" * 64)  # sha256 mismatch
+            spec3 = await c3.wait_spec(uid, round_number=1)
+            nan = encode_weights(
+                {k: np.full(v, np.nan, dtype=np.float32) for k, v in h.SHAPES.items()}
+            )
+            await c3.train(spec3, data=nan)
+            status = await h.wait_status(sb, "guard", h.phase_is("Completed"))
+        finally:
+            await h.close_clusters(cs)
+        reasons = {(u["cluster"], u["reason"]) for u in status["rejectedUpdates"]}
+        assert reasons == {("cluster2", "ChecksumMismatch"), ("cluster3", "NonFinite")}
+        states = {p["cluster"]: (p["state"], p.get("reason")) for p in status["participants"]}
+        assert states == {
+            "cluster1": ("Accepted", None),
+            "cluster2": ("Rejected", "ChecksumMismatch"),
+            "cluster3": ("Rejected", "NonFinite"),
+        }
+        assert status["history"][0]["accepted"] == 1
+        assert status["history"][0]["rejected"] == 2
+        weights = decode_weights(
+            await h.store_bytes(sb, status["model"]["uri"], status["model"]["sha256"])
+        )
+        assert np.allclose(weights["dense/bias"], 1.0)
+        registry = running.metrics.registry
+        for reason in ("ChecksumMismatch", "NonFinite"):
+            value = registry.get_sample_value(
+                "federated_learning_updates_total", {"result": "rejected", "reason": reason}
+            )
+            assert value == 1
+
+
+async def test_shape_mismatch_against_the_global_model(sandbox_factory: Any) -> None:
+    async with sandbox_factory(clusters=2) as sb, h.manager(sb):
+        cs = await h.clusters(sb)
+        c1, c2 = cs.values()
+        try:
+            job = await h.create_job(sb, "shapes", rounds=2, min_available=2, min_fit=1)
+            uid = job["metadata"]["uid"]
+            for cluster, shift in ((c1, 1.0), (c2, 2.0)):
+                await cluster.train(await cluster.wait_spec(uid, round_number=1), shift=shift)
+            spec = await c1.wait_spec(uid, round_number=2)
+            await c1.train(spec)
+            spec = await c2.wait_spec(uid, round_number=2)
+            wrong = encode_weights(
+                {
+                    "dense/kernel": np.zeros((5, 3), np.float32),
+                    "dense/bias": np.zeros(3, np.float32),
+                }
+            )
+            await c2.train(spec, data=wrong)
+            status = await h.wait_status(sb, "shapes", h.phase_is("Completed"))
+        finally:
+            await h.close_clusters(cs)
+        assert [(u["cluster"], u["round"], u["reason"]) for u in status["rejectedUpdates"]] == [
+            ("cluster2", 2, "ShapeMismatch")
+        ]
