@@ -240,6 +240,11 @@ class ApiServer:
             yaml.safe_dump(config, fh, sort_keys=False)
         return path
 
+    @property
+    def open_watches(self) -> int:
+        """Watch streams open right now (watch requests enter request_log when they end)."""
+        return len(self._streams)
+
     def count_requests(self) -> Counter[tuple[str, str]]:
         """Requests so far by (HTTP method, resource plural); discovery counts under ""."""
         return Counter((r.method, r.resource) for r in self.request_log)

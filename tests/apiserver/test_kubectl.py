@@ -1,0 +1,143 @@
+"""The real kubectl against the server: discovery, tables, apply (client- and server-side), watch."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import pytest
+from kubernetes_asyncio import client
+
+from fl_sandbox.apiserver import ApiServer
+
+from .conftest import REPO_CRDS, eventually
+
+KUBECTL = shutil.which("kubectl")
+pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
+
+
+class Kubectl:
+    def __init__(self, server: ApiServer, tmp_path: Path) -> None:
+        self.kubeconfig = server.write_kubeconfig(tmp_path / "kubectl.kubeconfig")
+        self.cache = tmp_path / "kube-cache"
+
+    def argv(self, *args: str) -> list[str]:
+        assert KUBECTL is not None
+        return [
+            KUBECTL,
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--cache-dir",
+            str(self.cache),
+            *args,
+        ]
+
+    async def __call__(self, *args: str, stdin: str | None = None) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            *self.argv(*args),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(30):
+            out, err = await proc.communicate(stdin.encode() if stdin else None)
+        assert proc.returncode == 0, f"kubectl {' '.join(args)} failed: {err.decode()}"
+        return out.decode()
+
+
+@pytest.fixture
+def kubectl(server: ApiServer, tmp_path: Path) -> Kubectl:
+    return Kubectl(server, tmp_path)
+
+
+async def test_get_namespaces_and_managed_clusters(
+    kubectl: Kubectl, custom: client.CustomObjectsApi
+) -> None:
+    out = await kubectl("get", "ns")
+    assert out.splitlines()[0].split() == ["NAME", "STATUS", "AGE"]
+    assert any(line.split()[:2] == ["default", "Active"] for line in out.splitlines())
+    await custom.create_cluster_custom_object(
+        "cluster.open-cluster-management.io",
+        "v1",
+        "managedclusters",
+        {
+            "apiVersion": "cluster.open-cluster-management.io/v1",
+            "kind": "ManagedCluster",
+            "metadata": {"name": "cluster1"},
+            "spec": {"hubAcceptsClient": True},
+        },
+    )
+    out = await kubectl("get", "managedclusters")
+    header, row = out.splitlines()[:2]
+    assert header.split()[:3] == ["NAME", "HUB", "ACCEPTED"]
+    assert row.split()[:2] == ["cluster1", "true"]
+    assert "cluster1" in await kubectl("get", "mcl", "cluster1", "-o", "name")
+
+
+async def test_get_fl_across_namespaces(kubectl: Kubectl) -> None:
+    if not REPO_CRDS.is_dir():
+        pytest.skip("deploy/crds is not there yet")
+    out = await kubectl("get", "fl", "-A")
+    assert out == ""  # "No resources found" goes to stderr
+
+
+MANIFESTS = """
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: demo, namespace: default}
+data: {a: "VALUE"}
+---
+apiVersion: cluster.open-cluster-management.io/v1
+kind: ManagedCluster
+metadata: {name: cluster9}
+spec: {hubAcceptsClient: true}
+"""
+
+
+async def test_client_side_and_server_side_apply(kubectl: Kubectl, core: client.CoreV1Api) -> None:
+    await kubectl("apply", "-f", "-", stdin=MANIFESTS.replace("VALUE", "1"))
+    await kubectl("apply", "-f", "-", stdin=MANIFESTS.replace("VALUE", "2"))
+    demo = await core.read_namespaced_config_map("demo", "default")
+    assert demo.data == {"a": "2"}
+    assert "kubectl.kubernetes.io/last-applied-configuration" in demo.metadata.annotations
+    await kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        "-",
+        stdin=MANIFESTS.replace("VALUE", "3"),
+    )
+    demo = await core.read_namespaced_config_map("demo", "default")
+    assert demo.data == {"a": "3"}
+    assert "kubectl" in {m.manager for m in demo.metadata.managed_fields}
+
+
+async def test_get_watch_streams_rows(
+    kubectl: Kubectl, server: ApiServer, core: client.CoreV1Api
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *kubectl.argv("get", "configmaps", "-w"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await eventually(
+            lambda: server.open_watches > 0, within=15, message="kubectl never watched"
+        )
+        await core.create_namespaced_config_map(
+            "default",
+            client.V1ConfigMap(metadata=client.V1ObjectMeta(name="watched"), data={"x": "y"}),
+        )
+        assert proc.stdout is not None
+        async with asyncio.timeout(10):
+            while True:
+                line = (await proc.stdout.readline()).decode()
+                assert line, "kubectl get -w ended early"
+                if line.startswith("watched"):
+                    break
+        assert line.split()[:2] == ["watched", "1"]
+    finally:
+        proc.terminate()
+        await proc.wait()
