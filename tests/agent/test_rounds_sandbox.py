@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from fl_contract import keys, naming
-from fl_contract.models import StoreConfig
+from fl_contract.models import ModelRef, StoreConfig
 from fl_contract.weights import decode_weights
 from fl_core.store import open_store
 from fl_kube import KubeApi
@@ -243,3 +243,80 @@ async def test_report_conflicts_are_retried_and_both_writes_survive(sandbox: San
     finally:
         await running.stop()
         await hub.close()
+
+
+async def test_rounds_through_a_manifest_work_with_the_digits_trainer(
+    sandbox_factory: Any,
+) -> None:
+    """The hub's way: one ManifestWork per job, updated each round, then removed."""
+    async with sandbox_factory(clusters=1, agents=False, datasets=True) as sb:
+        cluster = sb.cluster_names[0]
+        ns = sb.agent_namespace(cluster)
+        hub = await KubeApi.from_kubeconfig(sb.hub_kubeconfig)
+        spoke = await KubeApi.from_kubeconfig(sb.cluster_kubeconfig(cluster))
+        running = await start_agent(sb, cluster, datasets=sb.catalogue_path(cluster))
+        uid = "uid-digits"
+        work_name = naming.manifest_work_name(uid)
+
+        async def deliver(spec: Any) -> None:
+            work = {
+                "metadata": {"name": work_name, "namespace": cluster},
+                "spec": {"workload": {"manifests": [spec_configmap(spec, namespace=ns)]}},
+            }
+            current = await hub.get_or_none(r.MANIFEST_WORK, work_name, namespace=cluster)
+            if current is None:
+                await hub.create(r.MANIFEST_WORK, work, namespace=cluster)
+            else:
+                await hub.patch(
+                    r.MANIFEST_WORK, work_name, {"spec": work["spec"]}, namespace=cluster
+                )
+
+        def digits_spec(round_number: int, global_model: Any = None) -> Any:
+            spec = round_spec(sb, cluster=cluster, uid=uid, round_number=round_number)
+            return spec.model_copy(
+                update={
+                    "command": ["fl-train"],
+                    "args": ["--example", "digits"],
+                    "global_model": global_model,
+                    "training_config": {"local_epochs": 1},
+                }
+            )
+
+        try:
+            await deliver(digits_spec(1))
+            _, first = await reported(hub, cluster, "UpdateReady")
+            assert first.round == 1
+            assert first.update is not None
+            assert first.update.num_examples > 0
+            assert "accuracy" in first.metrics or "loss" in first.metrics
+
+            global_model = ModelRef(uri=first.update.uri, sha256=first.update.sha256)
+            await deliver(digits_spec(2, global_model))
+
+            async def second_round() -> Any:
+                found = await round_report(hub, cluster)
+                return (
+                    found
+                    if found and found[1].round == 2 and found[1].state == "UpdateReady"
+                    else None
+                )
+
+            _, second = await wait_for(second_round, timeout=30, message="round 2 report")
+            assert second.update is not None
+            assert second.update.uri != first.update.uri
+
+            async def only_round_two() -> bool:
+                names = [j["metadata"]["name"] for j in await jobs_on(spoke, ns)]
+                return names == [naming.training_job_name(uid, 2)]
+
+            await wait_for(only_round_two, timeout=15, message="round 1's Job removed")
+
+            await hub.delete(r.MANIFEST_WORK, work_name, namespace=cluster)
+            await wait_for(
+                lambda: _none(round_report(hub, cluster)), timeout=20, message="condition cleared"
+            )
+            await wait_for(lambda: _empty(jobs_on(spoke, ns)), timeout=20, message="Jobs deleted")
+        finally:
+            await running.stop()
+            await hub.close()
+            await spoke.close()
