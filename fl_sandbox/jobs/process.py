@@ -72,17 +72,17 @@ async def run_container(
             message = f"failed to start {plan.argv[0]!r}: {exc.strerror or exc}"
             log_handle.write((message + "\n").encode())
             return Outcome(128, "StartError", message, started, now_utc())
-        if on_started is not None:
-            await on_started(started)
         timed_out = False
         try:
+            if on_started is not None:
+                await on_started(started)
             remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
             async with asyncio.timeout(remaining):
                 await process.wait()
         except TimeoutError:
             timed_out = True
             await kill_group(process, grace=grace)
-        except asyncio.CancelledError:
+        except BaseException:  # cancelled (Job deleted, runner stopping) or a failing callback
             await kill_group(process, grace=grace)
             raise
         finally:

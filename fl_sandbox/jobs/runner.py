@@ -19,12 +19,13 @@ import datetime as dt
 import logging
 import secrets
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from fl_kube.backoff import BackoffPolicy, RateLimiter, retry
 from fl_kube.client import KubeApi
 from fl_kube.controller import Controller, Result
 from fl_kube.errors import ApiError, Conflict, NotFound
@@ -47,13 +48,13 @@ JobKey = tuple[str, str]  # (namespace, name)
 LOG_FILE_ANNOTATION = "sandbox.federated-learning.io/log-file"
 DEFAULT_BACKOFF_LIMIT = 6
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # as Kubernetes' generated names
+_STATUS_RETRY = BackoffPolicy(base=0.1, cap=2.0)
 
 
 @dataclass
 class _Run:
     uid: str
     task: asyncio.Task[None]
-    pods: list[str] = field(default_factory=list)
 
 
 class JobRunner:
@@ -86,7 +87,12 @@ class JobRunner:
         self._base_env = base_env
         self._slots = asyncio.Semaphore(max_parallel)
         self._runs: dict[JobKey, _Run] = {}
-        self._finished: dict[str, tuple[str, dt.datetime]] = {}  # uid -> (Complete|Failed, when)
+        # Jobs this runner finished, until the informer shows their final status: key -> (uid, when)
+        self._finished: dict[JobKey, tuple[str, dt.datetime]] = {}
+        self._pods: dict[JobKey, list[str]] = {}  # pods created per Job (their folders)
+        # A run that failed (API down) is retried with per-Job backoff, not in a hot loop.
+        self._failures: RateLimiter[JobKey] = RateLimiter(BackoffPolicy(base=0.5, cap=30.0))
+        self._retry_at: dict[JobKey, float] = {}
         self._informer = Informer(api, JOB, namespace=namespace, settings=watch_settings)
         self.registry = registry if registry is not None else CollectorRegistry()
         self._controller: Controller[JobKey] = Controller(
@@ -135,19 +141,27 @@ class JobRunner:
         if job is None or (job.get("metadata") or {}).get("deletionTimestamp"):
             if job_run is not None:
                 log.info("job %s/%s deleted: stopping its process", namespace, name)
-                await self._stop(key, job_run, cleanup=job is None)
+                await self._stop(key, job_run)
+            if job is None:
+                await self._forget(key)
             return None
         uid = str(job["metadata"].get("uid") or "")
         if job_run is not None and job_run.uid != uid:
-            await self._stop(key, job_run, cleanup=True)  # replaced by a new Job, same name
+            await self._stop(key, job_run)  # replaced by a new Job with the same name
+            await self._forget(key)
             job_run = None
         if job_run is not None:
             return None
-        finished = st.job_finished(job) or self._finished.get(uid)
+        finished = st.job_finished(job)
+        if finished is None and key in self._finished and self._finished[key][0] == uid:
+            finished = ("", self._finished[key][1])  # our final status is not in the cache yet
         if finished is not None:
             return await self._expire(job, finished[1])
         if (job.get("spec") or {}).get("suspend"):
             return None
+        wait = self._retry_at.get(key, 0.0) - asyncio.get_running_loop().time()
+        if wait > 0:
+            return Result(requeue_after=wait)
         task = asyncio.create_task(self._run_job(key, uid), name=f"job-{namespace}-{name}")
         self._runs[key] = _Run(uid=uid, task=task)
         return None
@@ -177,16 +191,21 @@ class JobRunner:
             )
         return None
 
-    async def _stop(self, key: JobKey, job_run: _Run, *, cleanup: bool) -> None:
+    async def _stop(self, key: JobKey, job_run: _Run) -> None:
         job_run.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await job_run.task
         if self._runs.get(key) is job_run:
             del self._runs[key]
-        if cleanup:
-            for pod in job_run.pods:
-                pod_dir = PodDirs(self.root, key[0], pod).pod_dir
-                await asyncio.to_thread(shutil.rmtree, pod_dir, True)
+
+    async def _forget(self, key: JobKey) -> None:
+        """The Job is gone: drop its bookkeeping and its pods' folders (logs stay)."""
+        self._finished.pop(key, None)
+        self._retry_at.pop(key, None)
+        self._failures.forget(key)
+        for pod in self._pods.pop(key, []):
+            pod_dir = PodDirs(self.root, key[0], pod).pod_dir
+            await asyncio.to_thread(shutil.rmtree, pod_dir, True)
 
     # -- one Job -----------------------------------------------------------------------
 
@@ -194,12 +213,18 @@ class JobRunner:
         namespace, name = key
         try:
             await self._drive(key, uid)
+            self._failures.forget(key)
+            self._retry_at.pop(key, None)
         except NotFound:
             log.info("job %s/%s disappeared while running", namespace, name)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("job %s/%s: runner failed", namespace, name)
+        except Exception as exc:
+            delay = self._failures.when(key)
+            self._retry_at[key] = asyncio.get_running_loop().time() + delay
+            log.warning(
+                "job %s/%s: run failed (%s); retrying in %.1fs", namespace, name, exc, delay
+            )
         finally:
             job_run = self._runs.get(key)
             if job_run is not None and job_run.task is asyncio.current_task():
@@ -232,7 +257,7 @@ class JobRunner:
         if spec.get("activeDeadlineSeconds") is not None:
             elapsed = (now - start_time).total_seconds()
             deadline = loop.time() + float(spec["activeDeadlineSeconds"]) - elapsed
-        backoff_limit = int(spec.get("backoffLimit", DEFAULT_BACKOFF_LIMIT))
+        backoff_limit = int(_default(spec.get("backoffLimit"), DEFAULT_BACKOFF_LIMIT))
         completions = int(spec.get("completions") or 1)
         counts = {"succeeded": succeeded, "failed": failed}
         while True:
@@ -262,9 +287,7 @@ class JobRunner:
         key = (namespace, name)
         pod = await self._create_pod(job)
         pod_name = str(pod["metadata"]["name"])
-        job_run = self._runs.get(key)
-        if job_run is not None:
-            job_run.pods.append(pod_name)
+        self._pods.setdefault(key, []).append(pod_name)
         container = ((pod.get("spec") or {}).get("containers") or [{}])[0]
         dirs = PodDirs(self.root, namespace, pod_name)
         await self._patch_pod(namespace, pod_name, st.pending_status(container, when=now_utc()))
@@ -301,14 +324,17 @@ class JobRunner:
                 await asyncio.sleep(self._config_retry_interval)
 
         grace = min(
-            float((pod.get("spec") or {}).get("terminationGracePeriodSeconds") or 30),
+            float(_default((pod.get("spec") or {}).get("terminationGracePeriodSeconds"), 30)),
             self._kill_grace,
         )
 
         async def started(when: dt.datetime) -> None:
             self.processes_started += 1
             await self._patch_pod(namespace, pod_name, st.running_status(container, started=when))
-            await self._patch_job(key, {"active": 1, "ready": 1, **counts})
+            try:
+                await self._patch_job(key, {"active": 1, "ready": 1, **counts})
+            except ApiError as exc:  # only the ready count is lost; the run goes on
+                log.warning("job %s/%s: status update failed: %s", namespace, name, exc)
 
         try:
             remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
@@ -426,21 +452,31 @@ class JobRunner:
         else:
             body["conditions"] = st.failed_conditions(reason, when)
         await self._patch_job(key, body)
-        self._finished[uid] = (kind, when)
+        self._finished[key] = (uid, when)
         log.info("job %s/%s %s (%s)", key[0], key[1], kind, reason)
 
     # -- API helpers -------------------------------------------------------------------
 
     async def _patch_job(self, key: JobKey, status: dict[str, Any]) -> None:
-        await self._api.patch(
-            JOB, key[1], {"status": status}, namespace=key[0], subresource="status"
-        )
+        """Job status through /status, retrying temporary API failures (it must land)."""
+
+        async def patch() -> None:
+            await self._api.patch(
+                JOB, key[1], {"status": status}, namespace=key[0], subresource="status"
+            )
+
+        await retry(patch, attempts=6, policy=_STATUS_RETRY, what=f"job {key[1]} status")
 
     async def _patch_pod(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        try:
+        """Pod status, retrying temporary failures; a Pod that is gone is not an error."""
+
+        async def patch() -> None:
             await self._api.patch(
                 POD, name, {"status": status}, namespace=namespace, subresource="status"
             )
+
+        try:
+            await retry(patch, attempts=6, policy=_STATUS_RETRY, what=f"pod {name} status")
         except NotFound:
             log.info("pod %s/%s is gone; status not recorded", namespace, name)
         except ApiError as exc:
@@ -449,3 +485,7 @@ class JobRunner:
     async def _read_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         res = CONFIGMAP if kind == "ConfigMap" else SECRET
         return await self._api.get_or_none(res, name, namespace=namespace)
+
+
+def _default(value: Any, default: Any) -> Any:
+    return default if value is None else value

@@ -408,3 +408,57 @@ async def test_a_container_without_command_fails_clearly(env: Env) -> None:
     state = terminated(pod)
     assert state["reason"] == "StartError"
     assert "command" in state["message"]
+
+
+async def test_runner_survives_api_failures(env: Env) -> None:
+    # Status writes fail for a while; they are retried and nothing is lost.
+    env.server.faults.fail(1.0, status=503, methods=["PATCH"], count=3, retry_after=0)
+    code = "import os; open(os.environ['OUT'], 'w').write('result')"
+    await env.api.create(r.JOB, job("flaky", code), namespace=NS)
+    done = await finished(env.api, "flaky")
+    assert conditions(done)["Complete"]["status"] == "True"
+    assert done["status"]["succeeded"] == 1
+    assert env.server.faults.injected == 3
+    [pod] = await pods_of(env.api, done)
+    assert terminated(pod)["message"] == "result"
+
+
+async def test_stopping_the_runner_kills_children_and_a_new_runner_resumes(
+    tmp_path: Path,
+) -> None:
+    server = ApiServer(name="spoke")
+    await server.start()
+    api = await KubeApi.from_kubeconfig(server.write_kubeconfig(tmp_path / "kubeconfig"))
+    pid_file = tmp_path / "pid"
+    code = (
+        "import os, sys, time; first = not os.path.exists(sys.argv[1]); "
+        "open(sys.argv[1], 'a').write(str(os.getpid()) + ' '); "
+        "time.sleep(60 if first else 0)"
+    )
+    body = job("resumable", code, spec={"backoffLimit": 2}, container={"args": [str(pid_file)]})
+    try:
+        first = JobRunner(api, root=tmp_path / "runner", kill_grace=1.0)
+        task = asyncio.create_task(first.run())
+        created = await api.create(r.JOB, body, namespace=NS)
+        await wait_for(pid_file.exists, timeout=10)
+        pid = int(pid_file.read_text().split()[0])
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert not alive(pid)  # killed before run() returned
+
+        second = JobRunner(api, root=tmp_path / "runner", kill_grace=1.0)
+        task = asyncio.create_task(second.run())
+        done = await finished(api, "resumable")
+        assert conditions(done)["Complete"]["status"] == "True"
+        assert done["status"]["failed"] == 1  # the pod orphaned by the first runner
+        assert done["status"]["succeeded"] == 1
+        pods = await pods_of(api, created)
+        reasons = sorted(terminated(p)["reason"] for p in pods)
+        assert reasons == ["Completed", "ContainerStatusUnknown"]
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        await api.close()
+        await server.stop()
