@@ -94,6 +94,11 @@ class _InProcessAgents:
         if entry is not None:
             await _cancel(entry[1])
 
+    def running(self) -> list[str]:
+        return sorted(
+            cluster for (cluster, _addon), (_, task) in self._tasks.items() if not task.done()
+        )
+
     async def stop(self) -> None:
         for cluster, addon in list(self._tasks):
             await self.remove(cluster=cluster, addon=addon)
@@ -194,6 +199,10 @@ class Sandbox:
                 "add-on enabled (Sandbox(addon=True)) and its ClusterManagementAddOn applied?"
             )
         return str(namespace)
+
+    def running_agents(self) -> list[str]:
+        """Clusters whose in-process agent is running (``agents=True``)."""
+        return self._agent_host.running()
 
     def _check_cluster(self, name: str) -> None:
         if name not in self.cluster_names:

@@ -1,0 +1,201 @@
+"""Add-on install against real API servers: install namespace from the AddOnDeploymentConfig,
+the agent's hub identity (Secret, file, RBAC), health from the agent's Lease, removal, and
+the real agent started in process."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from typing import Any
+
+import yaml
+
+from fl_contract import keys
+from fl_kube import Forbidden, KubeApi
+from fl_kube import resources as r
+from fl_kube.waiting import wait_for
+from fl_sandbox.ocm.addons import agent_groups, agent_user
+from fl_sandbox.ocm.conditions import find
+from fl_sandbox.sandbox import Sandbox
+from tests.conftest import SandboxFactory
+
+ADDON = keys.ADDON_NAME
+SECRET = f"{ADDON}-hub-kubeconfig"
+DEFAULT_NS = "open-cluster-management-agent-addon"
+
+
+async def addon_status(hub: KubeApi, cluster: str) -> dict[str, Any]:
+    mca = await hub.get(r.MANAGED_CLUSTER_ADDON, ADDON, namespace=cluster)
+    return dict(mca.get("status") or {})
+
+
+def condition(status: dict[str, Any], type_: str) -> tuple[str, str] | None:
+    found = find(status.get("conditions"), type_)
+    return (found["status"], found["reason"]) if found else None
+
+
+async def test_install_sets_status_secret_and_kubeconfig(sandbox: Sandbox) -> None:
+    async with await KubeApi.from_kubeconfig(sandbox.hub_kubeconfig) as hub:
+        for cluster in sandbox.cluster_names:
+            status = await addon_status(hub, cluster)
+            assert status["namespace"] == DEFAULT_NS == sandbox.agent_namespace(cluster)
+            assert status["registrations"] == [
+                {
+                    "signerName": "kubernetes.io/kube-apiserver-client",
+                    "subject": {
+                        "user": agent_user(cluster, ADDON),
+                        "groups": agent_groups(cluster, ADDON),
+                    },
+                }
+            ]
+            assert condition(status, "ManifestApplied") == ("True", "AddonManifestApplied")
+            assert condition(status, "Available") == ("Unknown", "ManagedClusterAddOnLeaseNotFound")
+            kubeconfig = sandbox.agent_hub_kubeconfig(cluster)
+            async with await KubeApi.from_kubeconfig(sandbox.cluster_kubeconfig(cluster)) as spoke:
+                secret = await spoke.get(r.SECRET, SECRET, namespace=DEFAULT_NS)
+            assert base64.b64decode(secret["data"]["kubeconfig"]) == kubeconfig.read_bytes()
+            config = yaml.safe_load(kubeconfig.read_text())
+            assert config["users"][0]["name"] == agent_user(cluster, ADDON)
+        refs = {ref["resource"]: ref for ref in status["configReferences"]}
+        assert refs["addondeploymentconfigs"]["desiredConfig"]["specHash"]
+
+
+async def test_install_namespace_follows_the_deployment_config(sandbox: Sandbox) -> None:
+    async with (
+        await KubeApi.from_kubeconfig(sandbox.hub_kubeconfig) as hub,
+        await KubeApi.from_kubeconfig(sandbox.cluster_kubeconfig("cluster1")) as spoke,
+    ):
+        await hub.create(
+            r.ADDON_DEPLOYMENT_CONFIG,
+            {
+                "metadata": {"name": "custom", "namespace": "cluster1"},
+                "spec": {"agentInstallNamespace": "addon-ns-cluster1"},
+            },
+        )
+        await hub.patch(
+            r.MANAGED_CLUSTER_ADDON,
+            ADDON,
+            {
+                "spec": {
+                    "configs": [
+                        {
+                            "group": "addon.open-cluster-management.io",
+                            "resource": "addondeploymentconfigs",
+                            "name": "custom",
+                            "namespace": "cluster1",
+                        }
+                    ]
+                }
+            },
+            namespace="cluster1",
+        )
+
+        async def moved() -> bool:
+            return (await addon_status(hub, "cluster1"))["namespace"] == "addon-ns-cluster1"
+
+        await wait_for(moved, timeout=10, message="status.namespace follows the config")
+        assert sandbox.agent_namespace("cluster1") == "addon-ns-cluster1"
+        assert await spoke.get(r.NAMESPACE, "addon-ns-cluster1")
+        assert await spoke.get(r.SECRET, SECRET, namespace="addon-ns-cluster1")
+        assert await spoke.get_or_none(r.SECRET, SECRET, namespace=DEFAULT_NS) is None
+        assert (await addon_status(hub, "cluster2"))["namespace"] == DEFAULT_NS
+
+
+async def test_available_follows_the_agent_lease(sandbox_factory: SandboxFactory) -> None:
+    async with (
+        sandbox_factory(clusters=1, addon_lease_grace=1.5, datasets=False) as sb,
+        await KubeApi.from_kubeconfig(sb.hub_kubeconfig) as hub,
+        await KubeApi.from_kubeconfig(sb.cluster_kubeconfig("cluster1")) as spoke,
+    ):
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        await spoke.create(
+            r.LEASE,
+            {
+                "metadata": {"name": ADDON, "namespace": DEFAULT_NS},
+                "spec": {
+                    "holderIdentity": "external",
+                    "leaseDurationSeconds": 60,
+                    "renewTime": now,
+                },
+            },
+        )
+
+        async def available(expected: tuple[str, str]) -> bool:
+            return condition(await addon_status(hub, "cluster1"), "Available") == expected
+
+        await wait_for(
+            lambda: available(("True", "ManagedClusterAddOnLeaseUpdated")),
+            timeout=10,
+            message="available while the lease is fresh",
+        )
+        # No renewal: the add-on turns unavailable once the grace period passes.
+        await wait_for(
+            lambda: available(("False", "ManagedClusterAddOnLeaseUpdateStopped")),
+            timeout=10,
+            message="unavailable once the lease is stale",
+        )
+
+
+async def test_hub_permissions_are_bound_per_cluster(sandbox_factory: SandboxFactory) -> None:
+    async with (
+        sandbox_factory(clusters=2, authorize=True, datasets=False) as sb,
+        await KubeApi.from_kubeconfig(sb.hub_kubeconfig) as hub,
+        await KubeApi.from_kubeconfig(sb.agent_hub_kubeconfig("cluster1")) as agent,
+    ):
+
+        async def can_read_own() -> dict[str, Any] | None:
+            return await agent.get_or_none(r.MANAGED_CLUSTER_ADDON, ADDON, namespace="cluster1")
+
+        own = await wait_for(can_read_own, timeout=10, message="agent reads its add-on")
+        assert own["metadata"]["namespace"] == "cluster1"
+        # As upstream: the template's CurrentCluster ClusterRole bound in the cluster namespace
+        # to the agent's user and groups (all but system:authenticated), owned by the add-on.
+        binding = await hub.get(
+            r.ROLE_BINDING,
+            f"open-cluster-management:{ADDON}:clusterrole:agent",
+            namespace="cluster1",
+        )
+        assert binding["roleRef"]["name"] == "open-cluster-management:federated-learning:agent-hub"
+        assert [s["name"] for s in binding["subjects"]] == [
+            agent_user("cluster1", ADDON),
+            *agent_groups("cluster1", ADDON)[:2],
+        ]
+        assert binding["metadata"]["ownerReferences"][0]["uid"] == own["metadata"]["uid"]
+        # That role grants reads only: no agent can write another cluster's add-on status.
+        try:
+            await agent.patch(
+                r.MANAGED_CLUSTER_ADDON,
+                ADDON,
+                {"status": {"conditions": []}},
+                namespace="cluster2",
+                subresource="status",
+            )
+        except Forbidden:
+            pass
+        else:
+            raise AssertionError("cluster1's agent could write cluster2's add-on status")
+
+
+async def test_in_process_agent_starts_and_stops_with_the_addon(
+    sandbox_factory: SandboxFactory,
+) -> None:
+    async with (
+        sandbox_factory(clusters=1, agents=True) as sb,
+        await KubeApi.from_kubeconfig(sb.hub_kubeconfig) as hub,
+    ):
+        assert sb.running_agents() == ["cluster1"]
+
+        async def dataset_claimed() -> bool:
+            cluster = await hub.get(r.MANAGED_CLUSTER, "cluster1")
+            names = [c["name"] for c in (cluster.get("status") or {}).get("clusterClaims") or []]
+            return "digits.dataset.federated-learning.io" in names
+
+        await wait_for(dataset_claimed, timeout=15, message="the agent published its dataset")
+        await hub.delete(r.MANAGED_CLUSTER_ADDON, ADDON, namespace="cluster1")
+
+        async def stopped() -> bool:
+            return sb.running_agents() == []
+
+        await wait_for(stopped, timeout=10, message="agent stopped with its add-on")
+        async with await KubeApi.from_kubeconfig(sb.cluster_kubeconfig("cluster1")) as spoke:
+            assert await spoke.get_or_none(r.SECRET, SECRET, namespace=DEFAULT_NS) is None
