@@ -1,0 +1,146 @@
+"""What the demo leaves behind: the table of rounds, summary.json and accuracy.png."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RoundRow:
+    """One round of the job, as the hub manager recorded it in status.history."""
+
+    round: int
+    accuracy: float | None
+    loss: float | None
+    participants: int
+    seconds: float | None
+
+
+def rounds_from_history(history: Sequence[Mapping[str, Any]]) -> list[RoundRow]:
+    """The last entry of each round (a retried round keeps only its final attempt)."""
+    by_round: dict[int, RoundRow] = {}
+    for entry in history:
+        number = int(entry["round"])
+        by_round[number] = RoundRow(
+            round=number,
+            accuracy=_number(entry.get("accuracy")),
+            loss=_number(entry.get("loss")),
+            participants=int(entry.get("participants") or entry.get("accepted") or 0),
+            seconds=_number(entry.get("durationSeconds")),
+        )
+    return [by_round[n] for n in sorted(by_round)]
+
+
+def format_table(rows: Sequence[RoundRow]) -> str:
+    """A plain-text table, one line per round."""
+    lines = [f"{'round':>5}  {'accuracy':>8}  {'loss':>8}  {'clusters':>8}  {'seconds':>7}"]
+    for row in rows:
+        lines.append(
+            f"{row.round:>5}  {_fixed(row.accuracy, 4):>8}  {_fixed(row.loss, 4):>8}  "
+            f"{row.participants:>8}  {_fixed(row.seconds, 2):>7}"
+        )
+    return "\n".join(lines)
+
+
+def write_summary(path: Path, summary: Mapping[str, Any]) -> None:
+    """summary.json, written to a temporary name first so a reader never sees half of it."""
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(json.dumps(summary, indent=2) + "\n")
+    temp.replace(path)
+
+
+def summary_document(
+    *,
+    rows: Sequence[RoundRow],
+    model_uri: str,
+    model_sha256: str,
+    clusters: Sequence[str],
+    extra: Mapping[str, Any],
+) -> dict[str, Any]:
+    final = rows[-1].accuracy if rows else None
+    return {
+        "final_accuracy": final,
+        "rounds": [asdict(row) for row in rows],
+        "model_uri": model_uri,
+        "model_sha256": model_sha256,
+        "clusters": len(clusters),
+        "cluster_names": list(clusters),
+        **extra,
+    }
+
+
+def plot_rounds(
+    path: Path, *, rows: Sequence[RoundRow], baseline: float | None, title: str
+) -> None:
+    """Accuracy and loss per round, with the centralised baseline's accuracy as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    rounds = [row.round for row in rows]
+    figure, accuracy_axis = plt.subplots(figsize=(7.5, 5.0), dpi=120)
+    try:
+        accuracy_axis.plot(
+            rounds,
+            [_nan(row.accuracy) for row in rows],
+            marker="o",
+            color="tab:blue",
+            label="federated accuracy",
+        )
+        if baseline is not None:
+            accuracy_axis.axhline(
+                baseline,
+                color="tab:green",
+                linestyle="--",
+                label=f"centralised baseline ({baseline:.4f})",
+            )
+        accuracy_axis.set_xlabel("round")
+        accuracy_axis.set_ylabel("test accuracy", color="tab:blue")
+        accuracy_axis.set_xticks(rounds)
+        accuracy_axis.grid(alpha=0.3)
+        loss_axis = accuracy_axis.twinx()
+        loss_axis.plot(
+            rounds,
+            [_nan(row.loss) for row in rows],
+            marker="s",
+            color="tab:red",
+            label="federated loss",
+        )
+        loss_axis.set_ylabel("test loss", color="tab:red")
+        handles = accuracy_axis.get_legend_handles_labels()
+        loss_handles = loss_axis.get_legend_handles_labels()
+        accuracy_axis.legend(
+            handles[0] + loss_handles[0],
+            handles[1] + loss_handles[1],
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.14),
+            ncol=3,
+            frameon=False,
+        )
+        accuracy_axis.set_title(title)
+        figure.tight_layout()
+        temp = path.with_name(f".{path.stem}.tmp.png")
+        figure.savefig(temp)
+        temp.replace(path)
+    finally:
+        plt.close(figure)
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def _fixed(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
