@@ -398,7 +398,7 @@ async def _error_from(response: aiohttp.ClientResponse) -> ApiError:
         body = await response.read()
     except (aiohttp.ClientError, TimeoutError):
         body = b""
-    return error_for_status(response.status, body, headers=dict(response.headers))
+    return error_for_status(response.status, body, headers=response.headers)
 
 
 def _parse_event(res: Resource, line: bytes) -> WatchEvent:

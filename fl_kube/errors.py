@@ -140,7 +140,7 @@ def from_api_exception(exc: Exception) -> ApiError:
     error = error_for_status(
         status,
         body if isinstance(body, bytes | str) else None,
-        headers=dict(headers) if headers else None,
+        headers=headers if isinstance(headers, Mapping) else None,
     )
     error.__cause__ = exc
     return error

@@ -104,3 +104,10 @@ def test_is_temporary(exc: BaseException, temporary: bool) -> None:
 def test_retry_after_http_date_in_the_past_is_zero() -> None:
     assert errors.parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
     assert errors.parse_retry_after("garbage") is None
+
+
+def test_retry_after_header_name_is_case_insensitive() -> None:
+    from multidict import CIMultiDict
+
+    error = errors.error_for_status(429, b"{}", headers=CIMultiDict({"retry-after": "4"}))
+    assert error.retry_after == 4.0
