@@ -167,6 +167,10 @@ class KubeApi:
             if not continue_token:
                 return ObjectList(items=items, resource_version=resource_version)
 
+    async def version(self) -> dict[str, Any]:
+        """The server's ``/version`` document (``gitVersion``, ``major``, ``minor``, ...)."""
+        return await self._json("GET", "/version")
+
     # -- writes ------------------------------------------------------------------------
 
     async def create(

@@ -220,3 +220,8 @@ async def test_invalid_names_fail_before_any_request(api: KubeApi) -> None:
         await api.get(r.NAMESPACE, "x", namespace="default")
     with pytest.raises(ValueError, match=r"metadata\.name"):
         await api.replace(r.CONFIGMAP, {"data": {}}, namespace="default")
+
+
+async def test_version(api: KubeApi) -> None:
+    version = await api.version()
+    assert version["gitVersion"].startswith("v1.")
