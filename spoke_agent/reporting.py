@@ -47,6 +47,8 @@ class StatusWriter:
         self._retries = conflict_retries
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self.conflicts = 0  # 409s met (and retried): tests and logs read it
+        # Our own workers write the same object: taking turns saves them 409s with each other.
+        self._lock = asyncio.Lock()
 
     async def conditions(self) -> list[Condition]:
         """The conditions as they are now on the hub."""
@@ -59,6 +61,10 @@ class StatusWriter:
         None. It may be called several times (once per conflict), each time with fresher
         conditions.
         """
+        async with self._lock:
+            return await self._update(mutate, what=what, result=result)
+
+    async def _update(self, mutate: Mutation, *, what: str, result: str) -> bool:
         for attempt in range(self._retries):
             addon = await self._read()
             current = _conditions_of(addon)

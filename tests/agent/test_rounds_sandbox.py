@@ -320,3 +320,42 @@ async def test_rounds_through_a_manifest_work_with_the_digits_trainer(
             await running.stop()
             await hub.close()
             await spoke.close()
+
+
+async def test_a_spec_removed_while_the_agent_is_down_is_cleaned_up_on_start(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    cluster = sandbox.cluster_names[0]
+    ns = sandbox.agent_namespace(cluster)
+    hub = await KubeApi.from_kubeconfig(sandbox.hub_kubeconfig)
+    spoke = await KubeApi.from_kubeconfig(sandbox.cluster_kubeconfig(cluster))
+    ds = catalogue(tmp_path / "ds.yaml", {"digits": tmp_path / "data"})
+    keep = round_spec(sandbox, cluster=cluster, uid="uid-keep", name="keep")
+    drop = round_spec(sandbox, cluster=cluster, uid="uid-drop", name="drop")
+    first = await start_agent(sandbox, cluster, datasets=ds)
+    try:
+        await add_foreign_condition(hub, cluster)
+        for spec in (keep, drop):
+            await spoke.create(r.CONFIGMAP, spec_configmap(spec, namespace=ns), namespace=ns)
+        await reported(hub, cluster, "UpdateReady", name="keep")
+        await reported(hub, cluster, "UpdateReady", name="drop")
+    finally:
+        await first.stop()
+    await spoke.delete(r.CONFIGMAP, naming.round_spec_configmap_name("uid-drop"), namespace=ns)
+    second = await start_agent(sandbox, cluster, datasets=ds)
+    try:
+        await wait_for(
+            lambda: _none(round_report(hub, cluster, name="drop")),
+            timeout=20,
+            message="the dropped job's condition is cleared on start",
+        )
+        found = await round_report(hub, cluster, name="keep")
+        assert found is not None
+        assert found[1].state == "UpdateReady"
+        assert FOREIGN in await addon_conditions(hub, cluster)
+        names = [j["metadata"]["name"] for j in await jobs_on(spoke, ns)]
+        assert naming.training_job_name("uid-drop", 1) not in names
+    finally:
+        await second.stop()
+        await hub.close()
+        await spoke.close()
