@@ -1,13 +1,15 @@
 """Field ownership (metadata.managedFields) and server-side apply.
 
-Ownership is tracked per top-level field and per second-level key of object fields
-(`spec.replicas`, `data.key`, `metadata.labels.app`), which is enough to tell managers apart
-and to report conflicts the way kube-apiserver does, at a coarser grain.
+Ownership is tracked per top-level field, per second-level key of object fields
+(`spec.replicas`, `data.key`, `metadata.labels.app`) and per entry of keyed second-level lists
+(`status.conditions` by type), which is enough to tell managers apart and to report conflicts
+the way kube-apiserver does, at a coarser grain.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from .builtin_types import MERGE_KEYS
@@ -20,13 +22,36 @@ _META_MAPS = ("labels", "annotations")
 _META_LISTS = ("finalizers", "ownerReferences")
 
 
+def _list_key(field: str, value: Any) -> str | None:
+    """The merge key of a keyed list (containers by name, conditions by type), if it is one."""
+    if not isinstance(value, list) or not value or field not in MERGE_KEYS:
+        return None
+    key = MERGE_KEYS[field]
+    if field == "ports":
+        key = (
+            "containerPort"
+            if any(isinstance(i, dict) and "containerPort" in i for i in value)
+            else "port"
+        )
+    return key if all(isinstance(i, dict) and key in i for i in value) else None
+
+
+def _item_token(key: str, item: dict[str, Any]) -> str:
+    return "k:" + json.dumps({key: item[key]}, separators=(",", ":"))
+
+
 def field_paths(obj: dict[str, Any]) -> set[Path]:
     paths: set[Path] = set()
     for key, value in obj.items():
         if key in _SKIP_TOP:
             continue
         if isinstance(value, dict) and value:
-            paths.update((key, sub) for sub in value)
+            for sub, item in value.items():
+                list_key = _list_key(sub, item)
+                if list_key is None:
+                    paths.add((key, sub))
+                else:
+                    paths.update((key, sub, _item_token(list_key, i)) for i in item)
         else:
             paths.add((key,))
     meta = obj.get("metadata") or {}
@@ -41,9 +66,23 @@ def field_paths(obj: dict[str, Any]) -> set[Path]:
 _MISSING = object()
 
 
+def _find_item(items: list[Any], token: str) -> int | None:
+    wanted = json.loads(token[2:])
+    for n, item in enumerate(items):
+        if isinstance(item, dict) and all(item.get(k) == v for k, v in wanted.items()):
+            return n
+    return None
+
+
 def read_path(obj: Any, path: Path) -> Any:
     cur = obj
     for part in path:
+        if part.startswith("k:") and isinstance(cur, list):
+            pos = _find_item(cur, part)
+            if pos is None:
+                return _MISSING
+            cur = cur[pos]
+            continue
         if not isinstance(cur, dict) or part not in cur:
             return _MISSING
         cur = cur[part]
@@ -58,9 +97,13 @@ def _delete_path(obj: dict[str, Any], path: Path) -> None:
             return
     if isinstance(cur, dict):
         cur.pop(path[-1], None)
+    elif isinstance(cur, list) and path[-1].startswith("k:"):
+        pos = _find_item(cur, path[-1])
+        if pos is not None:
+            cur.pop(pos)
     if len(path) > 1:
         parent = read_path(obj, path[:-1])
-        if parent == {} and path[0] != "metadata":
+        if parent in ({}, []) and path[0] != "metadata":
             _delete_path(obj, path[:-1])
 
 
@@ -69,17 +112,20 @@ def _to_fields_v1(paths: set[Path]) -> dict[str, Any]:
     for path in sorted(paths):
         cur = tree
         for part in path:
-            cur = cur.setdefault(f"f:{part}", {})
+            cur = cur.setdefault(part if part.startswith("k:") else f"f:{part}", {})
     return tree
 
 
 def _from_fields_v1(tree: dict[str, Any], prefix: Path = ()) -> set[Path]:
     paths: set[Path] = set()
     for key, sub in tree.items():
-        if not key.startswith("f:"):
+        if key.startswith("f:"):
+            path = (*prefix, key[2:])
+        elif key.startswith("k:"):
+            path = (*prefix, key)
+        else:
             continue
-        path = (*prefix, key[2:])
-        if isinstance(sub, dict) and any(k.startswith("f:") for k in sub):
+        if isinstance(sub, dict) and any(k.startswith(("f:", "k:")) for k in sub):
             paths |= _from_fields_v1(sub, path)
         else:
             paths.add(path)

@@ -249,7 +249,7 @@ class Resources:
         if want_rv and want_rv != old["metadata"]["resourceVersion"]:
             raise errors.conflict(rtype.plural, rtype.group, old["metadata"]["name"], errors.STALE)
         if sub == "status":
-            new = {k: v for k, v in old.items() if k != "status"}
+            new = copy.deepcopy({k: v for k, v in old.items() if k != "status"})
             if "status" in desired:
                 new["status"] = copy.deepcopy(desired["status"])
             new["metadata"] = dict(old["metadata"])

@@ -105,9 +105,9 @@ class ApiServer:
         self.url = ""
         self.bookmark_interval = 10.0
         self.request_log: list[RequestRecord] = []
+        self.request_log_limit = 200_000  # the oldest half is dropped beyond this
         self.store = Store(history_limit=history_limit)
         self.registry = TypeRegistry()
-        self._unvalidated: set[str] = set()
         self.resources = Resources(store=self.store, on_write=self._after_write)
         self.gc = GarbageCollector(
             store=self.store,
@@ -135,17 +135,15 @@ class ApiServer:
         return self.resources.create(Target(rtype, ns, None), body, WriteOptions("kube-apiserver"))
 
     def _load_crds(self, crd_dirs: Sequence[Path]) -> None:
-        docs: dict[str, tuple[Obj, bool]] = {}
-        for t in OCM_TYPES:
-            docs[t.crd_name] = (_synthetic_crd(t), False)
+        # The OCM kinds get a schema-less CRD (root preserves unknown fields, so nothing is
+        # pruned or checked) unless their upstream file is given.
+        docs: dict[str, Obj] = {t.crd_name: _synthetic_crd(t) for t in OCM_TYPES}
         for doc in load_crd_files(crd_dirs):
-            docs[doc["metadata"]["name"]] = (doc, True)
+            docs[doc["metadata"]["name"]] = doc
         if REPO_CRDS.is_dir():
             for doc in load_crd_files([REPO_CRDS]):
-                docs[doc["metadata"]["name"]] = (doc, True)
-        for name, (doc, validated) in docs.items():
-            if not validated:
-                self._unvalidated.add(name)
+                docs[doc["metadata"]["name"]] = doc
+        for name, doc in docs.items():
             body = dict(doc)
             body["metadata"] = {"name": name}
             body.pop("status", None)
@@ -179,8 +177,7 @@ class ApiServer:
             for obj in self.store.items(gr):
                 self.store.remove(gr, obj)
             return
-        validated = new["metadata"]["name"] not in self._unvalidated
-        self.registry.replace_group_resource(gr, crd_types(new, validate=validated))
+        self.registry.replace_group_resource(gr, crd_types(new, validate=True))
 
     def _drop_watches(self) -> int:
         streams = list(self._streams)
@@ -274,6 +271,8 @@ class ApiServer:
             )
         finally:
             resource, verb = request[_LOG]
+            if len(self.request_log) >= self.request_log_limit:
+                del self.request_log[: self.request_log_limit // 2]
             self.request_log.append(
                 RequestRecord(
                     request.method,

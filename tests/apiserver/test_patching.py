@@ -160,3 +160,72 @@ async def test_apply_requires_field_manager(core: client.CoreV1Api) -> None:
     with pytest.raises(ApiException) as exc:
         await core.patch_namespaced_config_map("q", "default", body, _content_type=APPLY)
     assert exc.value.status == 400
+
+
+async def test_apply_owns_condition_entries_by_type(custom: client.CustomObjectsApi) -> None:
+    body = {
+        "apiVersion": "addon.open-cluster-management.io/v1alpha1",
+        "kind": "ManagedClusterAddOn",
+        "metadata": {"name": "a"},
+        "spec": {},
+    }
+    await custom.create_namespaced_custom_object(*MCA[:2], "default", MCA[2], body)
+
+    def status(ctype: str, reason: str) -> dict[str, object]:
+        cond = {
+            "type": ctype,
+            "status": "True",
+            "reason": reason,
+            "message": "",
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }
+        return {
+            "apiVersion": body["apiVersion"],
+            "kind": body["kind"],
+            "metadata": {"name": "a"},
+            "status": {"conditions": [cond]},
+        }
+
+    await custom.patch_namespaced_custom_object_status(
+        *MCA[:2],
+        "default",
+        MCA[2],
+        "a",
+        status("Available", "Up"),
+        field_manager="addon-manager",
+        _content_type=APPLY,
+    )
+    out = await custom.patch_namespaced_custom_object_status(
+        *MCA[:2],
+        "default",
+        MCA[2],
+        "a",
+        status("round.federated-learning.io/ns.job", "UpdateReady"),
+        field_manager="agent",
+        _content_type=APPLY,
+    )
+    assert [c["type"] for c in out["status"]["conditions"]] == [
+        "Available",
+        "round.federated-learning.io/ns.job",
+    ]
+    with pytest.raises(ApiException) as exc:
+        await custom.patch_namespaced_custom_object_status(
+            *MCA[:2],
+            "default",
+            MCA[2],
+            "a",
+            status("Available", "Down"),
+            field_manager="agent",
+            _content_type=APPLY,
+        )
+    assert exc.value.status == 409
+    out = await custom.patch_namespaced_custom_object_status(
+        *MCA[:2],
+        "default",
+        MCA[2],
+        "a",
+        status("round.federated-learning.io/ns.job", "TrainingFailed"),
+        field_manager="agent",
+        _content_type=APPLY,
+    )
+    assert [c["reason"] for c in out["status"]["conditions"]] == ["Up", "TrainingFailed"]
