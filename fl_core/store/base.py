@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from concurrent.futures import Future
 
 import numpy as np
 
@@ -72,6 +73,18 @@ class ModelStore(ABC):
                 "replaced, refusing it"
             )
         return buffer
+
+    async def fetch(self, uri: str) -> tuple[memoryview, Future[str]]:
+        """The bytes at `uri` and their sha256, which may still be computing on a helper
+        thread: for callers that overlap their own work with hashing and check the hash
+        before anything counts (`fl_core.ingest`). Unverified: prefer `get_buffer`."""
+        return await self._fetch(self.key_for(uri))
+
+    async def _fetch(self, key: str) -> tuple[memoryview, Future[str]]:
+        buffer, digest = await self._get(key)
+        done: Future[str] = Future()
+        done.set_result(digest)
+        return buffer, done
 
     async def exists(self, uri: str) -> bool:
         return await self._exists(self.key_for(uri))

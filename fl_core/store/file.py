@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
+import queue
 import shutil
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from fl_core.store.base import (
-    READ_CHUNK,
     ModelStore,
     ObjectNotFound,
     StoreError,
     new_buffer,
     new_hash,
 )
+
+FILE_CHUNK = 1024 * 1024  # small enough that hashing starts early, big enough to be cheap
 
 
 class FileStore(ModelStore):
@@ -42,6 +45,9 @@ class FileStore(ModelStore):
 
     async def _get(self, key: str) -> tuple[memoryview, str]:
         return await asyncio.to_thread(read_verified_file, self.path_for(key))
+
+    async def _fetch(self, key: str) -> tuple[memoryview, Future[str]]:
+        return await asyncio.to_thread(read_file_hashing, self.path_for(key))
 
     async def _exists(self, key: str) -> bool:
         return await asyncio.to_thread(self.path_for(key).is_file)
@@ -76,11 +82,19 @@ class FileStore(ModelStore):
 
 def read_verified_file(path: Path) -> tuple[memoryview, str]:
     """Read a whole file into one preallocated buffer, hashing it while reading; returns
-    the buffer (a flat byte memoryview) and its sha256.
+    the buffer (a flat byte memoryview) and its sha256."""
+    buffer, digest = read_file_hashing(path)
+    return buffer, digest.result()
 
-    sha256 (about 2 GB/s) is slower than reading from the page cache or a fast disk, so the
-    two overlap: a helper thread hashes chunk k (hashlib releases the GIL) while this one
-    reads chunk k+1 into the buffer, and the whole costs about one hash pass.
+
+def read_file_hashing(path: Path) -> tuple[memoryview, Future[str]]:
+    """Read a whole file into one fresh buffer and return it with its sha256 still being
+    computed on a helper thread.
+
+    sha256 (about 2 GB/s) is slower than reading from the page cache or a fast disk, so
+    the helper hashes chunk k (hashlib releases the GIL) while this thread reads chunk
+    k+1; reading ends well before hashing does, and the caller can decode and stage the
+    update meanwhile, committing only once the hash matches (`fl_core.ingest`).
     """
     try:
         handle = path.open("rb", buffering=0)
@@ -88,29 +102,36 @@ def read_verified_file(path: Path) -> tuple[memoryview, str]:
         raise ObjectNotFound(f"no object at {path}") from None
     except OSError as exc:
         raise StoreError(f"cannot read {path}: {exc}") from exc
+    chunks: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
     with handle:
         size = os.fstat(handle.fileno()).st_size
         view = new_buffer(size)
-        digest = new_hash()
-        pending: Future[None] | None = None
-        with ThreadPoolExecutor(max_workers=1) as hasher:
+        digest = _hashers().submit(_hash_chunks, chunks)
+        try:
             pos = 0
             while pos < size:
-                count = handle.readinto(view[pos : pos + READ_CHUNK])
+                count = handle.readinto(view[pos : pos + FILE_CHUNK])
                 if not count:
                     raise StoreError(f"{path} shrank while being read")
-                if size <= READ_CHUNK:
-                    digest.update(view[pos : pos + count])
-                else:
-                    if pending is not None:
-                        pending.result()
-                    pending = hasher.submit(digest.update, view[pos : pos + count])
+                chunks.put(view[pos : pos + count])
                 pos += count
-            if pending is not None:
-                pending.result()
-        if handle.read(1):
-            raise StoreError(f"{path} grew while being read")
-    return view, digest.hexdigest()
+            if handle.read(1):
+                raise StoreError(f"{path} grew while being read")
+        finally:
+            chunks.put(None)
+    return view, digest
+
+
+def _hash_chunks(chunks: queue.SimpleQueue[memoryview | None]) -> str:
+    digest = new_hash()
+    while (chunk := chunks.get()) is not None:
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+@functools.cache
+def _hashers() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="sha256")
 
 
 def _fsync_dir(path: Path) -> None:

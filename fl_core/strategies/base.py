@@ -9,13 +9,14 @@ touched, so a rejected update leaves the aggregator exactly as it was.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from fl_contract.weights import Weights
+from fl_core.strategies.blas import one_thread
 
 ClientConfig = dict[str, float | int | str | bool]
 Spec = dict[str, tuple[np.dtype[Any], tuple[int, ...]]]
@@ -54,9 +55,19 @@ class RoundAggregator(ABC):
         return frozenset(self._clients)
 
     def add(
-        self, update: Mapping[str, npt.NDArray[Any]], *, num_examples: int, client: str
+        self,
+        update: Mapping[str, npt.NDArray[Any]],
+        *,
+        num_examples: int,
+        client: str,
+        before_commit: Callable[[], None] | None = None,
     ) -> None:
-        """Validate `update` then fold it in; raises Rejected (and changes nothing) if invalid."""
+        """Validate `update` then fold it in; raises Rejected (and changes nothing) if invalid.
+
+        `before_commit` runs after the update is validated and staged but before it counts;
+        if it raises, the update is discarded and the aggregator is unchanged. The ingest
+        path uses it to wait for the sha256 still being computed on another thread, so that
+        hashing and folding overlap (see `fl_core.ingest`)."""
         if self._closed:
             raise Rejected("RoundClosed", "the round's result was already computed")
         if client in self._clients:
@@ -65,8 +76,22 @@ class RoundAggregator(ABC):
             raise Rejected(
                 "NoExamples", f"num_examples must be a positive integer, got {num_examples!r}"
             )
-        spec = validate(update, self._spec)
-        self._fold(update, num_examples=num_examples, client=client, spec=spec)
+        with one_thread():
+            spec = validate(update, self._spec)
+            staged = self._stage(
+                update,
+                num_examples=num_examples,
+                client=client,
+                spec=spec,
+                deferred=before_commit is not None,
+            )
+        if before_commit is not None:
+            try:
+                before_commit()
+            except BaseException:
+                staged.discard()
+                raise
+        staged.commit()
         self._spec = spec
         self._clients.add(client)
 
@@ -76,18 +101,43 @@ class RoundAggregator(ABC):
         if self._result is None:
             if not self._clients or self._spec is None:
                 raise NothingToAggregate("no update was accepted this round")
-            self._result = self._compute(self._spec)
+            with one_thread():
+                self._result = self._compute(self._spec)
             self._closed = True
         return self._result
 
     @abstractmethod
-    def _fold(
-        self, update: Mapping[str, npt.NDArray[Any]], *, num_examples: int, client: str, spec: Spec
-    ) -> None:
-        """Take a validated update. Must not fail half-way for reasons of the update."""
+    def _stage(
+        self,
+        update: Mapping[str, npt.NDArray[Any]],
+        *,
+        num_examples: int,
+        client: str,
+        spec: Spec,
+        deferred: bool,
+    ) -> Staged:
+        """Do the work of taking a validated update, visibly only on `commit()`. With
+        `deferred` False nothing can stop the commit, so the work may go in place."""
 
     @abstractmethod
     def _compute(self, spec: Spec) -> Weights: ...
+
+
+class Staged:
+    """A staged update: `commit()` makes it count (cheap, cannot fail); `discard()` drops it."""
+
+    def __init__(
+        self, commit: Callable[[], None], discard: Callable[[], None] | None = None
+    ) -> None:
+        self._commit = commit
+        self._discard = discard
+
+    def commit(self) -> None:
+        self._commit()
+
+    def discard(self) -> None:
+        if self._discard is not None:
+            self._discard()
 
 
 class Strategy(ABC):

@@ -15,26 +15,17 @@ nothing; otherwise numpy in cache-sized chunks does the same with one small scra
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from fl_contract.weights import Weights
-from fl_core.strategies.base import ClientConfig, RoundAggregator, Spec, Strategy
+from fl_core.strategies.base import ClientConfig, RoundAggregator, Spec, Staged, Strategy
+from fl_core.strategies.blas import AXPY
 
 _CHUNK = 1 << 16  # elements per numpy chunk: the scratch stays in L2
-
-try:  # SciPy is optional: BLAS axpy when present, chunked numpy otherwise
-    from scipy.linalg import blas as _blas  # type: ignore[import-untyped]
-
-    _AXPY: dict[np.dtype[Any], Callable[..., Any]] = {
-        np.dtype(np.float32): _blas.saxpy,
-        np.dtype(np.float64): _blas.daxpy,
-    }
-except ImportError:  # pragma: no cover - exercised where SciPy is missing
-    _AXPY = {}
 
 
 def accumulator_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
@@ -47,7 +38,7 @@ def axpy(acc: npt.NDArray[Any], x: npt.NDArray[Any], alpha: float) -> None:
     flat_x = x.reshape(-1)
     if flat_acc.size == 0:
         return
-    blas = _AXPY.get(acc.dtype) if x.dtype == acc.dtype else None
+    blas = AXPY.get(acc.dtype) if x.dtype == acc.dtype else None
     if blas is not None and flat_acc.flags.c_contiguous:
         out = blas(flat_x, flat_acc, a=alpha)
         if out is not flat_acc and not np.shares_memory(out, flat_acc):
@@ -61,6 +52,22 @@ def axpy(acc: npt.NDArray[Any], x: npt.NDArray[Any], alpha: float) -> None:
         np.add(flat_acc[start:end], part, out=flat_acc[start:end])
 
 
+def axpy_into(
+    out: npt.NDArray[Any], acc: npt.NDArray[Any], x: npt.NDArray[Any], alpha: float
+) -> None:
+    """out = acc + alpha * x, in cache-sized chunks (no temporary the size of x)."""
+    flat_out, flat_acc, flat_x = out.reshape(-1), acc.reshape(-1), x.reshape(-1)
+    if flat_out.size == 0:
+        return
+    chunk = 1 << 18
+    scratch = np.empty(min(chunk, flat_out.size), dtype=out.dtype)
+    for start in range(0, flat_out.size, chunk):
+        end = min(start + chunk, flat_out.size)
+        part = scratch[: end - start]
+        np.multiply(flat_x[start:end], alpha, out=part, casting="unsafe")
+        np.add(flat_acc[start:end], part, out=flat_out[start:end])
+
+
 class MeanAggregator(RoundAggregator):
     """Streaming weighted (or unweighted) mean; memory: one accumulator the model's size."""
 
@@ -68,19 +75,42 @@ class MeanAggregator(RoundAggregator):
         super().__init__(global_weights)
         self._weighted = weighted
         self._acc: dict[str, npt.NDArray[Any]] = {}
+        self._shadow: dict[str, npt.NDArray[Any]] = {}
         self._total = 0.0
 
-    def _fold(
-        self, update: Mapping[str, npt.NDArray[Any]], *, num_examples: int, client: str, spec: Spec
-    ) -> None:
+    def _stage(
+        self,
+        update: Mapping[str, npt.NDArray[Any]],
+        *,
+        num_examples: int,
+        client: str,
+        spec: Spec,
+        deferred: bool,
+    ) -> Staged:
         weight = float(num_examples) if self._weighted else 1.0
         if not self._acc:
             self._acc = {
                 name: np.zeros(shape, dtype=accumulator_dtype(dtype))
                 for name, (dtype, shape) in spec.items()
             }
+        if not deferred:
+            for name, acc in self._acc.items():
+                axpy(acc, np.asarray(update[name]), weight)
+            return Staged(lambda: self._count(weight))
+        # Deferred (hash still being checked): write acc + weight * x into a second buffer
+        # and swap on commit. Same memory traffic as in place; one more model of memory.
+        if not self._shadow:
+            self._shadow = {name: np.empty_like(acc) for name, acc in self._acc.items()}
         for name, acc in self._acc.items():
-            axpy(acc, np.asarray(update[name]), weight)
+            axpy_into(self._shadow[name], acc, np.asarray(update[name]), weight)
+
+        def commit() -> None:
+            self._acc, self._shadow = self._shadow, self._acc
+            self._count(weight)
+
+        return Staged(commit)
+
+    def _count(self, weight: float) -> None:
         self._total += weight
 
     def mean(self) -> dict[str, npt.NDArray[np.floating[Any]]]:

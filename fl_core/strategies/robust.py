@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fl_contract.weights import Weights
-from fl_core.strategies.base import NothingToAggregate, RoundAggregator, Spec, Strategy
+from fl_core.strategies.base import NothingToAggregate, RoundAggregator, Spec, Staged, Strategy
 from fl_core.strategies.fedavg import accumulator_dtype, axpy
 
 DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
@@ -48,9 +48,15 @@ class SpillAggregator(RoundAggregator):
         self._examples: list[int] = []
         self._chunk_bytes = chunk_bytes
 
-    def _fold(
-        self, update: Mapping[str, npt.NDArray[Any]], *, num_examples: int, client: str, spec: Spec
-    ) -> None:
+    def _stage(
+        self,
+        update: Mapping[str, npt.NDArray[Any]],
+        *,
+        num_examples: int,
+        client: str,
+        spec: Spec,
+        deferred: bool,
+    ) -> Staged:
         path = self._folder / f"{len(self._files)}.bin"
         try:
             with path.open("wb") as handle:
@@ -62,8 +68,16 @@ class SpillAggregator(RoundAggregator):
             with contextlib.suppress(OSError):
                 path.unlink()
             raise
-        self._files.append(path)
-        self._examples.append(num_examples)
+
+        def commit() -> None:
+            self._files.append(path)
+            self._examples.append(num_examples)
+
+        def discard() -> None:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+        return Staged(commit, discard)
 
     def blocks(self, spec: Spec) -> Iterator[tuple[str, int, int, npt.NDArray[Any]]]:
         """(tensor, start, end, block[N, end-start]) over every element of every tensor.
