@@ -74,7 +74,8 @@ def _secret(obj: dict[str, Any]) -> list[Cause]:
         data[key] = base64.b64encode(str(value).encode()).decode()
     if data:
         obj["data"] = data
-    obj.setdefault("type", "Opaque")
+    if not obj.get("type"):
+        obj["type"] = "Opaque"
     return causes + _config_data(obj, binary=False)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from . import errors
+from . import errors, protobuf
 from .builtin_rules import apply_builtin_rules
 from .builtin_types import ResourceType
 from .crds import CRD_GROUP, check_crd, crd_status
@@ -82,6 +82,11 @@ _BODY_TYPES = ("application/json", "application/yaml", "application/octet-stream
 def parse_body(raw: bytes, content_type: str) -> Any:
     """JSON or YAML bodies; anything else (protobuf, CBOR) is 415 so clients fall back to JSON."""
     media = content_type.split(";")[0].strip().lower()
+    if media == protobuf.MEDIA_TYPE:
+        try:
+            return protobuf.decode(raw)
+        except protobuf.ProtobufError as exc:
+            raise errors.ApiError(415, "UnsupportedMediaType", str(exc)) from exc
     if media not in _BODY_TYPES and media not in (MERGE, JSON_PATCH, STRATEGIC, APPLY):
         raise errors.ApiError(
             415,

@@ -141,3 +141,20 @@ async def test_get_watch_streams_rows(
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def test_kubectl_create_sends_protobuf_for_builtins(
+    kubectl: Kubectl, core: client.CoreV1Api, api: client.ApiClient
+) -> None:
+    await kubectl("create", "namespace", "team-a")
+    await kubectl("create", "configmap", "x", "-n", "team-a", "--from-literal=a=b")
+    await kubectl("create", "secret", "generic", "s", "-n", "team-a", "--from-literal=p=q")
+    await kubectl("create", "rolebinding", "rb", "-n", "team-a", "--clusterrole=view", "--user=bob")
+    assert (await core.read_namespaced_config_map("x", "team-a")).data == {"a": "b"}
+    secret = await core.read_namespaced_secret("s", "team-a")
+    assert secret.data == {"p": "cQ=="}
+    assert secret.type == "Opaque"
+    binding = await client.RbacAuthorizationV1Api(api).read_namespaced_role_binding("rb", "team-a")
+    assert binding.role_ref.name == "view"
+    assert [(s.kind, s.name) for s in binding.subjects] == [("User", "bob")]
+    await kubectl("delete", "namespace", "team-a")
