@@ -329,6 +329,20 @@ class Resources:
     def update(self, t: Target, body: Any, opts: WriteOptions) -> Obj:
         body = self._check_kind(t, body)
         old = self._live(t)
+        if not t.rtype.builtin and not (body.get("metadata") or {}).get("resourceVersion"):
+            # Custom resources do not allow unconditional updates (kube-apiserver's strategy).
+            raise errors.invalid(
+                t.rtype.kind,
+                t.rtype.group,
+                old["metadata"]["name"],
+                [
+                    (
+                        "FieldValueInvalid",
+                        "metadata.resourceVersion",
+                        "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update",
+                    )
+                ],
+            )
         return self._update(t, old, body, opts)
 
     def patch(

@@ -85,3 +85,14 @@ async def test_status_put_with_stale_version_conflicts(custom: client.CustomObje
     with pytest.raises(ApiException) as exc:
         await custom.replace_namespaced_custom_object_status(G, V, "default", P, "fl", made)
     assert exc.value.status == 409
+
+
+async def test_custom_resource_put_requires_resource_version(
+    custom: client.CustomObjectsApi,
+) -> None:
+    made = await custom.create_namespaced_custom_object(G, V, "default", P, addon())
+    del made["metadata"]["resourceVersion"]
+    with pytest.raises(ApiException) as exc:
+        await custom.replace_namespaced_custom_object(G, V, "default", P, "fl", made)
+    assert exc.value.status == 422
+    assert "metadata.resourceVersion" in exc.value.body
