@@ -19,6 +19,8 @@ from fl_kube.errors import Conflict
 
 log = logging.getLogger(__name__)
 
+UNHEALTHY_RECHECK_SECONDS = 0.2
+
 
 def micro_time(when: datetime) -> str:
     """metav1.MicroTime as the API serialises it."""
@@ -50,16 +52,20 @@ class LeaseRenewer:
         self.last_renewed: datetime | None = None
 
     async def run(self) -> None:
+        """Renew every period while healthy; while not, look again soon, so the add-on turns
+        Available as soon as the agent can work."""
         while True:
-            if self._healthy():
-                try:
-                    await self.renew()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    log.warning(
-                        "health lease %s/%s: renewal failed: %s", self._namespace, self._name, exc
-                    )
+            if not self._healthy():
+                await asyncio.sleep(min(self._period, UNHEALTHY_RECHECK_SECONDS))
+                continue
+            try:
+                await self.renew()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "health lease %s/%s: renewal failed: %s", self._namespace, self._name, exc
+                )
             await asyncio.sleep(self._period)
 
     async def renew(self) -> None:
