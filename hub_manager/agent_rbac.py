@@ -17,6 +17,7 @@ from fl_kube import resources as r
 from fl_kube.client import KubeApi
 from fl_kube.controller import Result
 from fl_kube.informer import Informer
+from hub_manager.cache import WriteMemo
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class AgentRbacReconciler:
         self._addons = addons
         self._roles = roles
         self._role_bindings = role_bindings
+        self._memos = {r.ROLE.kind: WriteMemo(roles), r.ROLE_BINDING.kind: WriteMemo(role_bindings)}
 
     def keys_for_event(self, obj: dict[str, Any]) -> list[str]:
         metadata = obj.get("metadata") or {}
@@ -125,6 +127,7 @@ class AgentRbacReconciler:
         if not enabled:
             for res, cache in ((r.ROLE_BINDING, self._role_bindings), (r.ROLE, self._roles)):
                 if cache.get(name, cluster) is not None:
+                    self._memos[res.kind].forget((cluster,))
                     await self._api.delete(res, name, namespace=cluster)
                     log.info("removed %s %s/%s: add-on disabled", res.kind, cluster, name)
             return None
@@ -132,7 +135,11 @@ class AgentRbacReconciler:
             (r.ROLE, self._roles, desired_role(cluster)),
             (r.ROLE_BINDING, self._role_bindings, desired_role_binding(cluster)),
         ):
-            if not _matches(cache.get(name, cluster), desired):
-                await self._api.apply(res, desired, field_manager=keys.HUB_FIELD_MANAGER)
+            memo = self._memos[res.kind]
+            fingerprint = repr(desired)
+            matches = _matches(cache.get(name, cluster), desired)
+            if memo.needs_write((cluster,), fingerprint, cached_matches=matches):
+                written = await self._api.apply(res, desired, field_manager=keys.HUB_FIELD_MANAGER)
+                memo.wrote((cluster,), fingerprint, written)
                 log.info("granted %s its add-on status via %s %s", cluster, res.kind, name)
         return None

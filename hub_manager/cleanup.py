@@ -4,6 +4,7 @@ ManagedClusterSetBindings (owner references cannot reach across namespaces)."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from fl_contract import keys, naming
@@ -14,12 +15,15 @@ from hub_manager.placement import cluster_sets
 
 log = logging.getLogger(__name__)
 
+REDELETE_AFTER = 10.0  # seconds before a delete the cache has not reflected is sent again
+
 
 class JobCleaner:
     def __init__(self, api: KubeApi, *, jobs: Informer, works: Informer) -> None:
         self._api = api
         self._jobs = jobs
         self._works = works
+        self._deleted: dict[tuple[str, str], float] = {}  # (namespace, name) -> when
 
     def works_of(self, uid: str) -> list[dict[str, Any]]:
         return [
@@ -35,9 +39,12 @@ class JobCleaner:
             metadata = work["metadata"]
             if metadata.get("deletionTimestamp") or metadata["namespace"] in (keep or set()):
                 continue
-            if await self._api.delete(
-                r.MANIFEST_WORK, metadata["name"], namespace=metadata["namespace"]
-            ):
+            slot = (str(metadata["namespace"]), str(metadata["name"]))
+            now = time.monotonic()
+            if slot in self._deleted and now - self._deleted[slot] < REDELETE_AFTER:
+                continue  # deleted a moment ago; the cache has not seen it go yet
+            self._deleted[slot] = now
+            if await self._api.delete(r.MANIFEST_WORK, slot[1], namespace=slot[0]):
                 removed += 1
         return removed
 

@@ -24,6 +24,7 @@ from fl_kube.errors import Conflict
 from fl_kube.informer import Informer
 from hub_manager import rounds
 from hub_manager import status as st
+from hub_manager.cache import WriteMemo
 from hub_manager.cleanup import JobCleaner
 from hub_manager.crd_spec import FederatedLearningSpec, SpecError, parse_spec
 from hub_manager.job_runtime import (
@@ -86,7 +87,7 @@ class FederatedLearningReconciler:
         self._runtimes: dict[Key, JobRuntime] = {}
         self._latest: dict[Key, dict[str, Any]] = {}
         self._applied: dict[tuple[str, str, str], str] = {}
-        self._sent: dict[tuple[str, str], str] = {}
+        self._sent = WriteMemo(works)
         self._cleaner = JobCleaner(api, jobs=jobs, works=works)
         self._reports = ReportCollector(addon=self._addon, metrics=metrics)
         self._publisher = Publisher(
@@ -585,15 +586,14 @@ class FederatedLearningReconciler:
             )
             fingerprint = repr(desired)
             cached = self._works.get(work_name, cluster)
-            if self._sent.get((uid, cluster)) == fingerprint and (
-                cached is None or work_matches(cached, desired)
+            slot = (uid, cluster)
+            if self._sent.needs_write(
+                slot, fingerprint, cached_matches=work_matches(cached, desired)
             ):
-                continue
-            if not work_matches(cached, desired):
-                await self._api.apply(
+                written = await self._api.apply(
                     r.MANIFEST_WORK, desired, field_manager=keys.HUB_FIELD_MANAGER
                 )
-            self._sent[(uid, cluster)] = fingerprint
+                self._sent.wrote(slot, fingerprint, written)
         await self._cleaner.remove_works(uid, keep=set(progress.participants))
 
     def _count_phases(self) -> None:

@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from fl_contract import naming
 from fl_contract.weights import decode_weights
+from fl_kube import resources as r
 from fl_kube.waiting import wait_for
 from fl_sandbox.sandbox import Sandbox
 from tests.hub import helpers as h
@@ -54,3 +56,55 @@ async def test_full_job_completes(sandbox_factory: Any) -> None:
 
 async def _no_works(sb: Sandbox, uid: str) -> bool:
     return not await h.works_of(sb, uid)
+
+
+async def test_requests_per_cluster_per_round(sandbox_factory: Any) -> None:
+    """The manager's API requests while a job runs, from the hub's request log."""
+    clusters, rounds = 3, 4
+    async with sandbox_factory(clusters=clusters) as sb, h.manager(sb):
+        cs = await h.clusters(sb)
+        try:
+            assert sb.hub is not None
+            for name in cs:  # the manager is synced and has granted every agent its status
+                await wait_for(
+                    lambda name=name: h.exists(
+                        sb, r.ROLE_BINDING, naming.agent_role_binding_name(), name
+                    ),
+                    timeout=10,
+                    message="manager started",
+                )
+            job = await h.create_job(sb, "counted", rounds=rounds, min_available=clusters)
+            start = len(sb.hub.request_log)
+            uid = job["metadata"]["uid"]
+            for round_number in range(1, rounds + 1):
+                for i, cluster in enumerate(cs.values()):
+                    spec = await cluster.wait_spec(uid, round_number=round_number)
+                    await cluster.train(spec, shift=float(i + 1))
+            await h.wait_status(sb, "counted", h.phase_is("Completed"))
+            await wait_for(lambda: _no_works(sb, uid), timeout=10, message="works removed")
+        finally:
+            await h.close_clusters(cs)
+        requests = [
+            rec
+            for rec in sb.hub.request_log[start:]
+            if rec.user == h.MANAGER_USER and "watch=" not in rec.query
+        ]
+        per_job = [  # once per job: finalizer, Placement, ManagedClusterSetBinding
+            rec
+            for rec in requests
+            if "/placements/" in rec.path
+            or "/managedclustersetbindings/" in rec.path
+            or (rec.method == "PATCH" and rec.path.endswith("/federatedlearnings/counted"))
+        ]
+        per_cluster_round = (len(requests) - len(per_job)) / (clusters * rounds)
+        breakdown: dict[str, int] = {}
+        for rec in requests:
+            kind = f"{rec.method} {rec.status} {'/'.join(rec.path.split('/')[-3:])}"
+            breakdown[kind] = breakdown.get(kind, 0) + 1
+        print(
+            f"\nmanager requests: {len(requests)} for {clusters} clusters x {rounds} rounds, "
+            f"{len(per_job)} of them once per job: {per_cluster_round:.2f} per cluster per round"
+        )
+        for kind, count in sorted(breakdown.items()):
+            print(f"  {count:4d}  {kind}")
+        assert per_cluster_round <= 3.5
