@@ -215,3 +215,11 @@ def test_manager_rbac_is_least_privilege() -> None:
     lease = {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["update"]}
     assert _covered(lease, own_namespace)
     assert not _covered(lease, cluster_wide)
+
+
+def test_manager_gets_the_s3_credentials_the_sample_names() -> None:
+    """The hub reads s3:// credentials from its environment: the sample's Secret feeds it."""
+    (sample,) = load_docs(DEPLOY / "samples" / "digits-s3.yaml")
+    secret = sample["spec"]["server"]["storage"]["s3"]["credentialsSecret"]
+    sources = [e["secretRef"] for e in CONTAINER["envFrom"] if "secretRef" in e]
+    assert {"name": secret, "optional": True} in sources
