@@ -37,6 +37,14 @@ COUNTS_SEED = 1234
 
 
 def _rss_mb() -> float:
+    """Peak RSS of this process image (VmHWM). Not getrusage's ru_maxrss: Linux carries
+    that over fork and exec, so it would report the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
@@ -59,7 +60,8 @@ class S3Store(ModelStore):
         if region:
             config["region"] = region
         client: dict[str, Any] = {}
-        if str(config.get("endpoint", "")).startswith("http://"):
+        effective = config.get("endpoint") or os.environ.get("AWS_ENDPOINT_URL") or ""
+        if str(effective).startswith("http://"):
             client["allow_http"] = True
         self._store = _ObS3Store(
             parts.netloc,

@@ -41,7 +41,7 @@ def axpy(acc: npt.NDArray[Any], x: npt.NDArray[Any], alpha: float) -> None:
     blas = AXPY.get(acc.dtype) if x.dtype == acc.dtype else None
     if blas is not None and flat_acc.flags.c_contiguous:
         out = blas(flat_x, flat_acc, a=alpha)
-        if out is not flat_acc and not np.shares_memory(out, flat_acc):
+        if out is not flat_acc and not np.may_share_memory(out, flat_acc):
             flat_acc[...] = out  # BLAS wrapper copied (never for contiguous inputs)
         return
     scratch = np.empty(min(_CHUNK, flat_acc.size), dtype=acc.dtype)
@@ -89,10 +89,20 @@ class MeanAggregator(RoundAggregator):
     ) -> Staged:
         weight = float(num_examples) if self._weighted else 1.0
         if not self._acc:
-            self._acc = {
-                name: np.zeros(shape, dtype=accumulator_dtype(dtype))
+            # The first update initialises the accumulator (acc = weight * x): one pass
+            # instead of zero-filling and then adding.
+            first = {
+                name: np.multiply(
+                    np.asarray(update[name]), weight, dtype=accumulator_dtype(dtype)
+                ).reshape(shape)
                 for name, (dtype, shape) in spec.items()
             }
+
+            def start() -> None:
+                self._acc = first
+                self._count(weight)
+
+            return Staged(start)
         if not deferred:
             for name, acc in self._acc.items():
                 axpy(acc, np.asarray(update[name]), weight)

@@ -182,3 +182,34 @@ async def test_a_trainer_that_changes_shapes_is_refused_before_publishing(tmp_pa
     with pytest.raises(Exception, match="ShapeMismatch"):
         await run_round(spec, _WrongShape(), dataset_path=None)
     assert not await open_store(spec.store).exists(spec.update_uri)
+
+
+class _Scale(TrainerBase):
+    def init_weights(self, seed: int) -> dict[str, np.ndarray]:
+        return {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
+
+    def load_data(self, path: Path | None) -> None:
+        return None
+
+    def train(self, weights, config, data):  # type: ignore[no-untyped-def]
+        return {"w": weights["w"] * 2}, 3, {"steps": 1.0}
+
+
+async def test_round_against_s3(s3_config: StoreConfig, tmp_path: Path) -> None:
+    """The same round with an S3 store (moto over HTTP), credentials from AWS_* env."""
+    store = open_store(s3_config)
+    initial = await store.put(
+        "team-a/digits/rounds/0/global.safetensors", encode_weights(_Scale().init_weights(0))
+    )
+    spec = _spec(tmp_path, global_model=initial, evaluate=False).model_copy(
+        update={
+            "store": s3_config,
+            "update_uri": store.uri_for("team-a/digits/rounds/1/updates/cluster2.safetensors"),
+        }
+    )
+    result = await run_round(spec, _Scale(), dataset_path=None)
+    data = await store.get(result.update_uri, sha256=result.sha256)
+    np.testing.assert_array_equal(
+        decode_weights(data)["w"], np.arange(6, dtype=np.float32).reshape(2, 3) * 2
+    )
+    assert result.num_examples == 3
