@@ -135,6 +135,7 @@ class Sandbox:
         addon: bool = True,
         feedback_interval: float = 2.0,
         addon_lease_grace: float | None = None,
+        resync_period: float | None = 30.0,
         start_timeout: float = 30.0,
     ) -> None:
         if clusters < 1:
@@ -149,6 +150,7 @@ class Sandbox:
         self.addon = addon
         self.feedback_interval = feedback_interval
         self.addon_lease_grace = addon_lease_grace
+        self.resync_period = resync_period
         self.start_timeout = start_timeout
         self.hub_kubeconfig = self.workdir / "hub.kubeconfig"
         self.model_store_dir = self.workdir / "models"
@@ -257,7 +259,9 @@ class Sandbox:
         if self.datasets:
             await self._prepare_datasets()
 
-        runtime = Runtime(metrics=ControllerMetrics(self.registry))
+        runtime = Runtime(
+            metrics=ControllerMetrics(self.registry), resync_period=self.resync_period
+        )
         self.runtime = runtime
         registration = Registration(
             runtime,

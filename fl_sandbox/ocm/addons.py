@@ -111,12 +111,12 @@ class AddonInstaller:
             name: runtime.informer(api, r.LEASE) for name, api in self._spokes.items()
         }
         self.controller = runtime.controller("addon-install", self._reconcile, workers=2)
-        self.addons.subscribe(self._on_addon)
-        self.cmas.subscribe(self._enqueue_all)
-        self.configs.subscribe(self._enqueue_all)
-        self.templates.subscribe(self._enqueue_all)
+        runtime.on(self.addons, self._on_addon)
+        runtime.on(self.cmas, self._enqueue_all)
+        runtime.on(self.configs, self._enqueue_all)
+        runtime.on(self.templates, self._enqueue_all)
         for cluster, informer in self.leases.items():
-            informer.subscribe(self._lease_handler(cluster))
+            runtime.on(informer, self._lease_handler(cluster))
 
     def _on_addon(self, _type: str, obj: dict[str, Any]) -> None:
         meta = obj.get("metadata") or {}
@@ -232,8 +232,9 @@ class AddonInstaller:
         previous = self._installed.get(key)
         if previous is not None and previous.namespace != namespace:
             await self._delete_secret(cluster, addon, previous.namespace)
-        with contextlib.suppress(Conflict):
-            await spoke.create(r.NAMESPACE, {"metadata": {"name": namespace}})
+        if previous is None or previous.namespace != namespace:
+            with contextlib.suppress(Conflict):
+                await spoke.create(r.NAMESPACE, {"metadata": {"name": namespace}})
         path = self._kubeconfig_path(cluster, addon)
         if previous is None or not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -40,11 +40,11 @@ class PlacementController:
         self.bindings = runtime.informer(hub, r.MANAGED_CLUSTER_SET_BINDING)
         self.controller = runtime.controller("placement", self._reconcile, workers=2)
 
-        self.placements.subscribe(lambda _t, obj: self.controller.enqueue(self._key(obj)))
-        self.decisions.subscribe(self._on_decision)
-        self.clusters.subscribe(self._enqueue_all)
-        self.sets.subscribe(self._enqueue_all)
-        self.bindings.subscribe(self._on_binding)
+        runtime.on(self.placements, lambda _t, obj: self.controller.enqueue(self._key(obj)))
+        runtime.on(self.decisions, self._on_decision)
+        runtime.on(self.clusters, self._enqueue_all)
+        runtime.on(self.sets, self._enqueue_all)
+        runtime.on(self.bindings, self._on_binding)
 
     @staticmethod
     def _key(obj: Mapping[str, Any]) -> Key:

@@ -92,11 +92,11 @@ class Registration:
         self.set_controller = runtime.controller("clusterset", self._reconcile_set)
         self.binding_controller = runtime.controller("clustersetbinding", self._reconcile_binding)
 
-        self.clusters.subscribe(self._on_cluster)
-        self.sets.subscribe(self._on_set)
-        self.bindings.subscribe(self._on_binding)
+        runtime.on(self.clusters, self._on_cluster)
+        runtime.on(self.sets, self._on_set)
+        runtime.on(self.bindings, self._on_binding)
         for name, informer in self.claims.items():
-            informer.subscribe(self._claims_changed(name))
+            runtime.on(informer, self._claims_changed(name))
         for name in self._spokes:
             self.cluster_controller.enqueue(name)
 

@@ -19,16 +19,24 @@ from fl_kube.resources import Resource
 log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
+Handler = Callable[[str, dict[str, Any]], None]
 
 
 class Runtime:
     """Owns the informers and controllers of the emulated OCM control plane."""
 
     def __init__(
-        self, *, metrics: ControllerMetrics, watch_settings: WatchSettings | None = None
+        self,
+        *,
+        metrics: ControllerMetrics,
+        watch_settings: WatchSettings | None = None,
+        resync_period: float | None = None,
     ) -> None:
         self.metrics = metrics
         self._watch_settings = watch_settings
+        self._resync_period = resync_period
+        self._handlers: list[tuple[Informer, Handler]] = []
+        self._inflight = 0
         self._informers: list[Informer] = []
         self._controllers: list[Controller[Any]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -55,6 +63,21 @@ class Runtime:
         self._informers.append(informer)
         return informer
 
+    def on(self, informer: Informer, handler: Handler) -> None:
+        """Call ``handler(event_type, obj)`` on the informer's changes (and on resync)."""
+        self._handlers.append((informer, handler))
+        informer.subscribe(handler)
+
+    def resync(self) -> None:
+        """Hand every cached object to its handlers again, so every key is reconciled.
+
+        Level-based controllers then correct drift nobody told them about (an applied object
+        deleted on a spoke, a status overwritten), as client-go's informer resync does.
+        """
+        for informer, handler in self._handlers:
+            for obj in informer.list():
+                handler("MODIFIED", obj)
+
     def controller(
         self,
         name: str,
@@ -63,9 +86,15 @@ class Runtime:
         workers: int = 2,
     ) -> Controller[K]:
         """A new controller, run by ``start`` once every informer has synced."""
-        controller: Controller[K] = Controller(
-            name, reconcile, workers=workers, metrics=self.metrics
-        )
+
+        async def counted(key: K) -> Result | None:
+            self._inflight += 1
+            try:
+                return await reconcile(key)
+            finally:
+                self._inflight -= 1
+
+        controller: Controller[K] = Controller(name, counted, workers=workers, metrics=self.metrics)
         self._controllers.append(controller)
         return controller
 
@@ -77,6 +106,12 @@ class Runtime:
         """Every controller has nothing queued or running (tests may wait on this)."""
         return all(c.is_idle() for c in self._controllers)
 
+    def is_settled(self) -> bool:
+        """Nothing queued or running now; looks scheduled for later (requeue_after) allowed."""
+        return self._inflight == 0 and all(
+            len(c.queue) == 0 and c.queue.longest_running() == 0.0 for c in self._controllers
+        )
+
     async def start(self, *, sync_timeout: float = 30.0) -> None:
         """Run the informers, wait for their caches, then run the controllers."""
         for informer in self._informers:
@@ -86,6 +121,13 @@ class Runtime:
             self._spawn(controller.run(), f"controller-{controller.name}")
         for run in self._extra:
             self._spawn(run(), "background")
+        if self._resync_period:
+            self._spawn(self._resync_loop(self._resync_period), "resync")
+
+    async def _resync_loop(self, period: float) -> None:
+        while True:
+            await asyncio.sleep(period)
+            self.resync()
 
     def _spawn(self, coro: Awaitable[None], name: str) -> None:
         async def guarded() -> None:

@@ -170,10 +170,11 @@ class WorkAgent:
         self._feedback_interval = feedback_interval
         self.works = runtime.informer(hub, r.MANIFEST_WORK, namespace=cluster)
         self.controller = runtime.controller(f"work-agent-{cluster}", self._reconcile, workers=2)
-        self.works.subscribe(
+        runtime.on(
+            self.works,
             lambda _t, obj: self.controller.enqueue(
                 (cluster, str((obj.get("metadata") or {}).get("name")))
-            )
+            ),
         )
 
     def applied_work_name(self, work_name: str) -> str:

@@ -1,0 +1,170 @@
+"""``fl-sandbox``: run a local OCM fleet (``up``) or the federated learning demo (``demo``).
+
+``up`` starts the hub and N managed clusters, prints one line when they are ready (with
+the kubeconfig paths) and runs until SIGINT or SIGTERM, then stops everything. Bad options
+get one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+PROG = "fl-sandbox"
+# The upstream OCM CRDs beside the repository, served (with validation and printer columns)
+# when no --crd-dir is given and they are there.
+SHARED_CRD_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "ocm-crds"
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``prog: error: ...``) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _crd_dir(text: str) -> Path:
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a directory of CRD YAML files")
+    if not any(path.glob("*.yaml")) and not any(path.glob("*.yml")):
+        raise argparse.ArgumentTypeError(f"{text!r} holds no .yaml files")
+    return path
+
+
+def _workdir(text: str) -> Path:
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} exists and is not a directory")
+    return path
+
+
+def build_parser(*, with_demo: bool = False) -> argparse.ArgumentParser:
+    """The parser; the demo's own options are registered only when ``with_demo``."""
+    parser = _Parser(prog=PROG, description="A local Open Cluster Management fleet.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO on stderr")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    up = commands.add_parser("up", help="start a hub and managed clusters until interrupted")
+    up.add_argument(
+        "--clusters", type=_positive_int, default=2, help="managed clusters (default 2)"
+    )
+    up.add_argument("--dir", type=_workdir, required=True, help="folder for kubeconfigs and data")
+    up.add_argument(
+        "--no-hub-manager",
+        dest="hub_manager",
+        action="store_false",
+        help="do not run the hub manager in process (start fl-hub-manager yourself)",
+    )
+    up.add_argument(
+        "--no-agents",
+        dest="agents",
+        action="store_false",
+        help="do not run the spoke agents in process (start fl-spoke-agent yourself)",
+    )
+    up.add_argument(
+        "--crd-dir",
+        type=_crd_dir,
+        action="append",
+        default=[],
+        help="upstream OCM CRDs to serve with validation (repeatable; default "
+        f"{SHARED_CRD_DIR} when it exists)",
+    )
+    demo = commands.add_parser("demo", help="train the digits example across the sandbox")
+    if with_demo:
+        add_arguments = getattr(_demo_module(), "add_demo_arguments", None)
+        if add_arguments is not None:
+            add_arguments(demo)
+    return parser
+
+
+def _demo_module() -> Any:
+    try:
+        return importlib.import_module("fl_sandbox.demo")
+    except ImportError as exc:
+        raise SystemExit(f"{PROG}: the demo is not available: {exc}") from None
+
+
+def ready_line(sandbox: Any) -> str:
+    """The one line ``up`` prints when the fleet is ready."""
+    clusters = " ".join(f"{n}={sandbox.cluster_kubeconfig(n)}" for n in sandbox.cluster_names)
+    return f"{PROG} ready: hub kubeconfig {sandbox.hub_kubeconfig}; clusters {clusters}"
+
+
+async def run_up(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
+    """Start the sandbox, print the ready line, wait for SIGINT/SIGTERM, stop."""
+    from fl_sandbox.sandbox import Sandbox
+
+    stream = out or sys.stdout
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    crd_dirs = args.crd_dir or ([SHARED_CRD_DIR] if SHARED_CRD_DIR.is_dir() else [])
+    sandbox = Sandbox(
+        workdir=args.dir,
+        clusters=args.clusters,
+        crd_dirs=crd_dirs,
+        hub_manager=args.hub_manager,
+        agents=args.agents,
+    )
+    try:
+        start = asyncio.create_task(sandbox.start())
+        waiter = asyncio.create_task(stopping.wait())
+        done, _ = await asyncio.wait({start, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if start not in done:
+            start.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await start
+            return 0
+        waiter.cancel()
+        try:
+            start.result()
+        except Exception as exc:
+            print(f"{PROG}: could not start the sandbox: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        print(ready_line(sandbox), file=stream, flush=True)
+        await stopping.wait()
+        return 0
+    finally:
+        await sandbox.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``fl-sandbox``."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(with_demo="demo" in arguments)
+    args = parser.parse_args(arguments)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "up":
+        return asyncio.run(run_up(args))
+    run_demo = getattr(_demo_module(), "run_demo", None)
+    if run_demo is None:
+        print(f"{PROG}: the demo is not available yet", file=sys.stderr)
+        return EXIT_FAILED
+    return int(asyncio.run(run_demo(args)))
