@@ -386,16 +386,23 @@ def _materialise_volumes(
             local.mkdir(parents=True, exist_ok=True)
             result[name] = local
         elif "configMap" in volume or "secret" in volume:
-            source = volume.get("configMap") or volume.get("secret") or {}
+            secret = "secret" in volume
+            source = volume.get("secret") if secret else volume.get("configMap")
+            source = source or {}
             data = sources.get(name) or {}
-            local.mkdir(parents=True, exist_ok=True)
+            local.mkdir(mode=0o700 if secret else 0o755, parents=True, exist_ok=True)
+            # Secrets are private to this user on the shared host unless a mode says otherwise.
+            default_mode = _mode(source.get("defaultMode"), 0o600 if secret else 0o644)
             items = source.get("items")
             wanted = (
-                [(str(i.get("key")), str(i.get("path") or i.get("key"))) for i in items]
+                [
+                    (str(i.get("key")), str(i.get("path") or i.get("key")), i.get("mode"))
+                    for i in items
+                ]
                 if items
-                else [(key, key) for key in data]
+                else [(key, key, None) for key in data]
             )
-            for key, rel in wanted:
+            for key, rel, mode in wanted:
                 if key not in data:
                     if source.get("optional"):
                         continue
@@ -403,11 +410,16 @@ def _materialise_volumes(
                 target = local / _relative(rel, where=f"{where}.items.path")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data[key])
+                target.chmod(_mode(mode, default_mode))
             result[name] = local
         else:  # emptyDir (and any other kind) is an empty folder
             local.mkdir(parents=True, exist_ok=True)
             result[name] = local
     return result
+
+
+def _mode(value: object, default: int) -> int:
+    return value & 0o777 if isinstance(value, int) and not isinstance(value, bool) else default
 
 
 def _normal(path: str) -> str:

@@ -191,3 +191,35 @@ async def test_problems_name_the_field(
         await build_launch_plan(
             pod(container, volumes), dirs=PodDirs(tmp_path, "ns", "p"), read_object=reader(objects)
         )
+
+
+async def test_secret_files_are_private_and_modes_are_honoured(tmp_path: Path) -> None:
+    spec = pod(
+        {
+            "volumeMounts": [
+                {"name": "s", "mountPath": "/s"},
+                {"name": "c", "mountPath": "/c"},
+            ]
+        },
+        [
+            {"name": "s", "secret": {"secretName": "creds"}},
+            {
+                "name": "c",
+                "configMap": {
+                    "name": "cm",
+                    "items": [{"key": "run", "path": "run.sh", "mode": 0o755}],
+                },
+            },
+        ],
+    )
+    objects = {
+        ("Secret", "creds"): {"data": {"token": base64.b64encode(b"t0k3n").decode()}},
+        ("ConfigMap", "cm"): {"data": {"run": "echo hi"}},
+    }
+    dirs = PodDirs(tmp_path, "ns", "p")
+    await build_launch_plan(spec, dirs=dirs, read_object=reader(objects))
+    token = dirs.pod_dir / "volumes" / "s" / "token"
+    assert token.read_bytes() == b"t0k3n"
+    assert token.stat().st_mode & 0o777 == 0o600
+    assert (dirs.pod_dir / "volumes" / "s").stat().st_mode & 0o777 == 0o700
+    assert (dirs.pod_dir / "volumes" / "c" / "run.sh").stat().st_mode & 0o777 == 0o755
