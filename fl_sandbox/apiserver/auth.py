@@ -89,6 +89,8 @@ class Authorizer:
     def allowed(self, who: Identity, a: Attributes) -> bool:
         if "system:masters" in who.groups:
             return True
+        if a.group == "authorization.k8s.io" and a.resource.startswith("selfsubject") and a.verb == "create":
+            return who.user != ANONYMOUS  # the bootstrap role system:basic-user
         for binding in self._store.items((_RBAC, "clusterrolebindings")):
             if any(_subject_matches(s, who, None) for s in binding.get("subjects") or []) and any(
                 _rule_allows(r, a) for r in self._rules(binding.get("roleRef") or {}, None)
@@ -122,3 +124,36 @@ class Authorizer:
 
 def unauthorized() -> ApiError:
     return ApiError(401, "Unauthorized", "Unauthorized")
+
+
+def review(
+    authorizer: Authorizer, requester: Identity, body: Any, *, self_review: bool
+) -> dict[str, Any]:
+    """Answer a (Self)SubjectAccessReview with the same evaluation requests get."""
+    if not isinstance(body, dict) or not isinstance(body.get("spec"), dict):
+        raise ApiError(400, "BadRequest", "an access review needs a spec")
+    spec = body["spec"]
+    attrs = spec.get("resourceAttributes") or {}
+    if self_review:
+        who = requester
+    else:
+        who = Identity(spec.get("user", ""), tuple(spec.get("groups") or ()))
+    resource = attrs.get("resource", "")
+    if attrs.get("subresource"):
+        resource += "/" + attrs["subresource"]
+    a = Attributes(
+        verb=attrs.get("verb", ""),
+        group=attrs.get("group", ""),
+        resource=resource,
+        namespace=attrs.get("namespace") or None,
+        name=attrs.get("name") or None,
+    )
+    allowed = authorizer.allowed(who, a) if attrs else "system:masters" in who.groups
+    return {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": body.get("kind")
+        or ("SelfSubjectAccessReview" if self_review else "SubjectAccessReview"),
+        "metadata": {"creationTimestamp": None},
+        "spec": spec,
+        "status": {"allowed": allowed, **({} if allowed else {"reason": "no RBAC rule allows it"})},
+    }

@@ -31,6 +31,7 @@ class ResourceType:
     validate: bool = False
     printer_columns: list[dict[str, Any]] = field(default_factory=list)
     crd_name: str = ""  # the CustomResourceDefinition that serves it, if any
+    create_only: bool = False  # reviews: POST answers, nothing is stored
 
     def __post_init__(self) -> None:
         if not self.singular:
@@ -75,6 +76,19 @@ def _b(
     )
 
 
+def _review(plural: str, kind: str) -> ResourceType:
+    return ResourceType(
+        group="authorization.k8s.io",
+        version="v1",
+        plural=plural,
+        kind=kind,
+        namespaced=False,
+        builtin=True,
+        tracks_generation=False,
+        create_only=True,
+    )
+
+
 BUILTIN_TYPES: tuple[ResourceType, ...] = (
     _b("", "v1", "namespaces", "Namespace", namespaced=False, short=("ns",), status=True),
     _b("", "v1", "configmaps", "ConfigMap", short=("cm",)),
@@ -116,6 +130,8 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         status=True,
         generation=True,
     ),
+    _review("selfsubjectaccessreviews", "SelfSubjectAccessReview"),
+    _review("subjectaccessreviews", "SubjectAccessReview"),
 )
 
 

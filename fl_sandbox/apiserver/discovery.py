@@ -51,7 +51,7 @@ def _resource_entries(t: ResourceType) -> list[dict[str, Any]]:
         "singularName": t.singular,
         "namespaced": t.namespaced,
         "kind": t.kind,
-        "verbs": list(ALL_VERBS),
+        "verbs": ["create"] if t.create_only else list(ALL_VERBS),
     }
     if t.short_names:
         main["shortNames"] = list(t.short_names)

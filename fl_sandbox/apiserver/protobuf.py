@@ -59,7 +59,40 @@ _OBJECT_REF: Schema = {
     5: ("apiVersion", "str"),
 }
 
+_RESOURCE_ATTRS: Schema = {
+    1: ("namespace", "str"),
+    2: ("verb", "str"),
+    3: ("group", "str"),
+    4: ("version", "str"),
+    5: ("resource", "str"),
+    6: ("subresource", "str"),
+    7: ("name", "str"),
+}
+_NON_RESOURCE_ATTRS: Schema = {1: ("path", "str"), 2: ("verb", "str")}
+
 KINDS: dict[str, Schema] = {
+    "SelfSubjectAccessReview": {
+        1: ("metadata", _META),
+        2: (
+            "spec",
+            {
+                1: ("resourceAttributes", _RESOURCE_ATTRS),
+                2: ("nonResourceAttributes", _NON_RESOURCE_ATTRS),
+            },
+        ),
+    },
+    "SubjectAccessReview": {
+        1: ("metadata", _META),
+        2: (
+            "spec",
+            {
+                1: ("resourceAttributes", _RESOURCE_ATTRS),
+                2: ("nonResourceAttributes", _NON_RESOURCE_ATTRS),
+                3: ("user", "str"),
+                4: ("groups", ["str"]),
+            },
+        ),
+    },
     "Namespace": {
         1: ("metadata", _META),
         2: ("spec", {1: ("finalizers", ["str"])}),

@@ -16,7 +16,7 @@ import yaml
 from aiohttp import web
 
 from . import discovery, errors, openapi
-from .auth import ANONYMOUS, Attributes, Authenticator, Authorizer, Identity
+from .auth import ANONYMOUS, Attributes, Authenticator, Authorizer, Identity, review
 from .builtin_types import BUILTIN_TYPES, OCM_TYPES, ResourceType
 from .crds import CRD_GROUP, crd_types, load_crd_files
 from .errors import ApiError
@@ -376,6 +376,13 @@ class ApiServer:
                 request[_IDENTITY], Attributes(verb, t.rtype.group, resource, t.namespace, t.name)
             )
         q = request.query
+        if t.rtype.create_only:
+            if method != "POST" or t.name is not None:
+                raise errors.method_not_allowed()
+            body = parse_body(await request.read(), request.content_type)
+            self_review = t.rtype.plural == "selfsubjectaccessreviews"
+            answer = review(self._authz, request[_IDENTITY], body, self_review=self_review)
+            return self._json(request, answer, status=201)
         if method == "GET":
             if watch:
                 return await self._watch(request, t)

@@ -131,3 +131,59 @@ async def test_cluster_agent_cannot_write_another_clusters_addon_status(
     finally:
         await agent.close()
         await admin.close()
+
+
+async def test_access_reviews(secured: ApiServer, tmp_path: Path) -> None:
+    admin = await client_for(secured, tmp_path / "admin")
+    bob = await client_for(secured, tmp_path / "bob", user="bob", groups=["system:authenticated"])
+    try:
+        await client.RbacAuthorizationV1Api(admin).create_namespaced_role(
+            "default",
+            client.V1Role(
+                metadata=client.V1ObjectMeta(name="cm-reader"),
+                rules=[
+                    client.V1PolicyRule(api_groups=[""], resources=["configmaps"], verbs=["get"])
+                ],
+            ),
+        )
+        await client.RbacAuthorizationV1Api(admin).create_namespaced_role_binding(
+            "default",
+            client.V1RoleBinding(
+                metadata=client.V1ObjectMeta(name="bob"),
+                role_ref=client.V1RoleRef(
+                    api_group="rbac.authorization.k8s.io", kind="Role", name="cm-reader"
+                ),
+                subjects=[
+                    client.RbacV1Subject(
+                        kind="User", name="bob", api_group="rbac.authorization.k8s.io"
+                    )
+                ],
+            ),
+        )
+
+        def ask(verb: str) -> client.V1SelfSubjectAccessReview:
+            attrs = client.V1ResourceAttributes(
+                namespace="default", verb=verb, resource="configmaps"
+            )
+            return client.V1SelfSubjectAccessReview(
+                spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=attrs)
+            )
+
+        authz = client.AuthorizationV1Api(bob)
+        assert (await authz.create_self_subject_access_review(ask("get"))).status.allowed is True
+        assert (
+            await authz.create_self_subject_access_review(ask("delete"))
+        ).status.allowed is False
+        review = client.V1SubjectAccessReview(
+            spec=client.V1SubjectAccessReviewSpec(
+                user="bob",
+                resource_attributes=client.V1ResourceAttributes(
+                    namespace="other", verb="get", resource="configmaps"
+                ),
+            )
+        )
+        answer = await client.AuthorizationV1Api(admin).create_subject_access_review(review)
+        assert answer.status.allowed is False
+    finally:
+        await bob.close()
+        await admin.close()
