@@ -48,7 +48,6 @@ from hub_manager.settings import HubSettings
 from hub_manager.work import (
     build_round_spec,
     desired_manifest_work,
-    local_file_root,
     store_config,
     work_matches,
 )
@@ -362,11 +361,13 @@ class FederatedLearningReconciler:
                 evaluate = get_evaluator(spec.server.evaluator)
             except (ValueError, KeyError) as exc:
                 problems.append(f"spec.server.evaluation.evaluator: {exc}")
-        config = store_config(spec, default_path=self._settings.default_store_path)
+        config = store_config(
+            spec,
+            default_path=self._settings.default_store_path,
+            file_store_root=self._settings.file_store_root,
+        )
         try:
-            store = open_job_store(
-                config, file_root=local_file_root(config, self._settings.file_store_root)
-            )
+            store = open_job_store(config, file_root=None)
         except StoreError as exc:
             problems.append(f"spec.server.storage: {exc}")
         if problems:

@@ -49,7 +49,8 @@ class HubSettings(BaseModel):
     addon_templates_dir: Path | None = Field(default_factory=default_addon_templates_dir)
     """YAML applied at start (ClusterManagementAddOn, AddOnTemplate, ...); None: skip."""
     file_store_root: Path | None = None
-    """Root of file:// model stores on this machine; None: the spec's storage.path as is."""
+    """Folder holding the file:// model stores (one machine, the sandbox): store URIs name
+    it. None: a job's file:// store is its storage.path (or `default_store_path`) as is."""
     default_store_path: str = "/models"
     """Folder of the file:// store of jobs without spec.server.storage."""
 

@@ -14,8 +14,16 @@ from hub_manager.crd_spec import FederatedLearningSpec
 from hub_manager.placement import job_labels
 
 
-def store_config(spec: FederatedLearningSpec, *, default_path: str) -> StoreConfig:
-    """The job's model store: s3:// for S3 storage, else file:// at storage.path."""
+def store_config(
+    spec: FederatedLearningSpec, *, default_path: str, file_store_root: Path | None = None
+) -> StoreConfig:
+    """The job's model store: s3:// for S3 storage, else file:// at storage.path.
+
+    With `file_store_root` (a sandbox, one machine) file:// stores live under that folder
+    and their URIs name it, so the hub, the agents and the training processes all open the
+    same URI without any path mapping: no storage means the root itself, a storage.path
+    the same path below it.
+    """
     storage = spec.server.storage
     if storage is not None and storage.s3 is not None:
         s3 = storage.s3
@@ -27,18 +35,11 @@ def store_config(spec: FederatedLearningSpec, *, default_path: str) -> StoreConf
             region=s3.region,
             credentials_secret=s3.credentials_secret,
         )
-    path = (storage.path if storage is not None else None) or default_path
-    return StoreConfig(uri="file://" + "/" + path.strip("/"))
-
-
-def local_file_root(config: StoreConfig, file_store_root: Path | None) -> Path | None:
-    """Where a file:// store's folder lives on the hub (None: the URI's own path).
-
-    The same convention as the agent's and the training runtime's: the URI names the
-    store as every cluster sees it, `file_store_root` is that folder on this machine."""
-    if file_store_root is None or not config.uri.startswith("file://"):
-        return None
-    return file_store_root
+    path = storage.path if storage is not None else None
+    if file_store_root is not None:
+        folder = file_store_root.resolve() / path.strip("/") if path else file_store_root.resolve()
+        return StoreConfig(uri=folder.as_uri())
+    return StoreConfig(uri="file:///" + (path or default_path).strip("/"))
 
 
 def build_round_spec(

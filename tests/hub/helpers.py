@@ -215,7 +215,7 @@ class Cluster:
         metrics: dict[str, float] | None = None,
     ) -> RoundReport:
         """Write an update as the training Job would, then report it."""
-        store = open_store(spec.store, file_root=self.sb.model_store_dir)
+        store = open_store(spec.store)
         try:
             if data is None:
                 if spec.global_model is not None:
@@ -331,7 +331,7 @@ async def close_clusters(cs: dict[str, Cluster]) -> None:
 
 async def store_bytes(sb: Sandbox, uri: str, sha256: str) -> bytes:
     """A model from the jobs' default file:// store (verified against its sha256)."""
-    store = open_store(StoreConfig(uri="file:///models"), file_root=sb.model_store_dir)
+    store = open_store(StoreConfig(uri=sb.model_store_dir.resolve().as_uri()))
     try:
         return await store.get(uri, sha256=sha256)
     finally:
