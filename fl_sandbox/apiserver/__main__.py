@@ -1,7 +1,7 @@
 """Run one emulated API server standalone:
 
     python -m fl_sandbox.apiserver --name hub --port 6443 --kubeconfig /tmp/hub.kubeconfig \
-        [--crd-dir ../shared/ocm-crds] [--authorize]
+        [--crd-dir ../shared/ocm-crds] [--authorize] [--tls]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ async def _serve(args: argparse.Namespace) -> None:
         crd_dirs=[Path(d) for d in args.crd_dir],
         history_limit=args.history_limit,
         authorize=args.authorize,
+        tls=args.tls,
     )
     url = await server.start(host=args.host, port=args.port)
     server.write_kubeconfig(Path(args.kubeconfig))

@@ -89,7 +89,11 @@ class Authorizer:
     def allowed(self, who: Identity, a: Attributes) -> bool:
         if "system:masters" in who.groups:
             return True
-        if a.group == "authorization.k8s.io" and a.resource.startswith("selfsubject") and a.verb == "create":
+        if (
+            a.group == "authorization.k8s.io"
+            and a.resource.startswith("selfsubject")
+            and a.verb == "create"
+        ):
             return who.user != ANONYMOUS  # the bootstrap role system:basic-user
         for binding in self._store.items((_RBAC, "clusterrolebindings")):
             if any(_subject_matches(s, who, None) for s in binding.get("subjects") or []) and any(

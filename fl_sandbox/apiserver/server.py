@@ -6,6 +6,8 @@ import base64
 import json
 import logging
 import os
+import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from .resources import APPLY, NAMESPACES, Resources, Target, WriteOptions, as_ve
 from .selectors import fields_match, labels_match, parse_field_selector, parse_label_selector
 from .store import Obj, Store
 from .tables import table
+from .tls import self_signed
 from .watch import DEFAULT_TIMEOUT, WatchRequest, WatchStream
 
 log = logging.getLogger(__name__)
@@ -99,9 +102,13 @@ class ApiServer:
         crd_dirs: Sequence[Path] = (),
         history_limit: int = 10000,
         authorize: bool = False,
+        tls: bool = False,
     ) -> None:
         self.name = name
         self.authorize = authorize
+        self.tls = tls  # serve https with a self-signed certificate (kubectl then sends tokens)
+        self._ca_pem: bytes | None = None
+        self._tls_dir: Path | None = None
         self.url = ""
         self.bookmark_interval = 10.0
         self.request_log: list[RequestRecord] = []
@@ -193,12 +200,16 @@ class ApiServer:
             app, access_log=None, handle_signals=False, shutdown_timeout=0.5
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        context = None
+        if self.tls:
+            self._tls_dir = Path(tempfile.mkdtemp(prefix="fl-apiserver-tls-"))
+            context, self._ca_pem = await self_signed(self._tls_dir, host=host)
+        site = web.TCPSite(self._runner, host, port, ssl_context=context)
         await site.start()
         sockets = getattr(site._server, "sockets", None)
         assert sockets
         bound = int(sockets[0].getsockname()[1])
-        self.url = f"http://{host}:{bound}"
+        self.url = f"{'https' if self.tls else 'http'}://{host}:{bound}"
         self.gc.start()
         return self.url
 
@@ -208,6 +219,9 @@ class ApiServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._tls_dir is not None:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
+            self._tls_dir = None
 
     def write_kubeconfig(
         self, path: Path, *, user: str = "admin", groups: Sequence[str] = ("system:masters",)
@@ -216,10 +230,13 @@ class ApiServer:
         if not self.url:
             raise RuntimeError("start() the server before writing a kubeconfig for it")
         token = self._authn.issue(user, groups)
+        cluster: dict[str, str] = {"server": self.url}
+        if self._ca_pem is not None:
+            cluster["certificate-authority-data"] = base64.b64encode(self._ca_pem).decode()
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": self.name, "cluster": {"server": self.url}}],
+            "clusters": [{"name": self.name, "cluster": cluster}],
             "users": [{"name": user, "user": {"token": token}}],
             "contexts": [
                 {

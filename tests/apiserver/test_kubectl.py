@@ -5,21 +5,22 @@ from __future__ import annotations
 import asyncio
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
 
 from fl_sandbox.apiserver import ApiServer
 
-from .conftest import REPO_CRDS, eventually
+from .conftest import REPO_CRDS, client_for, eventually
 
 KUBECTL = shutil.which("kubectl")
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
 
 
 class Kubectl:
-    def __init__(self, server: ApiServer, tmp_path: Path) -> None:
-        self.kubeconfig = server.write_kubeconfig(tmp_path / "kubectl.kubeconfig")
+    def __init__(self, server: ApiServer, tmp_path: Path, **identity: Any) -> None:
+        self.kubeconfig = server.write_kubeconfig(tmp_path / "kubectl.kubeconfig", **identity)
         self.cache = tmp_path / "kube-cache"
 
     def argv(self, *args: str) -> list[str]:
@@ -158,3 +159,33 @@ async def test_kubectl_create_sends_protobuf_for_builtins(
     assert binding.role_ref.name == "view"
     assert [(s.kind, s.name) for s in binding.subjects] == [("User", "bob")]
     await kubectl("delete", "namespace", "team-a")
+
+
+async def test_kubectl_with_rbac_over_tls(tmp_path: Path) -> None:
+    secured = ApiServer(name="secure", authorize=True, tls=True)
+    await secured.start()
+    try:
+        assert secured.url.startswith("https://")
+        admin = Kubectl(secured, tmp_path / "admin")
+        assert "default" in await admin("get", "ns")
+        bob = Kubectl(secured, tmp_path / "bob", user="bob", groups=["system:authenticated"])
+        proc = await asyncio.create_subprocess_exec(
+            *bob.argv("get", "configmaps"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await proc.communicate()
+        assert proc.returncode != 0
+        assert 'User "bob" cannot list resource "configmaps"' in err.decode()
+        api = await client_for(
+            secured, tmp_path / "python.kubeconfig"
+        )  # kubernetes_asyncio trusts the CA too
+        try:
+            assert any(
+                ns.metadata.name == "default"
+                for ns in (await client.CoreV1Api(api).list_namespace()).items
+            )
+        finally:
+            await api.close()
+    finally:
+        await secured.stop()
