@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from fl_contract import naming
@@ -15,6 +16,7 @@ from tests.agent.harness import addon_conditions
 SAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "samples" / "digits-fedavg.yaml"
 
 
+@pytest.mark.slow
 async def test_a_digits_job_completes_and_the_agents_clean_up(sandbox_factory: Any) -> None:
     async with sandbox_factory(clusters=2, hub_manager=True, agents=True, datasets=True) as sb:
         hub = sb.hub_api
