@@ -16,7 +16,6 @@ import numpy as np
 import numpy.typing as npt
 
 from fl_contract.weights import Weights
-from fl_core.strategies.blas import one_thread
 
 ClientConfig = dict[str, float | int | str | bool]
 Spec = dict[str, tuple[np.dtype[Any], tuple[int, ...]]]
@@ -76,15 +75,14 @@ class RoundAggregator(ABC):
             raise Rejected(
                 "NoExamples", f"num_examples must be a positive integer, got {num_examples!r}"
             )
-        with one_thread():
-            spec = validate(update, self._spec)
-            staged = self._stage(
-                update,
-                num_examples=num_examples,
-                client=client,
-                spec=spec,
-                deferred=before_commit is not None,
-            )
+        spec = validate(update, self._spec)
+        staged = self._stage(
+            update,
+            num_examples=num_examples,
+            client=client,
+            spec=spec,
+            deferred=before_commit is not None,
+        )
         if before_commit is not None:
             try:
                 before_commit()
@@ -101,8 +99,7 @@ class RoundAggregator(ABC):
         if self._result is None:
             if not self._clients or self._spec is None:
                 raise NothingToAggregate("no update was accepted this round")
-            with one_thread():
-                self._result = self._compute(self._spec)
+            self._result = self._compute(self._spec)
             self._closed = True
         return self._result
 
@@ -213,18 +210,16 @@ def validate(update: Mapping[str, npt.NDArray[Any]], expected: Spec | None) -> S
 def all_finite(array: npt.NDArray[Any]) -> bool:
     """True when no element is NaN or infinite.
 
-    Fast path: a dot product of the array with itself is finite only if every element is
-    (NaN and inf propagate); it runs at memory speed through BLAS without allocating a
-    mask. Huge finite values may overflow the dot, so a non-finite dot falls back to the
-    exact element-wise check.
+    Fast path: the sum of the array is finite only if every element is (NaN and inf
+    propagate; inf - inf is NaN); numpy's pairwise sum reads the array once at memory speed
+    without allocating a mask. Large finite values may overflow the sum, so a non-finite
+    sum falls back to the exact element-wise check.
     """
     if array.size == 0:
         return True
-    if array.dtype in (np.float32, np.float64) and array.flags.c_contiguous:
-        flat = array.reshape(-1)
-        with np.errstate(over="ignore", invalid="ignore"):
-            if np.isfinite(np.dot(flat, flat)):
-                return True
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.sum(array, dtype=array.dtype if array.itemsize >= 4 else np.float32)):
+            return True
     return bool(np.isfinite(array).all())
 
 

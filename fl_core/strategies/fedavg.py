@@ -8,9 +8,12 @@ accumulate in float32, float64 models in float64). Summing N float32 terms has a
 relative error of about N * 6e-8 against the sum of magnitudes (6e-6 for 100 clusters,
 typically sqrt(N) * 6e-8); the result is stored as float32 anyway and the spread between
 clusters' updates is orders of magnitude larger, so float64 would buy nothing visible at
-the cost of 2.5x the memory traffic. The fused in-place `y += a * x` goes through BLAS
-(`saxpy`/`daxpy`) when SciPy is present, which runs at memory bandwidth and allocates
-nothing; otherwise numpy in cache-sized chunks does the same with one small scratch buffer.
+the cost of 2.5x the memory traffic.
+
+Speed: the fold is memory-bound. It runs as numpy ufuncs over cache-sized chunks (one
+read of the update, one read-write of the accumulator), within about 10% of BLAS saxpy
+here and single-threaded by construction: multi-threaded OpenBLAS spin-waits between its
+threads and, on a hub sharing busy cores, turned a 2 ms axpy into 100 ms and more.
 """
 
 from __future__ import annotations
@@ -23,9 +26,8 @@ import numpy.typing as npt
 
 from fl_contract.weights import Weights
 from fl_core.strategies.base import ClientConfig, RoundAggregator, Spec, Staged, Strategy
-from fl_core.strategies.blas import AXPY
 
-_CHUNK = 1 << 16  # elements per numpy chunk: the scratch stays in L2
+_CHUNK = 1 << 18  # elements per chunk: a 1 MiB float32 scratch that stays in L2
 
 
 def accumulator_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
@@ -33,16 +35,12 @@ def accumulator_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
 
 
 def axpy(acc: npt.NDArray[Any], x: npt.NDArray[Any], alpha: float) -> None:
-    """acc += alpha * x in place, without a temporary the size of x."""
+    """acc += alpha * x in place, in cache-sized chunks: `alpha * x` lands in a small
+    scratch buffer that stays in L2, so memory sees one read of x and one read-write of acc,
+    the same traffic as BLAS axpy."""
     flat_acc = acc.reshape(-1)
     flat_x = x.reshape(-1)
     if flat_acc.size == 0:
-        return
-    blas = AXPY.get(acc.dtype) if x.dtype == acc.dtype else None
-    if blas is not None and flat_acc.flags.c_contiguous:
-        out = blas(flat_x, flat_acc, a=alpha)
-        if out is not flat_acc and not np.may_share_memory(out, flat_acc):
-            flat_acc[...] = out  # BLAS wrapper copied (never for contiguous inputs)
         return
     scratch = np.empty(min(_CHUNK, flat_acc.size), dtype=acc.dtype)
     for start in range(0, flat_acc.size, _CHUNK):
@@ -59,10 +57,9 @@ def axpy_into(
     flat_out, flat_acc, flat_x = out.reshape(-1), acc.reshape(-1), x.reshape(-1)
     if flat_out.size == 0:
         return
-    chunk = 1 << 18
-    scratch = np.empty(min(chunk, flat_out.size), dtype=out.dtype)
-    for start in range(0, flat_out.size, chunk):
-        end = min(start + chunk, flat_out.size)
+    scratch = np.empty(min(_CHUNK, flat_out.size), dtype=out.dtype)
+    for start in range(0, flat_out.size, _CHUNK):
+        end = min(start + _CHUNK, flat_out.size)
         part = scratch[: end - start]
         np.multiply(flat_x[start:end], alpha, out=part, casting="unsafe")
         np.add(flat_acc[start:end], part, out=flat_out[start:end])
@@ -124,9 +121,15 @@ class MeanAggregator(RoundAggregator):
         self._total += weight
 
     def mean(self) -> dict[str, npt.NDArray[np.floating[Any]]]:
-        """The mean in the accumulator's dtype (server optimisers start from this)."""
+        """The mean in the accumulator's dtype (server optimisers start from this).
+
+        Scales the accumulator in place and hands it out: `result()` runs once and the
+        round is closed afterwards, so no second model-sized buffer is needed."""
         scale = 1.0 / self._total
-        return {name: acc * acc.dtype.type(scale) for name, acc in self._acc.items()}
+        for acc in self._acc.values():
+            np.multiply(acc, acc.dtype.type(scale), out=acc)
+        self._shadow = {}
+        return self._acc
 
     def _compute(self, spec: Spec) -> Weights:
         return {name: m.astype(spec[name][0], copy=False) for name, m in self.mean().items()}
