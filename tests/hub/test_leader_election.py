@@ -1,0 +1,67 @@
+"""Two manager replicas: only the Lease holder drives jobs; the other takes over when the
+holder goes away, and the job still finishes with every round aggregated once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fl_kube import resources as r
+from fl_kube.waiting import wait_for
+from tests.hub import helpers as h
+
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def _replica(sb: Any, user: str) -> h.RunningManager:
+    kubeconfig = sb.workdir / f"{user}.kubeconfig"
+    sb.hub.write_kubeconfig(kubeconfig, user=user, groups=("system:masters",))
+    return h.start_manager(
+        sb,
+        kubeconfig=str(kubeconfig),
+        identity=user,
+        leader_election=True,
+        lease_duration_seconds=2.0,
+        renew_deadline_seconds=1.5,
+        retry_period_seconds=0.2,
+    )
+
+
+def _job_writers(sb: Any) -> set[str]:
+    return {
+        rec.user
+        for rec in sb.hub.request_log
+        if rec.method in WRITES and "/federatedlearnings/" in rec.path
+    }
+
+
+async def test_one_leader_drives_and_a_standby_takes_over(sandbox_factory: Any) -> None:
+    async with sandbox_factory(clusters=2) as sb:
+        cs = await h.clusters(sb)
+        first = _replica(sb, "replica-a")
+        lease = await wait_for(
+            lambda: h.hub(sb).get_or_none(
+                r.LEASE, "federated-learning-hub-manager", namespace="open-cluster-management"
+            ),
+            timeout=10,
+            message="lease taken",
+        )
+        assert lease["spec"]["holderIdentity"] == "replica-a"
+        second = _replica(sb, "replica-b")
+        try:
+            job = await h.create_job(sb, "ha", rounds=2)
+            uid = job["metadata"]["uid"]
+            for i, cluster in enumerate(cs.values()):
+                await cluster.train(await cluster.wait_spec(uid, round_number=1), shift=i + 1.0)
+            await h.wait_status(sb, "ha", lambda s: (s.get("model") or {}).get("round") == 1)
+            assert _job_writers(sb) == {"replica-a"}
+
+            await first.stop()  # releases the Lease; the standby takes over
+            for i, cluster in enumerate(cs.values()):
+                await cluster.train(await cluster.wait_spec(uid, round_number=2), shift=i + 1.0)
+            status = await h.wait_status(sb, "ha", h.phase_is("Completed"), timeout=30)
+        finally:
+            await first.stop()
+            await second.stop()
+            await h.close_clusters(cs)
+        assert [e["round"] for e in status["history"]] == [1, 2]
+        assert _job_writers(sb) == {"replica-a", "replica-b"}
