@@ -64,10 +64,13 @@ class _InProcessAgents:
     def __init__(self, sandbox: Sandbox) -> None:
         self._sandbox = sandbox
         self._tasks: dict[tuple[str, str], tuple[tuple[str, Path], asyncio.Task[None]]] = {}
+        self._closed = False
 
     async def ensure(
         self, *, cluster: str, addon: str, namespace: str, hub_kubeconfig: Path
     ) -> None:
+        if self._closed:
+            return
         key = (cluster, addon)
         wanted = (namespace, hub_kubeconfig)
         current = self._tasks.get(key)
@@ -100,6 +103,7 @@ class _InProcessAgents:
         )
 
     async def stop(self) -> None:
+        self._closed = True
         for cluster, addon in list(self._tasks):
             await self.remove(cluster=cluster, addon=addon)
 
@@ -443,10 +447,10 @@ class Sandbox:
         if self._hub_manager_task is not None:
             await _cancel(self._hub_manager_task)
             self._hub_manager_task = None
-        await self._agent_host.stop()
-        if self.runtime is not None:
+        if self.runtime is not None:  # first: no controller may start an agent after this
             await self.runtime.stop()
             self.runtime = None
+        await self._agent_host.stop()
         for runner in self.job_runners.values():
             stop = getattr(runner, "stop", None)
             if stop is not None:
