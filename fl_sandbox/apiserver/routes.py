@@ -289,7 +289,23 @@ class Routes:
             bookmarks=_truthy(q.get("allowWatchBookmarks")),
             labels=parse_label_selector(q.get("labelSelector")),
             fields=parse_field_selector(q.get("fieldSelector"), t.gr),
+            initial_events=_truthy(q.get("sendInitialEvents")),
         )
+        if wr.initial_events and not (
+            wr.bookmarks and q.get("resourceVersionMatch") == "NotOlderThan"
+        ):
+            raise errors.invalid(
+                "ListOptions",
+                "meta.k8s.io",
+                "",
+                [
+                    (
+                        "FieldValueForbidden",
+                        "sendInitialEvents",
+                        "sendInitialEvents: Forbidden: sendInitialEvents requires setting allowWatchBookmarks=true and resourceVersionMatch=NotOlderThan",
+                    )
+                ],
+            )
         as_table = self._wants_table(request)
         include = q.get("includeObject", "Metadata")
         first = [True]

@@ -34,6 +34,7 @@ class WatchRequest:
     bookmarks: bool
     labels: list[Requirement]
     fields: list[FieldRequirement]
+    initial_events: bool = False  # sendInitialEvents: state as ADDED, then an end bookmark
 
 
 def _matches(w: WatchRequest, obj: Obj | None) -> bool:
@@ -89,7 +90,7 @@ class WatchStream:
         backlog: list[tuple[str, Obj]] = []
         expired: str | None = None
         rv = w.resource_version
-        if rv in (None, "", "0"):
+        if rv in (None, "", "0") or w.initial_events:
             start = store.resource_version
             for obj in store.items(rtype.group_resource, w.target.namespace):
                 if _matches(w, obj):
@@ -114,8 +115,10 @@ class WatchStream:
                 return response
             for kind, obj in backlog:
                 await self._send(response, kind, self._render(kind, as_version(obj, rtype)))
+            if w.initial_events:
+                await self._bookmark(response, last_rv, initial_events_end=True)
             await self._pump(response, last_rv)
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:
             pass
         finally:
             if self._watcher is not None:
@@ -159,13 +162,14 @@ class WatchStream:
                     response, seen[0], self._render(seen[0], as_version(seen[1], rtype))
                 )
 
-    async def _bookmark(self, response: web.StreamResponse, rv: int) -> None:
+    async def _bookmark(
+        self, response: web.StreamResponse, rv: int, *, initial_events_end: bool = False
+    ) -> None:
         rtype = self._w.target.rtype
-        obj = {
-            "kind": rtype.kind,
-            "apiVersion": rtype.api_version,
-            "metadata": {"resourceVersion": str(rv)},
-        }
+        meta: dict[str, Any] = {"resourceVersion": str(rv)}
+        if initial_events_end:
+            meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+        obj = {"kind": rtype.kind, "apiVersion": rtype.api_version, "metadata": meta}
         await self._send(response, "BOOKMARK", obj)
 
     async def _send(self, response: web.StreamResponse, kind: str, obj: Any) -> None:

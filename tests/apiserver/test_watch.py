@@ -215,3 +215,21 @@ async def test_drop_watches_ends_open_streams(server: ApiServer, core: client.Co
     async with asyncio.timeout(3):
         await task
     await w.close()
+
+
+async def test_send_initial_events_ends_with_marked_bookmark(core: client.CoreV1Api) -> None:
+    made = await core.create_namespaced_config_map("default", cm("present"))
+    w = watch.Watch()
+    stream = w.stream(
+        core.list_namespaced_config_map,
+        "default",
+        send_initial_events=True,
+        resource_version_match="NotOlderThan",
+        allow_watch_bookmarks=True,
+        timeout_seconds=5,
+    )
+    events = await collect(stream, 2)
+    await w.close()
+    assert [t for t, _ in events] == ["ADDED", "BOOKMARK"]
+    assert events[1][1]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+    assert int(events[1][1]["metadata"]["resourceVersion"]) >= int(made.metadata.resource_version)
