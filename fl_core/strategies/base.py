@@ -8,6 +8,7 @@ touched, so a rejected update leaves the aggregator exactly as it was.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -44,6 +45,9 @@ class RoundAggregator(ABC):
         self._clients: set[str] = set()
         self._closed = False
         self._result: Weights | None = None
+        # add() and result() may be called from worker threads (asyncio.to_thread); one at
+        # a time, since folding is in place.
+        self._lock = threading.RLock()
 
     @property
     def accepted(self) -> int:
@@ -67,41 +71,47 @@ class RoundAggregator(ABC):
         if it raises, the update is discarded and the aggregator is unchanged. The ingest
         path uses it to wait for the sha256 still being computed on another thread, so that
         hashing and folding overlap (see `fl_core.ingest`)."""
-        if self._closed:
-            raise Rejected("RoundClosed", "the round's result was already computed")
-        if client in self._clients:
-            raise Rejected("DuplicateClient", f"an update from {client!r} was already counted")
-        if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
-            raise Rejected(
-                "NoExamples", f"num_examples must be a positive integer, got {num_examples!r}"
+        with self._lock:
+            if self._closed:
+                raise Rejected("RoundClosed", "the round's result was already computed")
+            if client in self._clients:
+                raise Rejected("DuplicateClient", f"an update from {client!r} was already counted")
+            if (
+                isinstance(num_examples, bool)
+                or not isinstance(num_examples, int)
+                or num_examples < 1
+            ):
+                raise Rejected(
+                    "NoExamples", f"num_examples must be a positive integer, got {num_examples!r}"
+                )
+            spec = validate(update, self._spec)
+            staged = self._stage(
+                update,
+                num_examples=num_examples,
+                client=client,
+                spec=spec,
+                deferred=before_commit is not None,
             )
-        spec = validate(update, self._spec)
-        staged = self._stage(
-            update,
-            num_examples=num_examples,
-            client=client,
-            spec=spec,
-            deferred=before_commit is not None,
-        )
-        if before_commit is not None:
-            try:
-                before_commit()
-            except BaseException:
-                staged.discard()
-                raise
-        staged.commit()
-        self._spec = spec
-        self._clients.add(client)
+            if before_commit is not None:
+                try:
+                    before_commit()
+                except BaseException:
+                    staged.discard()
+                    raise
+            staged.commit()
+            self._spec = spec
+            self._clients.add(client)
 
     def result(self) -> Weights:
-        """The next global model (new arrays, in the model's dtypes). Computed once: later
-        calls return the same model, and `add` is refused from then on."""
-        if self._result is None:
-            if not self._clients or self._spec is None:
-                raise NothingToAggregate("no update was accepted this round")
-            self._result = self._compute(self._spec)
-            self._closed = True
-        return self._result
+        """The next global model, in the model's dtypes. Computed once: later calls return
+        the same arrays, and `add` is refused from then on."""
+        with self._lock:
+            if self._result is None:
+                if not self._clients or self._spec is None:
+                    raise NothingToAggregate("no update was accepted this round")
+                self._result = self._compute(self._spec)
+                self._closed = True
+            return self._result
 
     @abstractmethod
     def _stage(

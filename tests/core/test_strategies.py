@@ -386,3 +386,23 @@ def test_every_pair_of_orderings_gives_the_same_median() -> None:
     for r in results[1:]:
         for k in SHAPES:
             np.testing.assert_array_equal(r[k], results[0][k])
+
+
+@pytest.mark.parametrize("name", ["FedAvg", "FedMedian"])
+def test_concurrent_adds_from_threads_count_every_update(name: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(11)
+    updates = [{"w": rng.standard_normal(200_000).astype(np.float32)} for _ in range(8)]
+    agg = make_strategy(name).begin_round(None, round_number=1)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for f in [
+            pool.submit(agg.add, u, num_examples=i + 1, client=f"c{i}")
+            for i, u in enumerate(updates)
+        ]:
+            f.result()
+    assert agg.accepted == 8
+    seq = make_strategy(name).begin_round(None, round_number=1)
+    for i, u in enumerate(updates):
+        seq.add(u, num_examples=i + 1, client=f"c{i}")
+    np.testing.assert_allclose(agg.result()["w"], seq.result()["w"], rtol=1e-5, atol=1e-6)
