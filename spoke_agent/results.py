@@ -20,6 +20,7 @@ from fl_contract.models import RoundSpec, TrainingResult, UpdateRef
 from fl_core.store import IntegrityError, ObjectNotFound, StoreError, open_store
 from fl_kube import resources as r
 from fl_kube.client import KubeApi
+from fl_kube.controller import TemporaryError
 
 # Secret keys (as an AWS SDK reads them from the environment) -> obstore S3 options.
 _S3_SECRET_KEYS = {
@@ -157,9 +158,9 @@ async def verify_update(
             invalid=True,
         ) from None
     except StoreError as exc:
-        raise ResultError(
-            "UpdateMissing", f"cannot read the update: {exc}", invalid=False
-        ) from None
+        # The store answered with something other than "absent" or "corrupt" (a network or
+        # permission hiccup): look again later rather than fail the round on it.
+        raise TemporaryError(f"cannot read the update {result.update_uri} yet: {exc}") from None
     finally:
         await store.close()
     return UpdateRef(uri=result.update_uri, sha256=result.sha256, num_examples=result.num_examples)
