@@ -304,6 +304,15 @@ def server_side_apply(
             result.append((m, op, paths - applied_paths if force else paths, sub))
     if not found:
         result.append((manager, "Apply", applied_paths, subresource))
-    _write_ownership(merged, result, api_version, {(manager, "Apply")})
+
+    def content(obj: dict[str, Any] | None) -> Any:
+        if obj is None:
+            return None
+        meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+        return {**obj, "metadata": meta}
+
+    # A re-apply that changes nothing keeps the entry's time, so it stays a no-op write.
+    changed = {(manager, "Apply")} if content(merged) != content(live) else set()
+    _write_ownership(merged, result, api_version, changed)
     out: dict[str, Any] = merged
     return out

@@ -22,6 +22,18 @@ IDENTITY = web.RequestKey("identity", Identity)
 LOG = web.RequestKey("log", list)
 
 
+MAX_BODY = 3 * 1024 * 1024  # kube-apiserver's request body limit
+
+
+async def _read_body(request: web.Request) -> bytes:
+    raw = await request.read()
+    if len(raw) > MAX_BODY:
+        raise ApiError(
+            413, "RequestEntityTooLarge", f"Request entity too large: limit is {MAX_BODY}"
+        )
+    return raw
+
+
 def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("true", "1")
 
@@ -140,7 +152,7 @@ class Routes:
         if t.rtype.create_only:
             if method != "POST" or t.name is not None:
                 raise errors.method_not_allowed()
-            body = parse_body(await request.read(), request.content_type)
+            body = parse_body(await _read_body(request), request.content_type)
             self_review = t.rtype.plural == "selfsubjectaccessreviews"
             answer = review(self._authz, request[IDENTITY], body, self_review=self_review)
             return self._json(request, answer, status=201)
@@ -166,12 +178,12 @@ class Routes:
         if method == "POST":
             if t.name is not None:
                 raise errors.method_not_allowed()
-            body = parse_body(await request.read(), request.content_type)
+            body = parse_body(await _read_body(request), request.content_type)
             return self._json(request, self.resources.create(t, body, opts), status=201)
         if method == "PUT":
             if t.name is None:
                 raise errors.method_not_allowed()
-            body = parse_body(await request.read(), request.content_type)
+            body = parse_body(await _read_body(request), request.content_type)
             return self._json(request, self.resources.update(t, body, opts))
         if method == "PATCH":
             if t.name is None:
@@ -182,11 +194,11 @@ class Routes:
                     "PATCH, application/apply-patch+yaml requests must have a fieldManager"
                 )
             code, obj = self.resources.patch(
-                t, await request.read(), ctype, opts, force=_truthy(q.get("force"))
+                t, await _read_body(request), ctype, opts, force=_truthy(q.get("force"))
             )
             return self._json(request, obj, status=code)
         if method == "DELETE":
-            raw = await request.read()
+            raw = await _read_body(request)
             options: dict[str, Any] = {}
             if raw:
                 parsed = parse_body(raw, "application/json")

@@ -229,3 +229,19 @@ async def test_apply_owns_condition_entries_by_type(custom: client.CustomObjects
         _content_type=APPLY,
     )
     assert [c["reason"] for c in out["status"]["conditions"]] == ["Up", "TrainingFailed"]
+
+
+async def test_reapplying_the_same_configuration_is_a_no_op(core: client.CoreV1Api) -> None:
+    body = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "same"},
+        "data": {"a": "1"},
+    }
+    first = await core.patch_namespaced_config_map(
+        "same", "default", body, field_manager="m", _content_type=APPLY
+    )
+    again = await core.patch_namespaced_config_map(
+        "same", "default", body, field_manager="m", _content_type=APPLY
+    )
+    assert again.metadata.resource_version == first.metadata.resource_version
