@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--authorize", action="store_true", help="enforce RBAC for non-admin tokens"
     )
+    parser.add_argument(
+        "--tls", action="store_true", help="serve https (kubectl sends tokens only over TLS)"
+    )
     asyncio.run(_serve(parser.parse_args(argv)))
 
 
