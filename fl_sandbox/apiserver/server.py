@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import logging
 import os
 import shutil
@@ -26,6 +27,7 @@ from .gc import GarbageCollector
 from .registry import GroupResource, TypeRegistry
 from .resources import NAMESPACES, Resources, Target, WriteOptions
 from .routes import IDENTITY, LOG, Routes
+from .schema import apply_defaults
 from .store import Obj, Store
 from .tls import self_signed
 
@@ -178,7 +180,15 @@ class ApiServer:
             for obj in self.store.items(gr):
                 self.store.remove(gr, obj)
             return
-        self.registry.replace_group_resource(gr, crd_types(new, validate=True))
+        types = crd_types(new, validate=True)
+        self.registry.replace_group_resource(gr, types)
+        if old is not None and types and types[0].schema is not None:
+            # kube-apiserver defaults on read: stored objects show new defaults at once,
+            # without a write (same resourceVersion, no watch event).
+            for obj in self.store.items(gr):
+                defaulted = apply_defaults(copy.deepcopy(obj), types[0].schema, root=True)
+                if defaulted != obj:
+                    self.store.replace_quietly(gr, defaulted)
 
     def _drop_watches(self) -> int:
         streams = list(self.routes.streams)

@@ -111,6 +111,10 @@ class Store:
             self._uids[uid] = (gr, key)
         self._record(Event(int(obj["metadata"]["resourceVersion"]), gr, event, obj, old))
 
+    def replace_quietly(self, gr: GroupResource, obj: Obj) -> None:
+        """Swap in a same-version view of an object (read-time defaults): no event, no bump."""
+        self._objects.setdefault(gr, {})[obj_key(obj)] = obj
+
     def remove(self, gr: GroupResource, obj: Obj) -> Obj:
         """Delete obj; the DELETED event carries it with a fresh resourceVersion."""
         key = obj_key(obj)

@@ -362,3 +362,25 @@ async def test_invalid_crd_is_rejected(api: client.ApiClient) -> None:
         await client.ApiextensionsV1Api(api).create_custom_resource_definition(bad)
     assert exc.value.status == 422
     assert [f for f, _ in causes(exc.value)] == ["metadata.name"]
+
+
+async def test_defaults_added_to_a_crd_show_on_read(
+    api: client.ApiClient, custom: client.CustomObjectsApi
+) -> None:
+    ext = client.ApiextensionsV1Api(api)
+    crd = json.loads(json.dumps(WIDGET_CRD))
+    await ext.create_custom_resource_definition(crd)
+    made = await custom.create_namespaced_custom_object(
+        *WIDGETS[:2], "default", WIDGETS[2], widget(size=2)
+    )
+    assert "color" not in made["spec"]
+    live = await ext.read_custom_resource_definition("widgets.example.com")
+    crd["metadata"]["resourceVersion"] = live.metadata.resource_version
+    props = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
+        "properties"
+    ]
+    props["color"] = {"type": "string", "default": "blue"}
+    await ext.replace_custom_resource_definition("widgets.example.com", crd)
+    read = await custom.get_namespaced_custom_object(*WIDGETS[:2], "default", WIDGETS[2], "w")
+    assert read["spec"]["color"] == "blue"
+    assert read["metadata"]["resourceVersion"] == made["metadata"]["resourceVersion"]
