@@ -241,8 +241,11 @@ class JobRunner:
         status = job.get("status") or {}
         now = now_utc()
         start_time = st.parse_timestamp(status.get("startTime")) or now
-        succeeded = int(status.get("succeeded") or 0)
-        failed = int(status.get("failed") or 0) + await self._fail_orphans(job)
+        # Count from the Pods as well as the status: a status write lost before a restart
+        # must not make a finished Pod run again.
+        pods_succeeded, pods_failed = await self._settle_pods(job)
+        succeeded = max(int(status.get("succeeded") or 0), pods_succeeded)
+        failed = max(int(status.get("failed") or 0), pods_failed)
         await self._patch_job(
             key,
             {
@@ -418,17 +421,22 @@ class JobRunner:
                 if not exc.already_exists:
                     raise
 
-    async def _fail_orphans(self, job: dict[str, Any]) -> int:
-        """Pods a previous runner left running have no process any more: mark them failed."""
+    async def _settle_pods(self, job: dict[str, Any]) -> tuple[int, int]:
+        """(succeeded, failed) Pods of the Job, after marking as failed the Pods an earlier
+        run left unfinished: no process runs for them any more."""
         metadata = job["metadata"]
         pods = await self._api.list(
             POD, namespace=metadata["namespace"], label_selector=f"controller-uid={metadata['uid']}"
         )
-        orphans = 0
+        succeeded = failed = 0
         for pod in pods.items:
-            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            phase = (pod.get("status") or {}).get("phase")
+            if phase == "Succeeded":
+                succeeded += 1
                 continue
-            orphans += 1
+            failed += 1
+            if phase == "Failed":
+                continue
             container = ((pod.get("spec") or {}).get("containers") or [{}])[0]
             when = now_utc()
             outcome = Outcome(
@@ -439,7 +447,7 @@ class JobRunner:
                 pod["metadata"]["name"],
                 st.terminated_status(container, outcome),
             )
-        return orphans
+        return succeeded, failed
 
     async def _finish(
         self, key: JobKey, uid: str, counts: dict[str, int], kind: str, reason: str
