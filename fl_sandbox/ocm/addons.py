@@ -28,6 +28,7 @@ from fl_kube import Conflict, Informer, KubeApi, NotFound, Result
 from fl_kube import resources as r
 from fl_sandbox.ocm import addonconfig
 from fl_sandbox.ocm import conditions as cond
+from fl_sandbox.ocm.addon_strategy import InstallStrategy
 from fl_sandbox.ocm.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,8 @@ class AddonInstaller:
         runtime.on(self.cmas, self._enqueue_all)
         runtime.on(self.configs, self._enqueue_all)
         runtime.on(self.templates, self._enqueue_all)
+        self.strategy = InstallStrategy(runtime, hub=hub, addons=self.addons, cmas=self.cmas)
+        runtime.on(self.strategy.decisions, self._enqueue_all)
         for cluster, informer in self.leases.items():
             runtime.on(informer, self._lease_handler(cluster))
 
@@ -153,13 +156,18 @@ class AddonInstaller:
         if cma is None or not addonconfig.uses_template(cma):
             return None
         template_ref = addonconfig.resolve_config(
-            group=addonconfig.ADDON_GROUP, resource=addonconfig.TEMPLATES, mca=mca, cma=cma
+            group=addonconfig.ADDON_GROUP,
+            resource=addonconfig.TEMPLATES,
+            mca=mca,
+            cma=cma,
+            placement_configs=self.strategy.placement_configs(cma, cluster),
         )
         config_ref = addonconfig.resolve_config(
             group=addonconfig.ADDON_GROUP,
             resource=addonconfig.DEPLOYMENT_CONFIGS,
             mca=mca,
             cma=cma,
+            placement_configs=self.strategy.placement_configs(cma, cluster),
         )
         deployment_config = None
         if config_ref is not None:

@@ -199,3 +199,76 @@ async def test_in_process_agent_starts_and_stops_with_the_addon(
         await wait_for(stopped, timeout=10, message="agent stopped with its add-on")
         async with await KubeApi.from_kubeconfig(sb.cluster_kubeconfig("cluster1")) as spoke:
             assert await spoke.get_or_none(r.SECRET, SECRET, namespace=DEFAULT_NS) is None
+
+
+async def test_placements_install_strategy(sandbox_factory: SandboxFactory) -> None:
+    claim = "gpu.example.io"
+    async with (
+        sandbox_factory(clusters=2, addon=False, datasets=False) as sb,
+        await KubeApi.from_kubeconfig(sb.hub_kubeconfig) as hub,
+        await KubeApi.from_kubeconfig(sb.cluster_kubeconfig("cluster2")) as spoke,
+    ):
+        await hub.create(r.NAMESPACE, {"metadata": {"name": "team"}})
+        await hub.create(
+            r.MANAGED_CLUSTER_SET_BINDING,
+            {"metadata": {"name": "global", "namespace": "team"}, "spec": {"clusterSet": "global"}},
+        )
+        await hub.create(
+            r.ADDON_DEPLOYMENT_CONFIG,
+            {
+                "metadata": {"name": "placed", "namespace": "team"},
+                "spec": {"agentInstallNamespace": "placed-ns"},
+            },
+        )
+        selector = {"claimSelector": {"matchExpressions": [{"key": claim, "operator": "Exists"}]}}
+        await hub.create(
+            r.PLACEMENT,
+            {
+                "metadata": {"name": "gpus", "namespace": "team"},
+                "spec": {"predicates": [{"requiredClusterSelector": selector}]},
+            },
+        )
+        config = {
+            "group": "addon.open-cluster-management.io",
+            "resource": "addondeploymentconfigs",
+            "name": "placed",
+            "namespace": "team",
+        }
+        await hub.create(
+            r.CLUSTER_MANAGEMENT_ADDON,
+            {
+                "metadata": {"name": "auto"},
+                "spec": {
+                    "supportedConfigs": [
+                        {"group": "addon.open-cluster-management.io", "resource": "addontemplates"},
+                        {
+                            "group": "addon.open-cluster-management.io",
+                            "resource": "addondeploymentconfigs",
+                        },
+                    ],
+                    "installStrategy": {
+                        "type": "Placements",
+                        "placements": [{"name": "gpus", "namespace": "team", "configs": [config]}],
+                    },
+                },
+            },
+        )
+        await spoke.create(r.CLUSTER_CLAIM, {"metadata": {"name": claim}, "spec": {"value": "1"}})
+
+        async def installed() -> dict[str, Any] | None:
+            mca = await hub.get_or_none(r.MANAGED_CLUSTER_ADDON, "auto", namespace="cluster2")
+            return mca if mca and (mca.get("status") or {}).get("namespace") else None
+
+        mca = await wait_for(installed, timeout=10, message="add-on installed by placement")
+        assert mca["status"]["namespace"] == "placed-ns"
+        assert mca["metadata"]["ownerReferences"][0]["kind"] == "ClusterManagementAddOn"
+        assert await hub.get_or_none(r.MANAGED_CLUSTER_ADDON, "auto", namespace="cluster1") is None
+        assert await spoke.get(r.SECRET, "auto-hub-kubeconfig", namespace="placed-ns")
+        await spoke.delete(r.CLUSTER_CLAIM, claim)
+
+        async def removed() -> bool:
+            return (
+                await hub.get_or_none(r.MANAGED_CLUSTER_ADDON, "auto", namespace="cluster2") is None
+            )
+
+        await wait_for(removed, timeout=10, message="add-on removed when no longer placed")
