@@ -3,6 +3,7 @@
 Only this package builds URLs or talks HTTP to an API server.
 """
 
+from fl_kube.backoff import BackoffPolicy, RateLimiter, retry
 from fl_kube.client import KubeApi, ObjectList, WatchEvent, make_api_client
 from fl_kube.controller import Controller, Result, TemporaryError, TerminalError
 from fl_kube.errors import (
@@ -15,22 +16,29 @@ from fl_kube.errors import (
     TransportError,
     is_temporary,
 )
+from fl_kube.health import HealthServer
 from fl_kube.informer import Informer, WatchSettings
+from fl_kube.leader import LeaderElector
 from fl_kube.metrics import ControllerMetrics
+from fl_kube.waiting import wait_for
 from fl_kube.workqueue import WorkQueue
 
 __all__ = [
     "ApiError",
+    "BackoffPolicy",
     "Conflict",
     "Controller",
     "ControllerMetrics",
     "Forbidden",
     "Gone",
+    "HealthServer",
     "Informer",
     "Invalid",
     "KubeApi",
+    "LeaderElector",
     "NotFound",
     "ObjectList",
+    "RateLimiter",
     "Result",
     "TemporaryError",
     "TerminalError",
@@ -40,4 +48,6 @@ __all__ = [
     "WorkQueue",
     "is_temporary",
     "make_api_client",
+    "retry",
+    "wait_for",
 ]
