@@ -227,8 +227,14 @@ class WorkAgent:
     ) -> dict[str, Any] | None:
         meta = manifest.get("metadata") or {}
         name = str(meta.get("name") or "")
+        if not name:
+            raise ValueError(
+                "metadata.name is required in a ManifestWork manifest (generateName is not "
+                "supported: the work agent must find the object again)"
+            )
         namespace = str(meta.get("namespace") or "default") if res.namespaced else None
         body = copy.deepcopy(dict(manifest))
+        body["metadata"] = dict(body.get("metadata") or {})
         if namespace:
             body["metadata"]["namespace"] = namespace
         strategy = (config.get("updateStrategy") or {}).get("type") or "Update"

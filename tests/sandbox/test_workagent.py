@@ -243,15 +243,24 @@ async def test_feedback_and_server_side_apply(apis: tuple[KubeApi, KubeApi]) -> 
 
 
 async def test_unknown_kind_is_reported_not_retried_forever(apis: tuple[KubeApi, KubeApi]) -> None:
-    hub, _spoke = apis
+    hub, spoke = apis
     bogus = {"apiVersion": "example.io/v1", "kind": "Gadget", "metadata": {"name": "g"}}
-    await hub.create(r.MANIFEST_WORK, work("w5", [bogus]))
+    nameless = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "x-"}}
+    await hub.create(r.MANIFEST_WORK, work("w5", [bogus, nameless, configmap("fine", {})]))
 
     async def failed() -> bool:
         return await work_condition(hub, "w5", "Applied") == ("False", "AppliedManifestWorkFailed")
 
     await wait_for(failed, timeout=10, message="Applied False")
     obj = await hub.get(r.MANIFEST_WORK, "w5", namespace=CLUSTER)
-    condition = find(obj["status"]["resourceStatus"]["manifests"][0]["conditions"], "Applied")
-    assert condition is not None
-    assert "Gadget" in condition["message"]
+    manifests = obj["status"]["resourceStatus"]["manifests"]
+    first = find(manifests[0]["conditions"], "Applied")
+    assert first is not None
+    assert "Gadget" in first["message"]
+    second = find(manifests[1]["conditions"], "Applied")
+    assert second is not None
+    assert "metadata.name is required" in second["message"]
+    third = find(manifests[2]["conditions"], "Applied")
+    assert third is not None
+    assert third["status"] == "True"  # the valid manifest is applied all the same
+    assert await spoke_data(spoke, "fine") == {}
