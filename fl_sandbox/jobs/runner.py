@@ -246,44 +246,41 @@ class JobRunner:
         pods_succeeded, pods_failed = await self._settle_pods(job)
         succeeded = max(int(status.get("succeeded") or 0), pods_succeeded)
         failed = max(int(status.get("failed") or 0), pods_failed)
-        await self._patch_job(
-            key,
-            {
-                "startTime": st.timestamp(start_time),
-                "active": 0,
-                "ready": 0,
-                "succeeded": succeeded,
-                "failed": failed,
-            },
-        )
         deadline: float | None = None
         if spec.get("activeDeadlineSeconds") is not None:
             elapsed = (now - start_time).total_seconds()
             deadline = loop.time() + float(spec["activeDeadlineSeconds"]) - elapsed
         backoff_limit = int(_default(spec.get("backoffLimit"), DEFAULT_BACKOFF_LIMIT))
         completions = int(spec.get("completions") or 1)
-        counts = {"succeeded": succeeded, "failed": failed}
-        while True:
+        counts: dict[str, Any] = {
+            "startTime": st.timestamp(start_time),
+            "succeeded": succeeded,
+            "failed": failed,
+        }
+
+        def verdict() -> tuple[str, str] | None:
             if counts["succeeded"] >= completions:
-                await self._finish(key, uid, counts, "Complete", "CompletionsReached")
-                return
+                return "Complete", "CompletionsReached"
             if counts["failed"] > backoff_limit:
-                await self._finish(key, uid, counts, "Failed", "BackoffLimitExceeded")
-                return
+                return "Failed", "BackoffLimitExceeded"
             if deadline is not None and loop.time() >= deadline:
-                await self._finish(key, uid, counts, "Failed", "DeadlineExceeded")
-                return
+                return "Failed", "DeadlineExceeded"
+            return None
+
+        while (decided := verdict()) is None:
             outcome = await self._run_pod(job, deadline=deadline, counts=counts)
             counts["succeeded" if outcome.succeeded else "failed"] += 1
             if outcome.reason == "DeadlineExceeded":
-                await self._finish(key, uid, counts, "Failed", "DeadlineExceeded")
-                return
-            await self._patch_job(key, {"active": 0, "ready": 0, **counts})
-            if not outcome.succeeded and self._pod_retry_delay > 0:
-                await asyncio.sleep(self._pod_retry_delay)
+                decided = ("Failed", "DeadlineExceeded")
+                break
+            if verdict() is None:  # another Pod follows: show the counts meanwhile
+                await self._patch_job(key, {"active": 0, "ready": 0, **counts})
+                if not outcome.succeeded and self._pod_retry_delay > 0:
+                    await asyncio.sleep(self._pod_retry_delay)
+        await self._finish(key, uid, counts, *decided)
 
     async def _run_pod(
-        self, job: dict[str, Any], *, deadline: float | None, counts: dict[str, int]
+        self, job: dict[str, Any], *, deadline: float | None, counts: dict[str, Any]
     ) -> Outcome:
         metadata = job["metadata"]
         namespace, name = str(metadata["namespace"]), str(metadata["name"])
@@ -450,7 +447,7 @@ class JobRunner:
         return succeeded, failed
 
     async def _finish(
-        self, key: JobKey, uid: str, counts: dict[str, int], kind: str, reason: str
+        self, key: JobKey, uid: str, counts: dict[str, Any], kind: str, reason: str
     ) -> None:
         when = now_utc()
         body: dict[str, Any] = {"active": 0, "ready": 0, **counts}
