@@ -75,9 +75,11 @@ class Informer:
                 self._call(handler, "ADDED", obj)
 
     def get(self, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        """The cached object (shared with the cache: copy it before changing it)."""
         return self._cache.get((namespace or "", name))
 
     def list(self) -> list[dict[str, Any]]:
+        """Every cached object (shared with the cache: copy before changing)."""
         return list(self._cache.values())
 
     @property

@@ -8,7 +8,12 @@ and ``ttlSecondsAfterFinished``, and kills the process when the Job is deleted.
 
 Pods run one after another per Job (``parallelism`` 1; ``completions`` successes are
 collected sequentially); ``restartPolicy: OnFailure`` is treated like ``Never`` (each retry
-is a new Pod), which is what the Job's counters show in both cases.
+is a new Pod), which is what the Job's counters show in both cases. Only the first container
+runs: init containers, sidecars, images, ``resources`` and ``securityContext`` have no local
+meaning and are ignored. A missing ConfigMap or Secret keeps the Pod Pending with
+``CreateContainerConfigError`` until it appears or the Job's deadline passes, as on a node.
+Files: ``<root>/pods/<ns>/<pod>/`` (volumes, termination message; removed with the Job),
+``<root>/logs/<ns>/<pod>.log`` (stdout and stderr; kept), ``<root>/pvcs/<ns>/<claim>/``.
 """
 
 from __future__ import annotations
