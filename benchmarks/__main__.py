@@ -91,6 +91,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="fl-bench-", dir=os.environ.get("BENCH_TMPDIR")))
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
+    load_at_start = list(os.getloadavg())
     try:
         for n, params in cases:
             folder = root / f"p{params}"
@@ -145,7 +146,8 @@ def main() -> int:
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print()
     print(table(rows))
-    print(f"\nwritten {RESULTS} in {report['seconds_total']} s")
+    print(f"\nload average {load_at_start[0]:.1f} at start on {os.cpu_count()} CPUs")
+    print(f"written {RESULTS} in {report['seconds_total']} s")
     return 0
 
 

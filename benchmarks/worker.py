@@ -5,8 +5,10 @@
 METHOD: ours | flower | copy | ingest. Prints one JSON object: seconds (best of the
 repeats), peak_rss_mb, base_rss_mb (after imports, before any data).
 
-ours:   read each update file into one reused buffer (untimed, as for copy), then timed:
-        decode zero-copy + FedAvg `add` (validation and in-place axpy), then `result()`.
+ours:   with the global model held and the round begun (accumulator allocated, as the
+        copy's target), read each update file into one reused buffer (untimed, as for
+        copy), then timed: decode zero-copy + FedAvg `add` (validation, in-place fold),
+        and `result()`.
 flower: load every file into lists of arrays (untimed, what Flower expects), then timed:
         `flwr.server.strategy.aggregate.aggregate`.
 copy:   as ours, but the timed part copies the decoded views into one preallocated buffer:
@@ -68,9 +70,12 @@ def _read_into(path: Path, buffer: memoryview) -> memoryview:
 def ours(folder: Path, n: int, repeats: int) -> float:
     files, counts = _files(folder, n), _counts(n)
     buffer = np.empty(max(p.stat().st_size for p in files), np.uint8).data
+    # The hub holds the current global model and starts the round (allocating the
+    # accumulator) before updates arrive, as the copy's target is allocated beforehand.
+    global_model = {k: np.array(a) for k, a in decode_weights(files[0].read_bytes()).items()}
     best = float("inf")
     for _ in range(repeats):
-        agg = make_strategy("FedAvg").begin_round(None, round_number=1)
+        agg = make_strategy("FedAvg").begin_round(global_model, round_number=1)
         spent = 0.0
         for i, path in enumerate(files):
             data = _read_into(path, buffer)
@@ -88,7 +93,9 @@ def copy(folder: Path, n: int, repeats: int) -> float:
     files = _files(folder, n)
     buffer = np.empty(max(p.stat().st_size for p in files), np.uint8).data
     first = decode_weights(_read_into(files[0], buffer))
-    target = {k: np.empty_like(a) for k, a in first.items()}
+    target = {k: np.zeros_like(a) for k, a in first.items()}
+    for array in target.values():
+        array.fill(0)  # touched, like the accumulator
     best = float("inf")
     for _ in range(repeats):
         spent = 0.0

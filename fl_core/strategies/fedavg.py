@@ -74,6 +74,13 @@ class MeanAggregator(RoundAggregator):
         self._acc: dict[str, npt.NDArray[Any]] = {}
         self._shadow: dict[str, npt.NDArray[Any]] = {}
         self._total = 0.0
+        if global_weights is not None:
+            # The round starts before any update arrives: allocate the accumulator now and
+            # touch its pages, so the first update pays no page faults.
+            for name, array in sorted(global_weights.items()):
+                acc = np.empty(np.shape(array), dtype=accumulator_dtype(np.asarray(array).dtype))
+                acc.fill(0)
+                self._acc[name] = acc
 
     def _stage(
         self,
@@ -86,8 +93,8 @@ class MeanAggregator(RoundAggregator):
     ) -> Staged:
         weight = float(num_examples) if self._weighted else 1.0
         if not self._acc:
-            # The first update initialises the accumulator (acc = weight * x): one pass
-            # instead of zero-filling and then adding.
+            # No global model (round 1 from a seed): the first update initialises the
+            # accumulator (acc = weight * x), one pass instead of zero-filling then adding.
             first = {
                 name: np.multiply(
                     np.asarray(update[name]), weight, dtype=accumulator_dtype(dtype)

@@ -5,8 +5,11 @@ accepted update is spilled to a file (its raw tensor bytes, in the model's tenso
 in a private temporary folder, and the result is computed in chunks of parameters: for
 each tensor, `k` consecutive elements of all N updates are read into one (N, k) block.
 
-Memory bound: one (N, k) block of at most `chunk_bytes` (default 64 MiB, plus one float64
-scratch of the same order for Krum distances), the result model, and nothing per update.
+Memory bound: one (N, k) block of at most `chunk_bytes` (default 64 MiB; Krum also makes
+two float64 copies of the block for distances, so up to 5x that for float32 models), the
+result model (Multi-Krum: plus one update read back and a float32/64 accumulator), an
+(N, N) distance matrix, and nothing else per update. One file descriptor per update is
+open while the result is computed.
 Disk: N x model bytes in the spill folder (`spill_dir`, default the system temp folder),
 removed when the round's result is computed or the aggregator is garbage-collected.
 
