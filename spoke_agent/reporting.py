@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fl_kube import resources as r
+from fl_kube.backoff import BackoffPolicy, retry
 from fl_kube.client import KubeApi
 from fl_kube.controller import TemporaryError
 from fl_kube.errors import Conflict, NotFound
@@ -25,6 +26,11 @@ from spoke_agent.metrics import AgentMetrics
 log = logging.getLogger(__name__)
 
 MutationResult = list[Condition] | None
+# 429s and 5xx are retried here a few times, quickly (honouring Retry-After), before the
+# reconcile gives up and the controller's per-key backoff takes over.
+TRANSIENT_ATTEMPTS = 4
+TRANSIENT_BACKOFF = BackoffPolicy(base=0.1, cap=2.0)
+
 Mutation = Callable[[list[Condition]], MutationResult | Awaitable[MutationResult]]
 
 
@@ -77,12 +83,17 @@ class StatusWriter:
                 "status": {"conditions": desired},
             }
             try:
-                await self._hub.patch(
-                    r.MANAGED_CLUSTER_ADDON,
-                    self._addon,
-                    body,
-                    namespace=self._cluster,
-                    subresource="status",
+                await retry(
+                    lambda body=body: self._hub.patch(  # type: ignore[misc]
+                        r.MANAGED_CLUSTER_ADDON,
+                        self._addon,
+                        body,
+                        namespace=self._cluster,
+                        subresource="status",
+                    ),
+                    attempts=TRANSIENT_ATTEMPTS,
+                    policy=TRANSIENT_BACKOFF,
+                    what=f"status write for {what}",
                 )
             except Conflict:
                 self.conflicts += 1
@@ -99,8 +110,13 @@ class StatusWriter:
 
     async def _read(self) -> dict[str, Any]:
         try:
-            return await self._hub.get(
-                r.MANAGED_CLUSTER_ADDON, self._addon, namespace=self._cluster
+            return await retry(
+                lambda: self._hub.get(
+                    r.MANAGED_CLUSTER_ADDON, self._addon, namespace=self._cluster
+                ),
+                attempts=TRANSIENT_ATTEMPTS,
+                policy=TRANSIENT_BACKOFF,
+                what="reading the ManagedClusterAddOn",
             )
         except NotFound:
             raise TemporaryError(

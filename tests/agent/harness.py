@@ -23,7 +23,8 @@ FAST_WATCH = WatchSettings(server_timeout=30, inactivity_timeout=40.0)
 
 # What a training container does, in a few lines: write an update through the model store and
 # the result record to $FL_RESULT_PATH. With a gate file argument, wait for it first (so a test
-# decides when training ends); with "fail", exit 1 with a reason as the termination message.
+# decides when training ends); "fail": exit 1 with a reason as the termination message;
+# "silent": exit 0 without a result record; "badhash": a record whose sha256 is wrong.
 TRAIN = """
 import asyncio, os, pathlib, sys, time
 import numpy as np
@@ -35,6 +36,8 @@ result_path = pathlib.Path(os.environ["FL_RESULT_PATH"])
 if mode == "fail":
     result_path.write_text("ValueError: the dataset has no rows")
     sys.exit(1)
+if mode == "silent":
+    sys.exit(0)
 if mode.startswith("gate="):
     gate = pathlib.Path(mode[5:])
     while not gate.exists():
@@ -42,7 +45,8 @@ if mode.startswith("gate="):
 spec = RoundSpec.from_json(pathlib.Path(os.environ["FL_ROUND_SPEC_PATH"]).read_text())
 data = encode_weights({"w": np.full((2, 2), float(spec.round), dtype=np.float32)})
 ref = asyncio.run(open_store(spec.store).put_uri(spec.update_uri, data))
-result = TrainingResult(update_uri=ref.uri, sha256=ref.sha256, num_examples=5, metrics={"loss": 0.25})
+sha = "0" * 64 if mode == "badhash" else ref.sha256
+result = TrainingResult(update_uri=ref.uri, sha256=sha, num_examples=5, metrics={"loss": 0.25})
 result_path.write_text(result.to_json())
 """
 
