@@ -1,6 +1,17 @@
 """The project's Kubernetes runtime: one API client layer, informers, controllers, leases.
 
-Only this package builds URLs or talks HTTP to an API server.
+Only this package builds URLs or talks HTTP to an API server. The usual shape of a
+component::
+
+    api = await KubeApi.from_kubeconfig(path)              # None: in-cluster
+    metrics = ControllerMetrics(registry)                  # one per registry
+    informer = Informer(api, resources.FEDERATED_LEARNING)
+    controller = Controller("federatedlearning", reconcile, metrics=metrics)
+    informer.subscribe(lambda _type, obj: controller.enqueue(key_of(obj)))
+    # run informer.run() and controller.run() (under LeaderElector.run when needed)
+
+``reconcile(key)`` reads the informer cache, writes only differences, and raises
+``TemporaryError`` / ``TerminalError`` or returns ``Result(requeue_after=...)``.
 """
 
 from fl_kube.backoff import BackoffPolicy, RateLimiter, retry

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import pytest
 
@@ -225,3 +226,8 @@ async def test_invalid_names_fail_before_any_request(api: KubeApi) -> None:
 async def test_version(api: KubeApi) -> None:
     version = await api.version()
     assert version["gitVersion"].startswith("v1.")
+
+
+async def test_missing_kubeconfig_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="--kubeconfig"):
+        await KubeApi.from_kubeconfig(tmp_path / "absent.kubeconfig")
