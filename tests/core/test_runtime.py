@@ -17,6 +17,7 @@ from fl_contract.models import JobRef, ModelRef, RoundSpec, StoreConfig, Trainin
 from fl_contract.weights import decode_weights, encode_weights, sha256_hex
 from fl_core.examples import digits
 from fl_core.runtime import TrainerBase, run_round
+from fl_core.runtime.__main__ import main as train_main
 from fl_core.store import open_store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,13 +129,27 @@ def test_corrupt_global_model_fails_with_a_one_line_reason(tmp_path: Path) -> No
     ],
 )
 def test_invalid_command_line_exits_2_with_one_line(
-    tmp_path: Path, args: list[str], message: str
+    tmp_path: Path,
+    args: list[str],
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    proc, _ = _run(tmp_path, None, *args)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
+    monkeypatch.setenv(keys.ENV_ROUND_SPEC_PATH, str(tmp_path / "spec.json"))
+    monkeypatch.setenv(keys.ENV_RESULT_PATH, str(tmp_path / "result"))
+    assert train_main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1
     assert message in lines[0]
+    assert not (tmp_path / "result").exists()
+
+
+def test_missing_environment_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(keys.ENV_ROUND_SPEC_PATH, raising=False)
+    assert train_main(["--example", "digits"]) == 2
+    assert "FL_ROUND_SPEC_PATH must be set" in capsys.readouterr().err
 
 
 def test_user_trainer_from_module_attr(tmp_path: Path) -> None:
