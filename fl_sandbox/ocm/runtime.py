@@ -38,6 +38,7 @@ class Runtime:
         self._handlers: list[tuple[Informer, Handler]] = []
         self._inflight = 0
         self._informers: list[Informer] = []
+        self._by_key: dict[tuple[Any, ...], Informer] = {}
         self._controllers: list[Controller[Any]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._extra: list[Callable[[], Awaitable[None]]] = []
@@ -51,7 +52,11 @@ class Runtime:
         label_selector: str | None = None,
         field_selector: str | None = None,
     ) -> Informer:
-        """A new informer, run by ``start``."""
+        """An informer run by ``start``; one per (client, resource, scope), shared by callers."""
+        key = (id(api), res, namespace, label_selector, field_selector)
+        shared = self._by_key.get(key)
+        if shared is not None:
+            return shared
         informer = Informer(
             api,
             res,
@@ -61,6 +66,7 @@ class Runtime:
             settings=self._watch_settings,
         )
         self._informers.append(informer)
+        self._by_key[key] = informer
         return informer
 
     def on(self, informer: Informer, handler: Handler) -> None:
