@@ -94,7 +94,11 @@ async def test_install_namespace_follows_the_deployment_config(sandbox: Sandbox)
             return (await addon_status(hub, "cluster1"))["namespace"] == "addon-ns-cluster1"
 
         await wait_for(moved, timeout=10, message="status.namespace follows the config")
-        assert sandbox.agent_namespace("cluster1") == "addon-ns-cluster1"
+        await wait_for(
+            lambda: sandbox.agent_namespace("cluster1") == "addon-ns-cluster1",
+            timeout=5,
+            message="the harness reads the new namespace",
+        )
         assert await spoke.get(r.NAMESPACE, "addon-ns-cluster1")
         assert await spoke.get(r.SECRET, SECRET, namespace="addon-ns-cluster1")
         assert await spoke.get_or_none(r.SECRET, SECRET, namespace=DEFAULT_NS) is None
