@@ -97,7 +97,7 @@ def main() -> int:
             folder = root / f"p{params}"
             _write_updates(folder, n=n, params=params)
             gb = n * params * 4 / 1e9
-            repeats = 3 if gb <= 1.0 else 1
+            repeats = 5 if gb <= 1.0 else 1
             row: dict[str, Any] = {
                 "case": "aggregate",
                 "n": n,
@@ -127,7 +127,7 @@ def main() -> int:
         for params in INGEST_PARAMS if not args.quick else INGEST_PARAMS[:1]:
             folder = root / f"p{params}"
             _write_updates(folder, n=1, params=params)
-            result = _run("ingest", folder, 1, 5)
+            result = _run("ingest", folder, 1, 9)
             row = {"case": "ingest", "n": 1, "params": params, **result}
             rows.append(row)
             print(_line(row), flush=True)
