@@ -24,7 +24,6 @@ from fl_kube.errors import Conflict
 from fl_kube.informer import Informer
 from hub_manager import rounds
 from hub_manager import status as st
-from hub_manager.cache import WriteMemo
 from hub_manager.cleanup import JobCleaner
 from hub_manager.crd_spec import FederatedLearningSpec, SpecError, parse_spec
 from hub_manager.job_runtime import (
@@ -43,13 +42,11 @@ from hub_manager.placement import (
 )
 from hub_manager.publication import Publisher
 from hub_manager.reports import AddonView
-from hub_manager.round_inputs import ReportCollector, global_model
+from hub_manager.round_inputs import ReportCollector
+from hub_manager.round_sender import RoundSender
 from hub_manager.settings import HubSettings
 from hub_manager.work import (
-    build_round_spec,
-    desired_manifest_work,
     store_config,
-    work_matches,
 )
 
 log = logging.getLogger(__name__)
@@ -86,9 +83,9 @@ class FederatedLearningReconciler:
         self._runtimes: dict[Key, JobRuntime] = {}
         self._latest: dict[Key, dict[str, Any]] = {}
         self._applied: dict[tuple[str, str, str], str] = {}
-        self._sent = WriteMemo(works)
         self._cleaner = JobCleaner(api, jobs=jobs, works=works)
         self._reports = ReportCollector(addon=self._addon, metrics=metrics)
+        self._sender = RoundSender(api, works=works, addon=self._addon, cleaner=self._cleaner)
         self._publisher = Publisher(
             write_status=self._write_status,
             drop_runtime=self._drop_runtime,
@@ -323,7 +320,7 @@ class FederatedLearningReconciler:
         if isinstance(decision, rounds.StartRound):
             return await self._start_round(key, obj, status, runtime, decision, tally, now)
         if isinstance(decision, rounds.AwaitReports):
-            await self._send_round(obj, status, runtime)
+            await self._sender.send(obj, status, runtime)
             obj = await self._write_status(key, obj, status)
             delay = min(max(decision.requeue_after, 0.05), self._settings.resync_seconds)
             return obj, Result(requeue_after=delay), False
@@ -541,61 +538,8 @@ class FederatedLearningReconciler:
             retry,
             ", ".join(decision.participants),
         )
-        await self._send_round(obj, status, runtime)
+        await self._sender.send(obj, status, runtime)
         return obj, None, True
-
-    async def _send_round(
-        self, obj: dict[str, Any], status: dict[str, Any], runtime: JobRuntime
-    ) -> None:
-        """Each participant's ManifestWork carries this round's spec; others have none."""
-        progress = st.progress_of(status)
-        uid = str(obj["metadata"]["uid"])
-        namespace, name = str(obj["metadata"]["namespace"]), str(obj["metadata"]["name"])
-        deadline = progress.deadline
-        if not progress.in_round or deadline is None:
-            return
-        client_config = runtime.strategy.client_config(progress.round)
-        start_model = global_model(obj, status, progress.round)
-        work_name = naming.manifest_work_name(uid)
-        for cluster in progress.participants:
-            addon = self._addon(cluster)
-            if addon.agent_namespace is None:
-                continue
-            update_uri = runtime.store.uri_for(
-                naming.update_key(
-                    namespace=namespace,
-                    job=name,
-                    round_number=progress.round,
-                    cluster=cluster,
-                    attempt=progress.attempt,
-                )
-            )
-            spec = build_round_spec(
-                obj=obj,
-                spec=runtime.spec,
-                cluster=cluster,
-                round_number=progress.round,
-                attempt=progress.attempt,
-                global_model=start_model,
-                update_uri=update_uri,
-                store=runtime.store_config,
-                deadline=deadline,
-                client_config=client_config,
-            )
-            desired = desired_manifest_work(
-                obj, cluster=cluster, agent_namespace=addon.agent_namespace, round_spec=spec
-            )
-            fingerprint = repr(desired)
-            cached = self._works.get(work_name, cluster)
-            slot = (uid, cluster)
-            if self._sent.needs_write(
-                slot, fingerprint, cached_matches=work_matches(cached, desired)
-            ):
-                written = await self._api.apply(
-                    r.MANIFEST_WORK, desired, field_manager=keys.HUB_FIELD_MANAGER
-                )
-                self._sent.wrote(slot, fingerprint, written)
-        await self._cleaner.remove_works(uid, keep=set(progress.participants))
 
     def _count_phases(self) -> None:
         counts: dict[str, int] = {}

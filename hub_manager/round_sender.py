@@ -1,0 +1,86 @@
+"""Sending each participant its round spec: one ManifestWork per (job, cluster), updated
+in place each round, carrying the spec as a ConfigMap into the agent's namespace."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fl_contract import keys, naming
+from fl_kube import resources as r
+from fl_kube.client import KubeApi
+from fl_kube.informer import Informer
+from hub_manager import status as st
+from hub_manager.cache import WriteMemo
+from hub_manager.cleanup import JobCleaner
+from hub_manager.job_runtime import JobRuntime
+from hub_manager.reports import AddonView
+from hub_manager.round_inputs import global_model
+from hub_manager.work import build_round_spec, desired_manifest_work, work_matches
+
+
+class RoundSender:
+    def __init__(
+        self,
+        api: KubeApi,
+        *,
+        works: Informer,
+        addon: Callable[[str], AddonView],
+        cleaner: JobCleaner,
+    ) -> None:
+        self._api = api
+        self._works = works
+        self._addon = addon
+        self._cleaner = cleaner
+        self._sent = WriteMemo(works)
+
+    async def send(self, obj: dict[str, Any], status: dict[str, Any], runtime: JobRuntime) -> None:
+        """Each participant's ManifestWork carries this round's spec; others have none."""
+        progress = st.progress_of(status)
+        uid = str(obj["metadata"]["uid"])
+        namespace, name = str(obj["metadata"]["namespace"]), str(obj["metadata"]["name"])
+        deadline = progress.deadline
+        if not progress.in_round or deadline is None:
+            return
+        client_config = runtime.strategy.client_config(progress.round)
+        start_model = global_model(obj, status, progress.round)
+        work_name = naming.manifest_work_name(uid)
+        for cluster in progress.participants:
+            addon = self._addon(cluster)
+            if addon.agent_namespace is None:
+                continue
+            update_uri = runtime.store.uri_for(
+                naming.update_key(
+                    namespace=namespace,
+                    job=name,
+                    round_number=progress.round,
+                    cluster=cluster,
+                    attempt=progress.attempt,
+                )
+            )
+            spec = build_round_spec(
+                obj=obj,
+                spec=runtime.spec,
+                cluster=cluster,
+                round_number=progress.round,
+                attempt=progress.attempt,
+                global_model=start_model,
+                update_uri=update_uri,
+                store=runtime.store_config,
+                deadline=deadline,
+                client_config=client_config,
+            )
+            desired = desired_manifest_work(
+                obj, cluster=cluster, agent_namespace=addon.agent_namespace, round_spec=spec
+            )
+            fingerprint = repr(desired)
+            cached = self._works.get(work_name, cluster)
+            slot = (uid, cluster)
+            if self._sent.needs_write(
+                slot, fingerprint, cached_matches=work_matches(cached, desired)
+            ):
+                written = await self._api.apply(
+                    r.MANIFEST_WORK, desired, field_manager=keys.HUB_FIELD_MANAGER
+                )
+                self._sent.wrote(slot, fingerprint, written)
+        await self._cleaner.remove_works(uid, keep=set(progress.participants))
