@@ -65,14 +65,12 @@ async def test_requests_per_cluster_per_round(sandbox_factory: Any) -> None:
         cs = await h.clusters(sb)
         try:
             assert sb.hub is not None
-            for name in cs:  # the manager is synced and has granted every agent its status
-                await wait_for(
-                    lambda name=name: h.exists(
-                        sb, r.ROLE_BINDING, naming.agent_role_binding_name(), name
-                    ),
-                    timeout=10,
-                    message="manager started",
-                )
+
+            async def granted() -> bool:  # the manager is synced and granted every agent
+                binding = naming.agent_role_binding_name()
+                return all([await h.exists(sb, r.ROLE_BINDING, binding, name) for name in cs])
+
+            await wait_for(granted, timeout=10, message="manager started")
             job = await h.create_job(sb, "counted", rounds=rounds, min_available=clusters)
             start = len(sb.hub.request_log)
             uid = job["metadata"]["uid"]
