@@ -69,6 +69,9 @@ class Applied:
             uid=str(entry.get("uid") or ""),
         )
 
+    def identity(self) -> tuple[str, str, str, str]:
+        return (self.group, self.resource, self.namespace, self.name)
+
     def same_object(self, other: Applied) -> bool:
         return (self.group, self.resource, self.namespace, self.name) == (
             other.group,
@@ -162,12 +165,14 @@ class WorkAgent:
         spoke: KubeApi,
         hub_url: str,
         feedback_interval: float = 5.0,
+        retry_interval: float = 1.0,
     ) -> None:
         self.cluster = cluster
         self._hub = hub
         self._spoke = spoke
         self._hub_hash = hashlib.sha256(hub_url.encode()).hexdigest()
         self._feedback_interval = feedback_interval
+        self._retry_interval = retry_interval
         self.works = runtime.informer(hub, r.MANIFEST_WORK, namespace=cluster)
         self.controller = runtime.controller(f"work-agent-{cluster}", self._reconcile, workers=2)
         runtime.on(
@@ -279,8 +284,10 @@ class WorkAgent:
             for e in (record.get("status") or {}).get("appliedResources") or []
         ]
         applied: list[Applied] = []
+        wanted: set[tuple[str, str, str, str]] = set()  # objects the work still holds
         statuses: list[dict[str, Any]] = []
         has_feedback = False
+        failed = False
         for ordinal, manifest in enumerate(manifests):
             resource_meta: dict[str, Any] = {
                 "ordinal": ordinal,
@@ -303,11 +310,13 @@ class WorkAgent:
                 resource_meta.update(
                     group=res.group, version=res.version, resource=res.plural, namespace=namespace
                 )
+                wanted.add((res.group, res.plural, namespace, resource_meta["name"]))
                 config = _manifest_config(configs, res, namespace, resource_meta["name"])
                 obj = await self._apply_one(manifest, config, res)
             except (ApiError, ValueError) as exc:
                 if isinstance(exc, Conflict) or is_temporary(exc):
                     raise  # retried with backoff; not a property of the manifest
+                failed = True
                 message = str(exc)[:1000]
                 manifest_conditions = [
                     cond.condition(
@@ -322,7 +331,8 @@ class WorkAgent:
                 ]
                 statuses.append({"resourceMeta": resource_meta, "conditions": manifest_conditions})
                 continue
-            if obj is not None:
+            read_only = (config.get("updateStrategy") or {}).get("type") == "ReadOnly"
+            if obj is not None and not read_only:  # a ReadOnly object is watched, not owned
                 obj_meta = obj.get("metadata") or {}
                 applied.append(
                     Applied(
@@ -377,21 +387,23 @@ class WorkAgent:
             }
             statuses.append(entry)
 
-        await self._remove_stale(work, previous, applied)
-        await self._record_applied(record, applied)
-        await self._write_status(work, statuses)
-        if has_feedback:
-            return Result(requeue_after=self._feedback_interval)
-        return None
-
-    async def _remove_stale(
-        self, work: Mapping[str, Any], previous: Sequence[Applied], current: Sequence[Applied]
-    ) -> None:
-        for old in previous:
-            if any(old.same_object(new) for new in current):
-                continue
+        # Objects applied before whose manifest failed this time stay recorded (and in place);
+        # only objects whose manifest left the work are deleted.
+        kept = [
+            old
+            for old in previous
+            if old.identity() in wanted and not any(old.same_object(a) for a in applied)
+        ]
+        stale = [old for old in previous if old.identity() not in wanted]
+        await self._record_applied(record, [*applied, *kept])
+        for old in stale:
             if not _orphaned(work, old):
                 await self._delete_applied(old)
+        await self._write_status(work, statuses)
+        waits = [self._feedback_interval] if has_feedback else []
+        if failed:
+            waits.append(self._retry_interval)  # e.g. a namespace another manifest creates
+        return Result(requeue_after=min(waits)) if waits else None
 
     async def _delete_applied(self, applied: Applied) -> bool:
         """Delete one applied object if it is still the one we created; True when gone."""

@@ -264,3 +264,20 @@ async def test_unknown_kind_is_reported_not_retried_forever(apis: tuple[KubeApi,
     assert third is not None
     assert third["status"] == "True"  # the valid manifest is applied all the same
     assert await spoke_data(spoke, "fine") == {}
+
+
+async def test_manifests_needing_a_later_namespace_are_retried(
+    apis: tuple[KubeApi, KubeApi],
+) -> None:
+    hub, spoke = apis
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "later"}}
+    await hub.create(
+        r.MANIFEST_WORK, work("w7", [configmap("in-later", {"a": "1"}, "later"), namespace])
+    )
+
+    async def applied() -> bool:
+        return await work_condition(hub, "w7", "Applied") == ("True", "AppliedManifestWorkComplete")
+
+    await wait_for(applied, timeout=10, message="applied once the namespace exists")
+    found = await spoke.get(r.CONFIGMAP, "in-later", namespace="later")
+    assert found["data"] == {"a": "1"}
