@@ -13,7 +13,13 @@ from .auth import Attributes, Authorizer, Identity, review
 from .errors import ApiError
 from .registry import TypeRegistry
 from .resources import APPLY, Resources, Target, WriteOptions, as_version, parse_body
-from .selectors import fields_match, labels_match, parse_field_selector, parse_label_selector
+from .selectors import (
+    FieldRequirement,
+    fields_match,
+    labels_match,
+    parse_field_selector,
+    parse_label_selector,
+)
 from .store import Obj, Store
 from .tables import table
 from .watch import DEFAULT_TIMEOUT, WatchRequest, WatchStream
@@ -300,7 +306,8 @@ class Routes:
             timeout=timeout,
             bookmarks=_truthy(q.get("allowWatchBookmarks")),
             labels=parse_label_selector(q.get("labelSelector")),
-            fields=parse_field_selector(q.get("fieldSelector"), t.gr),
+            fields=parse_field_selector(q.get("fieldSelector"), t.gr)
+            + ([FieldRequirement("metadata.name", False, t.name)] if t.name else []),
             initial_events=_truthy(q.get("sendInitialEvents")),
         )
         if wr.initial_events and not (

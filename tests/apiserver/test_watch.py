@@ -233,3 +233,24 @@ async def test_send_initial_events_ends_with_marked_bookmark(core: client.CoreV1
     assert [t for t, _ in events] == ["ADDED", "BOOKMARK"]
     assert events[1][1]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
     assert int(events[1][1]["metadata"]["resourceVersion"]) >= int(made.metadata.resource_version)
+
+
+async def test_watch_of_one_object_by_path(api: client.ApiClient, core: client.CoreV1Api) -> None:
+    start = await core.list_namespaced_config_map("default")
+    await core.create_namespaced_config_map("default", cm("other"))
+    await core.create_namespaced_config_map("default", cm("one"))
+    path = "/api/v1/watch/namespaces/default/configmaps/one"
+    response = await api.call_api(
+        path,
+        "GET",
+        query_params=[
+            ("resourceVersion", start.metadata.resource_version),
+            ("timeoutSeconds", "5"),
+        ],
+        auth_settings=["BearerToken"],
+        _preload_content=False,
+    )
+    async with asyncio.timeout(5):
+        line = await response.content.readline()
+    response.close()
+    assert b'"name":"one"' in line
