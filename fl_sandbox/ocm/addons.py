@@ -137,13 +137,6 @@ class AddonInstaller:
 
         return handler
 
-    async def stop_agents(self) -> None:
-        """Stop every agent this installer started."""
-        if self._agents is None:
-            return
-        for cluster, addon in list(self._installed):
-            await self._agents.remove(cluster=cluster, addon=addon)
-
     async def _reconcile(self, key: Key) -> Result | None:
         cluster, name = key
         if cluster not in self._spokes:
