@@ -3,11 +3,14 @@ reports, corrupt or malformed updates, late reports."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
 from fl_contract.weights import decode_weights, encode_weights
+from fl_kube import resources as r
 from tests.hub import helpers as h
 
 
@@ -248,3 +251,94 @@ async def test_initial_model_is_round_one_global_model(sandbox_factory: Any) -> 
             await h.store_bytes(sb, status["model"]["uri"], status["model"]["sha256"])
         )
         assert np.allclose(weights["dense/bias"], 10.5)
+
+
+async def _crash_after_recording(sb: Any, *, name: str) -> dict[str, Any]:
+    """Rewind the job's status to the moment after the result of round 1 was recorded and
+    before it was published, as a manager killed at that point leaves it."""
+    obj = await h.get_job(sb, name)
+    status = obj["status"]
+    (entry,) = status["history"]
+    pending = {
+        "round": 1,
+        "attempt": 1,
+        "uri": status["model"]["uri"],
+        "sha256": status["model"]["sha256"],
+        "accepted": entry["accepted"],
+        "rejected": entry["rejected"],
+        "numExamples": entry["numExamples"],
+        "acceptedClusters": ["cluster1", "cluster2"],
+        "reportedClusters": ["cluster1", "cluster2"],
+    }
+    for field in ("history", "model", "previousRound", "metric"):
+        status.pop(field, None)
+    status.update(round=1, attempt=1, pendingModel=pending)
+    # Round 2 had started: undo that too, the participants of round 1 stand.
+    status["participants"] = [{"cluster": c, "state": "Accepted"} for c in ("cluster1", "cluster2")]
+    await h.hub(sb).replace(r.FEDERATED_LEARNING, obj, subresource="status")
+    return pending
+
+
+async def test_restart_after_the_result_was_written(sandbox_factory: Any) -> None:
+    """Recorded and written, not yet published: the restarted manager publishes it without
+    aggregating or writing the round again."""
+    async with sandbox_factory(clusters=2) as sb:
+        cs = await h.clusters(sb)
+        running = h.start_manager(sb)
+        try:
+            job = await h.create_job(sb, "crash", rounds=2)
+            uid = job["metadata"]["uid"]
+            for i, cluster in enumerate(cs.values()):
+                await cluster.train(await cluster.wait_spec(uid, round_number=1), shift=i + 1.0)
+            await h.wait_status(sb, "crash", lambda s: (s.get("model") or {}).get("round") == 1)
+            await running.stop()
+            pending = await _crash_after_recording(sb, name="crash")
+            model_file = _path(pending["uri"])
+            written_at = model_file.stat().st_mtime_ns
+
+            running = h.start_manager(sb)
+            status = await h.wait_status(sb, "crash", lambda s: s.get("round") == 2)
+            assert status["history"][0]["modelSha256"] == pending["sha256"]
+            assert "pendingModel" not in status
+            assert model_file.stat().st_mtime_ns == written_at  # never written twice
+            for i, cluster in enumerate(cs.values()):
+                await cluster.train(await cluster.wait_spec(uid, round_number=2), shift=i + 1.0)
+            status = await h.wait_status(sb, "crash", h.phase_is("Completed"))
+        finally:
+            await running.stop()
+            await h.close_clusters(cs)
+        assert [e["round"] for e in status["history"]] == [1, 2]
+
+
+async def test_restart_before_the_result_was_written(sandbox_factory: Any) -> None:
+    """Recorded but never written: the restarted manager aggregates the round again from the
+    reports in the add-on statuses (the same update set gives the same model)."""
+    async with sandbox_factory(clusters=2) as sb:
+        cs = await h.clusters(sb)
+        running = h.start_manager(sb)
+        try:
+            job = await h.create_job(sb, "lost", rounds=1)
+            uid = job["metadata"]["uid"]
+            for i, cluster in enumerate(cs.values()):
+                await cluster.train(await cluster.wait_spec(uid, round_number=1), shift=i + 1.0)
+            done = await h.wait_status(sb, "lost", h.phase_is("Completed"))
+            await running.stop()
+            obj = await h.get_job(sb, "lost")
+            obj["status"]["phase"] = "Running"
+            obj["status"].pop("completionTime", None)
+            await h.hub(sb).replace(r.FEDERATED_LEARNING, obj, subresource="status")
+            pending = await _crash_after_recording(sb, name="lost")
+            _path(pending["uri"]).unlink()
+
+            running = h.start_manager(sb)
+            status = await h.wait_status(sb, "lost", h.phase_is("Completed"))
+        finally:
+            await running.stop()
+            await h.close_clusters(cs)
+        assert [e["round"] for e in status["history"]] == [1]
+        assert status["model"]["sha256"] == done["model"]["sha256"]
+        assert _path(status["model"]["uri"]).exists()
+
+
+def _path(uri: str) -> Path:
+    return Path(unquote(urlsplit(uri).path))
