@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from .builtin_types import ResourceType
+from .errors import ApiError
 from .metadata import Cause
 
 _CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
@@ -135,10 +136,30 @@ def _job(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
     return causes
 
 
+_OBJECT_FIELDS = ("spec", "status", "data", "binaryData", "stringData", "roleRef", "involvedObject")
+_LIST_FIELDS = ("rules", "subjects", "secrets", "imagePullSecrets")
+
+
+def check_shapes(rtype: ResourceType, obj: dict[str, Any]) -> None:
+    """Decoding errors a typed kind gives for a field of the wrong JSON type (400)."""
+    for key in _OBJECT_FIELDS + _LIST_FIELDS:
+        if key not in obj or obj[key] is None:
+            continue
+        want = dict if key in _OBJECT_FIELDS else list
+        if not isinstance(obj[key], want):
+            raise ApiError(
+                400,
+                "BadRequest",
+                f"json: cannot unmarshal {type(obj[key]).__name__} into Go struct field "
+                f"{rtype.kind}.{key} of type {'object' if want is dict else 'array'}",
+            )
+
+
 def apply_builtin_rules(
     rtype: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None
 ) -> list[Cause]:
     """Fill defaults into obj (a private copy) and return what kube-apiserver would reject."""
+    check_shapes(rtype, obj)
     gr = rtype.group_resource
     if gr == ("", "namespaces"):
         spec = obj.setdefault("spec", {})

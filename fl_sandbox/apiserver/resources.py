@@ -179,6 +179,11 @@ class Resources:
         obj = copy.deepcopy(self._check_kind(t, body))
         obj["apiVersion"], obj["kind"] = rtype.api_version, rtype.kind
         meta = obj.setdefault("metadata", {})
+        for key in ("name", "generateName", "namespace"):
+            if not isinstance(meta.get(key, ""), str):
+                raise errors.bad_request(
+                    f"json: cannot unmarshal {type(meta[key]).__name__} into Go struct field ObjectMeta.metadata.{key} of type string"
+                )
         if rtype.namespaced:
             if meta.get("namespace") and meta["namespace"] != t.namespace:
                 raise errors.bad_request(

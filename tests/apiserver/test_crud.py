@@ -247,3 +247,27 @@ async def test_typed_apis_serve_builtin_kinds(api: ApiClient) -> None:
     )
     assert secret.data == {"token": "YWJj"}
     assert secret.type == "Opaque"
+
+
+async def test_malformed_bodies_are_client_errors(api: ApiClient) -> None:
+    async def post(path: str, body: object) -> int:
+        try:
+            await api.call_api(
+                path,
+                "POST",
+                body=body,
+                header_params={"Content-Type": "application/json"},
+                auth_settings=["BearerToken"],
+                response_types_map={201: "object"},
+            )
+        except ApiException as exc:
+            return int(exc.status)
+        return 201
+
+    assert await post("/api/v1/namespaces/default/configmaps", {"metadata": {"name": 5}}) == 400
+    assert await post("/api/v1/namespaces", {"metadata": {"name": "x"}, "spec": 5}) == 400
+    assert (
+        await post("/api/v1/namespaces/default/secrets", {"metadata": {"name": "s"}, "data": [1]})
+        == 400
+    )
+    assert await post("/api/v1/namespaces/default/configmaps", [1, 2]) == 400
