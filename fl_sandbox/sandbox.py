@@ -165,6 +165,8 @@ class Sandbox:
         self.spoke_apis: dict[str, KubeApi] = {}
         self.runtime: Runtime | None = None
         self.installer: AddonInstaller | None = None
+        self.registration: Registration | None = None
+        self.work_agents: dict[str, WorkAgent] = {}
         self.job_runners: dict[str, Any] = {}
         self._agent_host = _InProcessAgents(self)
         self._hub_manager_task: asyncio.Task[None] | None = None
@@ -205,6 +207,21 @@ class Sandbox:
                 "add-on enabled (Sandbox(addon=True)) and its ClusterManagementAddOn applied?"
             )
         return str(namespace)
+
+    def set_cluster_reachable(self, name: str, reachable: bool) -> None:
+        """Simulate a cluster losing (or regaining) contact with the hub.
+
+        Unreachable: its ManagedCluster turns Available Unknown and gets the NoSelect taint
+        ``cluster.open-cluster-management.io/unreachable`` (so placements drop it), its
+        add-ons turn Available Unknown, its agent stops and its work agent pauses.
+        Reachable again: all of that is undone.
+        """
+        self._check_cluster(name)
+        if self.registration is None or self.installer is None:
+            raise RuntimeError("the sandbox is not started")
+        self.registration.set_reachable(name, reachable)
+        self.work_agents[name].paused = not reachable
+        self.installer.enqueue_cluster(name)
 
     def running_agents(self) -> list[str]:
         """Clusters whose in-process agent is running (``agents=True``)."""
@@ -273,9 +290,10 @@ class Sandbox:
             spokes=self.spoke_apis,
             spoke_urls={name: str(self.spokes[name].url) for name in self.cluster_names},
         )
+        self.registration = registration
         PlacementController(runtime, hub=self.hub_api)
         for name in self.cluster_names:
-            WorkAgent(
+            self.work_agents[name] = WorkAgent(
                 runtime,
                 cluster=name,
                 hub=self.hub_api,
@@ -291,6 +309,7 @@ class Sandbox:
             kubeconfig_path=lambda cluster, addon: self.agent_hub_kubeconfig(cluster, addon),
             agents=self._agent_host if self.agents else None,
             lease_grace=self.addon_lease_grace,
+            cluster_available=registration.available_condition,
         )
         self._add_job_runners(runtime)
 

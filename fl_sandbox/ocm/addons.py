@@ -96,6 +96,7 @@ class AddonInstaller:
         kubeconfig_path: Callable[[str, str], Path],
         agents: AgentHost | None = None,
         lease_grace: float | None = None,
+        cluster_available: Callable[[str], dict[str, Any]] | None = None,
     ) -> None:
         self._hub = hub
         self._spokes = dict(spokes)
@@ -103,6 +104,7 @@ class AddonInstaller:
         self._kubeconfig_path = kubeconfig_path
         self._agents = agents
         self._lease_grace = lease_grace
+        self._cluster_available = cluster_available
         self._installed: dict[Key, _Installed] = {}
         self.addons = runtime.informer(hub, r.MANAGED_CLUSTER_ADDON)
         self.cmas = runtime.informer(hub, r.CLUSTER_MANAGEMENT_ADDON)
@@ -120,6 +122,12 @@ class AddonInstaller:
         runtime.on(self.strategy.decisions, self._enqueue_all)
         for cluster, informer in self.leases.items():
             runtime.on(informer, self._lease_handler(cluster))
+
+    def enqueue_cluster(self, cluster: str) -> None:
+        """Look at every add-on of one cluster again (e.g. it became unreachable)."""
+        for addon in self.addons.list():
+            if (addon.get("metadata") or {}).get("namespace") == cluster:
+                self._on_addon("", addon)
 
     def _on_addon(self, _type: str, obj: dict[str, Any]) -> None:
         meta = obj.get("metadata") or {}
@@ -147,6 +155,20 @@ class AddonInstaller:
             return None
         cma = self.cmas.get(name)
         if cma is None or not addonconfig.uses_template(cma):
+            return None
+        cluster_available = self._cluster_available(cluster) if self._cluster_available else None
+        if cluster_available is not None and cluster_available["status"] == "Unknown":
+            # As the hub's add-on health check: an unknown cluster makes its add-ons unknown;
+            # its agent is down with it.
+            if self._agents is not None:
+                await self._agents.remove(cluster=cluster, addon=name)
+            await self._write_status(
+                mca,
+                cma,
+                namespace=None,
+                refs=[],
+                updates=[dict(cluster_available, type="Available")],
+            )
             return None
         template_ref = addonconfig.resolve_config(
             group=addonconfig.ADDON_GROUP,

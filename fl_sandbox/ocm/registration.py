@@ -28,6 +28,8 @@ from fl_sandbox.ocm.scheduling import CLUSTER_SET_LABEL, set_members
 log = logging.getLogger(__name__)
 
 LEASE_DURATION_SECONDS: Final = 60
+UNREACHABLE_TAINT: Final = "cluster.open-cluster-management.io/unreachable"
+UNAVAILABLE_TAINT: Final = "cluster.open-cluster-management.io/unavailable"
 
 
 def _name(obj: Mapping[str, Any]) -> str:
@@ -82,6 +84,7 @@ class Registration:
         self._urls = dict(spoke_urls or {})
         self._max_custom_claims = max_custom_claims
         self._versions: dict[str, str] = {}
+        self.unreachable: set[str] = set()
         self.clusters = runtime.informer(hub, r.MANAGED_CLUSTER)
         self.sets = runtime.informer(hub, r.MANAGED_CLUSTER_SET)
         self.bindings = runtime.informer(hub, r.MANAGED_CLUSTER_SET_BINDING)
@@ -108,6 +111,27 @@ class Registration:
         for name, spoke in self._spokes.items():
             await self._ensure_namespace(name)
             self._versions[name] = await _server_version(spoke)
+
+    def set_reachable(self, name: str, reachable: bool) -> None:
+        """Simulate the cluster's registration agent stopping (or resuming) its lease."""
+        (self.unreachable.discard if reachable else self.unreachable.add)(name)
+        self.cluster_controller.enqueue(name)
+
+    def available_condition(self, name: str) -> dict[str, Any]:
+        """The ``ManagedClusterConditionAvailable`` the hub shows for the cluster."""
+        if name in self.unreachable:
+            return cond.condition(
+                "ManagedClusterConditionAvailable",
+                "Unknown",
+                reason="ManagedClusterLeaseUpdateStopped",
+                message="Registration agent stopped updating its lease.",
+            )
+        return cond.condition(
+            "ManagedClusterConditionAvailable",
+            True,
+            reason="ManagedClusterAvailable",
+            message="Managed cluster is available",
+        )
 
     # -- event handlers (quick: enqueue keys) ----------------------------------------
 
@@ -150,6 +174,7 @@ class Registration:
                 return Result(requeue_after=0.05)  # the cache has not seen it yet
         if (cluster.get("metadata") or {}).get("deletionTimestamp"):
             return None
+        cluster = await self._sync_taints(cluster)
         status = dict(cluster.get("status") or {})
         status["conditions"] = cond.set_conditions(
             status.get("conditions"),
@@ -166,17 +191,13 @@ class Registration:
                     reason="ManagedClusterJoined",
                     message="Managed cluster joined",
                 ),
-                cond.condition(
-                    "ManagedClusterConditionAvailable",
-                    True,
-                    reason="ManagedClusterAvailable",
-                    message="Managed cluster is available",
-                ),
+                self.available_condition(name),
             ],
         )
-        status["clusterClaims"] = exposed_claims(
-            self.claims[name].list(), max_custom=self._max_custom_claims
-        )
+        if name not in self.unreachable:  # an unreachable agent reports nothing new
+            status["clusterClaims"] = exposed_claims(
+                self.claims[name].list(), max_custom=self._max_custom_claims
+            )
         if self._versions.get(name):
             status["version"] = {"kubernetes": self._versions[name]}
         capacity = _capacity()
@@ -187,6 +208,29 @@ class Registration:
         body = dict(cluster, status=status)
         await self._hub.replace(r.MANAGED_CLUSTER, body, subresource="status")
         return None
+
+    async def _sync_taints(self, cluster: dict[str, Any]) -> dict[str, Any]:
+        """Taint an unreachable cluster ``NoSelect`` as the hub does; untaint it once back."""
+        name = _name(cluster)
+        spec = dict(cluster.get("spec") or {})
+        current = list(spec.get("taints") or [])
+        others = [t for t in current if t.get("key") not in (UNREACHABLE_TAINT, UNAVAILABLE_TAINT)]
+        wanted = others
+        if name in self.unreachable:
+            existing = next((t for t in current if t.get("key") == UNREACHABLE_TAINT), None)
+            wanted = [
+                *others,
+                existing
+                or {
+                    "key": UNREACHABLE_TAINT,
+                    "effect": "NoSelect",
+                    "timeAdded": cond.now_rfc3339(),
+                },
+            ]
+        if wanted == current:
+            return cluster
+        spec["taints"] = wanted
+        return await self._hub.replace(r.MANAGED_CLUSTER, dict(cluster, spec=spec))
 
     def _desired_cluster(self, name: str) -> dict[str, Any]:
         spec: dict[str, Any] = {

@@ -173,6 +173,7 @@ class WorkAgent:
         self._hub_hash = hashlib.sha256(hub_url.encode()).hexdigest()
         self._feedback_interval = feedback_interval
         self._retry_interval = retry_interval
+        self._paused = False
         self.works = runtime.informer(hub, r.MANIFEST_WORK, namespace=cluster)
         self.controller = runtime.controller(f"work-agent-{cluster}", self._reconcile, workers=2)
         runtime.on(
@@ -182,13 +183,27 @@ class WorkAgent:
             ),
         )
 
+    @property
+    def paused(self) -> bool:
+        """While paused (the cluster is unreachable) works are neither applied nor reported."""
+        return self._paused
+
+    @paused.setter
+    def paused(self, value: bool) -> None:
+        self._paused = value
+        if not value:
+            for work in self.works.list():
+                self.controller.enqueue(
+                    (self.cluster, str((work.get("metadata") or {}).get("name")))
+                )
+
     def applied_work_name(self, work_name: str) -> str:
         return f"{self._hub_hash}-{work_name}"
 
     async def _reconcile(self, key: Key) -> Result | None:
         _cluster, name = key
         work = self.works.get(name, self.cluster)
-        if work is None:
+        if work is None or self._paused:
             return None
         meta = work.get("metadata") or {}
         if meta.get("deletionTimestamp"):

@@ -150,3 +150,45 @@ async def test_cluster_sets_restrict_the_choice(hub: KubeApi) -> None:
     await wait_for(no_intersection, timeout=10, message="NoIntersection")
     await bind(hub, "default")
     await wait_decided(hub, "elsewhere", ["cluster1", "cluster2"])
+
+
+async def test_unreachable_cluster_is_tainted_and_dropped(sandbox: Sandbox, hub: KubeApi) -> None:
+    await bind(hub)
+    await create_placement(hub, "all", {})
+    await wait_decided(hub, "all", ["cluster1", "cluster2"])
+    sandbox.set_cluster_reachable("cluster2", False)
+    await wait_decided(hub, "all", ["cluster1"])
+    cluster = await hub.get(r.MANAGED_CLUSTER, "cluster2")
+    available = find(cluster["status"]["conditions"], "ManagedClusterConditionAvailable")
+    assert available is not None
+    assert (available["status"], available["reason"]) == (
+        "Unknown",
+        "ManagedClusterLeaseUpdateStopped",
+    )
+    [taint] = cluster["spec"]["taints"]
+    assert (taint["key"], taint["effect"]) == (
+        "cluster.open-cluster-management.io/unreachable",
+        "NoSelect",
+    )
+
+    async def addon_unknown() -> bool:
+        mca = await hub.get(r.MANAGED_CLUSTER_ADDON, "federated-learning", namespace="cluster2")
+        condition = find((mca.get("status") or {}).get("conditions"), "Available")
+        return condition is not None and condition["reason"] == "ManagedClusterLeaseUpdateStopped"
+
+    await wait_for(addon_unknown, timeout=10, message="add-on Available Unknown")
+    # A tolerating placement still selects it.
+    await create_placement(
+        hub,
+        "tolerant",
+        {
+            "tolerations": [
+                {"key": "cluster.open-cluster-management.io/unreachable", "operator": "Exists"}
+            ]
+        },
+    )
+    await wait_decided(hub, "tolerant", ["cluster1", "cluster2"])
+    sandbox.set_cluster_reachable("cluster2", True)
+    await wait_decided(hub, "all", ["cluster1", "cluster2"])
+    cluster = await hub.get(r.MANAGED_CLUSTER, "cluster2")
+    assert cluster["spec"].get("taints", []) == []

@@ -281,3 +281,33 @@ async def test_manifests_needing_a_later_namespace_are_retried(
     await wait_for(applied, timeout=10, message="applied once the namespace exists")
     found = await spoke.get(r.CONFIGMAP, "in-later", namespace="later")
     assert found["data"] == {"a": "1"}
+
+
+async def test_unreachable_cluster_applies_nothing_until_back(
+    sandbox: Sandbox, apis: tuple[KubeApi, KubeApi]
+) -> None:
+    hub, spoke = apis
+    sandbox.set_cluster_reachable(CLUSTER, False)
+    await hub.create(r.MANIFEST_WORK, work("w8", [configmap("later-cm", {"x": "1"})]))
+    # The same hub sees cluster2's work agent apply a work meanwhile: events are flowing.
+    await hub.create(
+        r.MANIFEST_WORK,
+        {
+            "metadata": {"name": "w8", "namespace": "cluster2"},
+            "spec": {"workload": {"manifests": [configmap("other-cm", {"x": "1"})]}},
+        },
+    )
+    async with await KubeApi.from_kubeconfig(sandbox.cluster_kubeconfig("cluster2")) as other:
+
+        async def other_applied() -> bool:
+            return await other.get_or_none(r.CONFIGMAP, "other-cm", namespace="default") is not None
+
+        await wait_for(other_applied, timeout=10, message="reachable cluster applies")
+    assert await spoke_data(spoke, "later-cm") is None
+    assert (await hub.get(r.MANIFEST_WORK, "w8", namespace=CLUSTER)).get("status") in (None, {})
+    sandbox.set_cluster_reachable(CLUSTER, True)
+
+    async def applied() -> bool:
+        return await spoke_data(spoke, "later-cm") == {"x": "1"}
+
+    await wait_for(applied, timeout=10, message="applied once reachable")
