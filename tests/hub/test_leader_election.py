@@ -65,3 +65,39 @@ async def test_one_leader_drives_and_a_standby_takes_over(sandbox_factory: Any) 
             await h.close_clusters(cs)
         assert [e["round"] for e in status["history"]] == [1, 2]
         assert _job_writers(sb) == {"replica-a", "replica-b"}
+
+
+async def test_lease_lost_and_regained_in_one_process(sandbox_factory: Any) -> None:
+    """Another holder takes the Lease: the manager stops driving, then leads again (a new
+    term with fresh controllers) once the Lease is free, and the job finishes."""
+    async with sandbox_factory(clusters=2) as sb:
+        cs = await h.clusters(sb)
+        replica = _replica(sb, "replica-a")
+        try:
+            job = await h.create_job(sb, "term", rounds=2)
+            uid = job["metadata"]["uid"]
+            for i, cluster in enumerate(cs.values()):
+                await cluster.train(await cluster.wait_spec(uid, round_number=1), shift=i + 1.0)
+            await h.wait_status(sb, "term", lambda s: (s.get("model") or {}).get("round") == 1)
+            lease = await h.hub(sb).get(
+                r.LEASE, "federated-learning-hub-manager", namespace="open-cluster-management"
+            )
+            lease["spec"]["holderIdentity"] = "intruder"
+            lease["spec"]["leaseDurationSeconds"] = 1
+            await h.hub(sb).replace(r.LEASE, lease, namespace="open-cluster-management")
+
+            async def leading_again() -> bool:
+                current = await h.hub(sb).get(
+                    r.LEASE, "federated-learning-hub-manager", namespace="open-cluster-management"
+                )
+                return bool(current["spec"]["holderIdentity"] == "replica-a")
+
+            await wait_for(leading_again, timeout=15, message="lease regained")
+            for i, cluster in enumerate(cs.values()):
+                await cluster.train(await cluster.wait_spec(uid, round_number=2), shift=i + 1.0)
+            status = await h.wait_status(sb, "term", h.phase_is("Completed"), timeout=30)
+            assert not replica.task.done()
+        finally:
+            await replica.stop()
+            await h.close_clusters(cs)
+        assert [e["round"] for e in status["history"]] == [1, 2]
