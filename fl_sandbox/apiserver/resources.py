@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from . import errors, protobuf
+from .admission import admit
 from .builtin_rules import apply_builtin_rules
 from .builtin_types import ResourceType
 from .crds import CRD_GROUP, check_crd, crd_status
@@ -169,6 +170,7 @@ class Resources:
             causes += schema_causes
         if causes:
             raise errors.invalid(rtype.kind, rtype.group, obj["metadata"].get("name", ""), causes)
+        admit(rtype.group_resource, obj, status_only=t.subresource == "status")
         return obj
 
     # ---- create ----

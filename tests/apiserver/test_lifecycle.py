@@ -81,7 +81,17 @@ async def test_owner_reference_garbage_collection(
         "apiVersion": "work.open-cluster-management.io/v1",
         "kind": "ManifestWork",
         "metadata": {"name": "w", "ownerReferences": [owner_ref(cluster)]},
-        "spec": {"workload": {"manifests": []}},
+        "spec": {
+            "workload": {
+                "manifests": [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "ConfigMap",
+                        "metadata": {"name": "m", "namespace": "default"},
+                    }
+                ]
+            }
+        },
     }
     await custom.create_namespaced_custom_object(*WORK[:2], "default", WORK[2], work)
     await core.delete_namespaced_config_map("owner", "default")
