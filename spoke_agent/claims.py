@@ -110,6 +110,7 @@ class ClaimPublisher:
         self.catalogue: DatasetCatalogue | None = None if catalogue_path else DatasetCatalogue()
         """The last valid catalogue (the Job builder reads datasets from it)."""
         self.error: str | None = None
+        self.loaded = asyncio.Event()  # set once the file was read (valid or not)
         # The error text last written (None: healthy); unset until the first write, so a
         # stale Degraded condition from before a restart is cleared too.
         self._degraded_written: str | object | None = _UNSET
@@ -145,6 +146,8 @@ class ClaimPublisher:
         self.error = snapshot.error
         if snapshot.catalogue is not None:
             self.catalogue = snapshot.catalogue
+        self.loaded.set()
+        if snapshot.catalogue is not None:
             await self._publish(snapshot.catalogue)
         await self._write_degraded(snapshot.error)
 

@@ -93,7 +93,8 @@ class RoundController:
 
     @property
     def ready(self) -> bool:
-        return self.specs.has_synced and self.jobs.has_synced
+        """Both watches listed and the catalogue read: a round can be judged correctly."""
+        return self.specs.has_synced and self.jobs.has_synced and self._claims.loaded.is_set()
 
     async def run(self) -> None:
         """Until cancelled: the two watches, the workers, and a periodic resync."""
