@@ -171,6 +171,21 @@ class KubeApi:
         """The server's ``/version`` document (``gitVersion``, ``major``, ``minor``, ...)."""
         return await self._json("GET", "/version")
 
+    async def discover(self, api_version: str, kind: str) -> Resource:
+        """The served resource of an ``apiVersion``/``kind`` (discovery, like a RESTMapper).
+
+        For objects of kinds only known at run time (e.g. manifests someone else wrote);
+        raises ``NotFound`` when the server does not serve that kind.
+        """
+        group, _, version = api_version.rpartition("/")
+        path = f"/apis/{group}/{version}" if group else f"/api/{version}"
+        listing = await self._json("GET", path)
+        for entry in listing.get("resources") or []:
+            name = str(entry.get("name") or "")
+            if entry.get("kind") == kind and name and "/" not in name:
+                return Resource(group, version, name, kind, bool(entry.get("namespaced")))
+        raise NotFound(404, "NotFound", f"the server does not serve kind {kind!r} in {api_version}")
+
     # -- writes ------------------------------------------------------------------------
 
     async def create(
