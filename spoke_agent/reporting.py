@@ -60,7 +60,7 @@ class StatusWriter:
         """The conditions as they are now on the hub."""
         return _conditions_of(await self._read())
 
-    async def update(self, mutate: Mutation, *, what: str, result: str = "other") -> bool:
+    async def update(self, mutate: Mutation, *, what: str, result: str) -> bool:
         """Apply `mutate` to the current list and write it; False when nothing had to change.
 
         `mutate` gets the current conditions and returns (or resolves to) the new list or

@@ -233,7 +233,7 @@ async def test_report_conflicts_are_retried_and_both_writes_survive(sandbox: San
 
     try:
         before = writer.conflicts
-        assert await writer.update(mutate, what="conflict test") is True
+        assert await writer.update(mutate, what="conflict test", result="Health") is True
         assert writer.conflicts - before == 1
         assert len(seen) == 2
         assert FOREIGN["type"] not in seen[0]
