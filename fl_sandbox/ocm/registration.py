@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from fl_kube import Conflict, Informer, KubeApi, NotFound, Result
+from fl_kube import ApiError, Conflict, Informer, KubeApi, NotFound, Result
 from fl_kube import resources as r
 from fl_sandbox.ocm import conditions as cond
 from fl_sandbox.ocm.claims import MAX_CUSTOM_CLAIMS, exposed_claims
@@ -305,11 +305,9 @@ class Registration:
 
 async def _server_version(api: KubeApi) -> str:
     """The spoke API server's ``gitVersion`` (empty when it does not say)."""
-    from kubernetes_asyncio import client as k8s_client
-
     try:
-        info = await k8s_client.VersionApi(api.api_client).get_code()
-    except Exception as exc:  # version is cosmetic: never fail registration over it
+        info = await api.version()
+    except ApiError as exc:  # version is cosmetic: never fail registration over it
         log.debug("could not read the server version: %s", exc)
         return ""
-    return str(getattr(info, "git_version", "") or "")
+    return str(info.get("gitVersion") or "")

@@ -98,23 +98,11 @@ def contains(desired: Any, actual: Any) -> bool:
     return bool(desired == actual)
 
 
-def _resource_for(manifest: Mapping[str, Any]) -> Resource:
-    api_version = str(manifest.get("apiVersion") or "")
-    kind = str(manifest.get("kind") or "")
-    try:
-        return r.by_kind(api_version, kind)
-    except KeyError:
-        raise ValueError(
-            f"no resource mapping for apiVersion {api_version!r}, kind {kind!r}: the sandbox "
-            "work agent applies the resource types fl_kube.resources knows"
-        ) from None
-
-
-def _resource_by_plural(group: str, plural: str) -> Resource | None:
-    for res in r.ALL:
-        if res.group == group and res.plural == plural:
-            return res
-    return None
+def _applied_resource(applied: Applied) -> Resource:
+    """The resource of a recorded object (enough to address it for a delete)."""
+    return Resource(
+        applied.group, applied.version, applied.resource, "", namespaced=bool(applied.namespace)
+    )
 
 
 def _matches(identifier: Mapping[str, Any], res: Resource, namespace: str, name: str) -> bool:
@@ -174,6 +162,7 @@ class WorkAgent:
         self._feedback_interval = feedback_interval
         self._retry_interval = retry_interval
         self._paused = False
+        self._discovered: dict[tuple[str, str], Resource] = {}
         self.works = runtime.informer(hub, r.MANIFEST_WORK, namespace=cluster)
         self.controller = runtime.controller(f"work-agent-{cluster}", self._reconcile, workers=2)
         runtime.on(
@@ -196,6 +185,25 @@ class WorkAgent:
                 self.controller.enqueue(
                     (self.cluster, str((work.get("metadata") or {}).get("name")))
                 )
+
+    async def _resource_for(self, manifest: Mapping[str, Any]) -> Resource:
+        """The spoke resource of a manifest: known types directly, others by discovery."""
+        api_version = str(manifest.get("apiVersion") or "")
+        kind = str(manifest.get("kind") or "")
+        if not api_version or not kind:
+            raise ValueError("a manifest needs apiVersion and kind")
+        with contextlib.suppress(KeyError):
+            return r.by_kind(api_version, kind)
+        key = (api_version, kind)
+        if key not in self._discovered:
+            try:
+                self._discovered[key] = await self._spoke.discover(api_version, kind)
+            except NotFound:
+                raise ValueError(
+                    f"cluster {self.cluster} does not serve apiVersion {api_version!r}, "
+                    f"kind {kind!r}: install its CRD there first"
+                ) from None
+        return self._discovered[key]
 
     def applied_work_name(self, work_name: str) -> str:
         return f"{self._hub_hash}-{work_name}"
@@ -316,7 +324,7 @@ class WorkAgent:
             manifest_conditions: list[dict[str, Any]]
             feedback: dict[str, Any] = {}
             try:
-                res = _resource_for(manifest)
+                res = await self._resource_for(manifest)
                 namespace = (
                     str((manifest.get("metadata") or {}).get("namespace") or "default")
                     if res.namespaced
@@ -422,9 +430,7 @@ class WorkAgent:
 
     async def _delete_applied(self, applied: Applied) -> bool:
         """Delete one applied object if it is still the one we created; True when gone."""
-        res = _resource_by_plural(applied.group, applied.resource)
-        if res is None:
-            return True
+        res = _applied_resource(applied)
         namespace = applied.namespace or None
         try:
             await self._spoke.delete(
