@@ -25,11 +25,13 @@ _AGE_COLUMN = {
     "description": "CreationTimestamp is a timestamp representing the server time when this object was created.",
     "priority": 0,
 }
-_TOKEN = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\[\?\(@\.([^=!]+?)\s*==\s*['\"]([^'\"]*)['\"]\)\]")
+_TOKEN = re.compile(
+    r"\.([^.\[]+)|\[(\d+)\]|\[\?\(@\.([^=!]+?)\s*==\s*['\"]([^'\"]*)['\"]\)\]|\[(\*)\]"
+)
 
 
 def json_path(obj: Any, path: str) -> Any:
-    """Evaluate the simple JSONPath printer columns use: .a.b, [0], [?(@.k=="v")]."""
+    """Evaluate the simple JSONPath printer columns use: .a.b, [0], [*], [?(@.k=="v")]."""
     path = path.strip()
     if path.startswith("{") and path.endswith("}"):
         path = path[1:-1]
@@ -54,7 +56,11 @@ def json_path(obj: Any, path: str) -> Any:
                     for i in value
                     if isinstance(i, dict) and str(i.get(m.group(3).strip())) == m.group(4)
                 ]
+            elif m.group(5) is not None and isinstance(value, list):
+                nxt += value
         cur = nxt
+    if len(cur) > 1:
+        return ",".join(str(v) for v in cur)
     return cur[0] if cur else None
 
 
