@@ -2,7 +2,8 @@
 
 Like kube-controller-manager's collector it runs apart from the request that caused it, so
 clients observe dependents disappearing shortly after the owner, not within the same call.
-Foreground propagation is treated as Background.
+Foreground deletion: the owner keeps its `foregroundDeletion` finalizer until every dependent
+is gone (every dependent blocks, whatever its blockOwnerDeletion).
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ class GarbageCollector:
         type_of: Callable[[GroupResource], ResourceType | None],
         delete: Callable[[ResourceType, Obj], None],
         remove: Callable[[ResourceType, Obj], object],
+        drop_finalizer: Callable[[ResourceType, Obj, str], None],
     ) -> None:
         self._store = store
         self._type_of = type_of
         self._delete = delete
         self._remove = remove
+        self._drop_finalizer = drop_finalizer
+        self._foreground: set[str] = set()
         self._pending = asyncio.Event()
         self._owners: set[str] = set()
         self._namespaces: set[str] = set()
@@ -55,6 +59,14 @@ class GarbageCollector:
         for ref in obj["metadata"].get("ownerReferences") or []:
             if ref.get("uid") and self._store.by_uid(ref["uid"]) is None:
                 self.owner_gone(ref["uid"])
+
+    def foreground(self, uid: str) -> None:
+        self._foreground.add(uid)
+        self._pending.set()
+
+    def something_removed(self) -> None:
+        if self._foreground:
+            self._pending.set()
 
     def namespace_changed(self, name: str) -> None:
         self._namespaces.add(name)
@@ -85,6 +97,30 @@ class GarbageCollector:
         namespaces, self._namespaces = self._namespaces, set()
         for name in namespaces:
             self._finish_namespace(name)
+        for uid in list(self._foreground):
+            self._advance_foreground(uid)
+
+    def _advance_foreground(self, uid: str) -> None:
+        found = self._store.by_uid(uid)
+        if found is None or "foregroundDeletion" not in (
+            found[1]["metadata"].get("finalizers") or []
+        ):
+            self._foreground.discard(uid)
+            return
+        dependents = [
+            (gr, obj)
+            for gr, obj in self._store.all_objects()
+            if any(r.get("uid") == uid for r in obj["metadata"].get("ownerReferences") or [])
+        ]
+        for gr, obj in dependents:
+            rtype = self._type_of(gr)
+            if rtype is not None and not obj["metadata"].get("deletionTimestamp"):
+                self._delete(rtype, obj)
+        if not dependents:
+            rtype = self._type_of(found[0])
+            self._foreground.discard(uid)
+            if rtype is not None:
+                self._drop_finalizer(rtype, found[1], "foregroundDeletion")
 
     def _finish_namespace(self, name: str) -> None:
         ns = self._store.get(("", "namespaces"), "", name)

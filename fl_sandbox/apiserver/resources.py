@@ -32,6 +32,7 @@ from .store import Obj, Store
 
 NAMESPACES = ("", "namespaces")
 CRD_GR = (CRD_GROUP, "customresourcedefinitions")
+FOREGROUND = "foregroundDeletion"
 _SERVER_META = (
     "uid",
     "creationTimestamp",
@@ -456,15 +457,26 @@ class Resources:
         )
         if policy == "Orphan":
             self._orphan_dependents(old["metadata"].get("uid", ""))
-        if t.gr == NAMESPACES or old["metadata"].get("finalizers"):
-            if old["metadata"].get("deletionTimestamp"):
+        finalizers = list(old["metadata"].get("finalizers") or [])
+        if (
+            policy == "Foreground"
+            and t.gr != NAMESPACES
+            and FOREGROUND not in finalizers
+            and self.has_dependents(old["metadata"].get("uid", ""))
+        ):
+            finalizers.append(FOREGROUND)  # the collector removes it once dependents are gone
+        if t.gr == NAMESPACES or finalizers:
+            if old["metadata"].get("deletionTimestamp") and finalizers == old["metadata"].get(
+                "finalizers"
+            ):
                 return 202, as_version(old, rtype)
             new = {
                 **old,
                 "metadata": {
                     **old["metadata"],
-                    "deletionTimestamp": now(),
+                    "deletionTimestamp": old["metadata"].get("deletionTimestamp") or now(),
                     "deletionGracePeriodSeconds": 0,
+                    **({"finalizers": finalizers} if finalizers else {}),
                 },
             }
             if t.gr == NAMESPACES:
@@ -500,6 +512,19 @@ class Resources:
         if self.store.get(rtype.group_resource, t.namespace or "", t.name or "") is None:
             return
         self.delete(t, {"propagationPolicy": "Background"}, dry_run=False)
+
+    def has_dependents(self, uid: str) -> bool:
+        return bool(uid) and any(
+            any(r.get("uid") == uid for r in obj["metadata"].get("ownerReferences") or [])
+            for _, obj in self.store.all_objects()
+        )
+
+    def drop_finalizer(self, rtype: ResourceType, obj: Obj, finalizer: str) -> None:
+        """The collector's update that lets a foreground deletion finish."""
+        kept = [f for f in obj["metadata"].get("finalizers") or [] if f != finalizer]
+        desired = {**obj, "metadata": {**obj["metadata"], "finalizers": kept}}
+        t = Target(rtype, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+        self._update(t, obj, desired, WriteOptions("garbage-collector"))
 
     def _orphan_dependents(self, uid: str) -> None:
         if not uid:

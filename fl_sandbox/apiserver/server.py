@@ -111,6 +111,7 @@ class ApiServer:
             type_of=self.registry.preferred,
             delete=self.resources.begin_delete,
             remove=self.resources.remove,
+            drop_finalizer=self.resources.drop_finalizer,
         )
         self.faults = FaultInjector(store=self.store, drop_watches=self._drop_watches)
         self._authn = Authenticator()
@@ -158,6 +159,7 @@ class ApiServer:
         if gr == CRD_GR:
             self._crd_changed(old, new)
         if new is None and old is not None:
+            self.gc.something_removed()
             uid = old["metadata"].get("uid")
             if uid:
                 self.gc.owner_gone(uid)
@@ -167,6 +169,10 @@ class ApiServer:
         elif new is not None:
             if gr == NAMESPACES and new["metadata"].get("deletionTimestamp"):
                 self.gc.namespace_changed(new["metadata"]["name"])
+            if "foregroundDeletion" in (new["metadata"].get("finalizers") or []) and new[
+                "metadata"
+            ].get("deletionTimestamp"):
+                self.gc.foreground(new["metadata"]["uid"])
             if old is None and new["metadata"].get("ownerReferences"):
                 self.gc.check_owners_of(new)
 

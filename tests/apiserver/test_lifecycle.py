@@ -176,3 +176,34 @@ async def test_namespace_deletion_removes_contents(core: client.CoreV1Api) -> No
         "held", "team", {"metadata": {"finalizers": []}}, _content_type=MERGE
     )
     await eventually(lambda: gone(lambda: core.read_namespace("team")), message="namespace kept")
+
+
+async def test_foreground_deletion_waits_for_dependents(core: client.CoreV1Api) -> None:
+    owner = await core.create_namespaced_config_map(
+        "default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="fg"))
+    )
+    owner.kind, owner.api_version = "ConfigMap", "v1"
+    ref = [owner_ref(owner)]
+    await core.create_namespaced_secret(
+        "default", client.V1Secret(metadata=client.V1ObjectMeta(name="plain", owner_references=ref))
+    )
+    held = client.V1Secret(
+        metadata=client.V1ObjectMeta(name="held", owner_references=ref, finalizers=["x/hold"])
+    )
+    await core.create_namespaced_secret("default", held)
+    await core.delete_namespaced_config_map("fg", "default", propagation_policy="Foreground")
+    deleting = await core.read_namespaced_config_map("fg", "default")
+    assert deleting.metadata.deletion_timestamp is not None
+    assert "foregroundDeletion" in deleting.metadata.finalizers
+    await eventually(
+        lambda: gone(lambda: core.read_namespaced_secret("plain", "default")), message="plain kept"
+    )
+    assert not await gone(lambda: core.read_namespaced_config_map("fg", "default")), (
+        "owner waits for the held dependent"
+    )
+    await core.patch_namespaced_secret(
+        "held", "default", {"metadata": {"finalizers": None}}, _content_type=MERGE
+    )
+    await eventually(
+        lambda: gone(lambda: core.read_namespaced_config_map("fg", "default")), message="owner kept"
+    )
