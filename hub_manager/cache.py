@@ -51,3 +51,19 @@ class WriteMemo:
 
     def forget(self, slot: tuple[str, ...]) -> None:
         self._written.pop(slot, None)
+
+
+def contains(current: Any, desired: Any) -> bool:
+    """True when every field of `desired` has the same value in `current` (fields the
+    server added, such as defaults and status, are ignored)."""
+    if isinstance(desired, dict):
+        return isinstance(current, dict) and all(
+            key in current and contains(current[key], value) for key, value in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(current, list)
+            and len(current) == len(desired)
+            and all(contains(c, d) for c, d in zip(current, desired, strict=True))
+        )
+    return bool(current == desired)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 from typing import Any
 
 from fl_contract import keys, naming
@@ -16,6 +17,19 @@ from hub_manager.placement import cluster_sets
 log = logging.getLogger(__name__)
 
 REDELETE_AFTER = 10.0  # seconds before a delete the cache has not reflected is sent again
+# A deleted job keeps its finalizer until its ManifestWorks are gone (the work agents have
+# cleaned the spokes), at most this long: an unreachable cluster must not pin the job.
+CLEANUP_WAIT = 120.0
+WORK_GONE_RECHECK = 1.0
+
+
+def _parse(text: object) -> datetime | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 class JobCleaner:
@@ -24,6 +38,7 @@ class JobCleaner:
         self._jobs = jobs
         self._works = works
         self._deleted: dict[tuple[str, str], float] = {}  # (namespace, name) -> when
+        self._finalizing: set[str] = set()
 
     def works_of(self, uid: str) -> list[dict[str, Any]]:
         return [
@@ -48,24 +63,33 @@ class JobCleaner:
                 removed += 1
         return removed
 
-    async def finalize(self, obj: dict[str, Any], *, spec_placement: dict[str, Any]) -> None:
-        """Remove the job's objects, then its finalizer (nothing else may be left behind)."""
+    async def finalize(
+        self, obj: dict[str, Any], *, spec_placement: dict[str, Any], now: datetime
+    ) -> float | None:
+        """Remove the job's objects, then its finalizer. Returns a delay while ManifestWorks
+        are still going away (their agents clean the spokes first), None when released."""
         metadata = obj["metadata"]
         finalizers = list(metadata.get("finalizers") or [])
         if keys.FINALIZER not in finalizers:
-            return
+            return None
         uid, namespace, name = (
             str(metadata["uid"]),
             str(metadata["namespace"]),
             str(metadata["name"]),
         )
         await self.remove_works(uid)
-        # Works the cache has not seen yet (created just before the deletion): by name.
-        work_name = naming.manifest_work_name(uid)
-        for participant in (obj.get("status") or {}).get("participants") or []:
-            cluster = str(participant.get("cluster") or "")
-            if cluster and self._works.get(work_name, cluster) is None:
-                await self._api.delete(r.MANIFEST_WORK, work_name, namespace=cluster)
+        if uid not in self._finalizing:
+            self._finalizing.add(uid)
+            # Works the cache may not have seen yet (created just before the deletion).
+            work_name = naming.manifest_work_name(uid)
+            for participant in (obj.get("status") or {}).get("participants") or []:
+                cluster = str(participant.get("cluster") or "")
+                if cluster and self._works.get(work_name, cluster) is None:
+                    await self._api.delete(r.MANIFEST_WORK, work_name, namespace=cluster)
+        deleted_at = _parse(metadata.get("deletionTimestamp"))
+        waited = (now - deleted_at).total_seconds() if deleted_at else CLEANUP_WAIT
+        if self.works_of(uid) and waited < CLEANUP_WAIT:
+            return WORK_GONE_RECHECK
         await self._api.delete(r.PLACEMENT, naming.placement_name(name), namespace=namespace)
         for cluster_set in cluster_sets(spec_placement):
             if not self._set_needed_elsewhere(namespace, cluster_set, uid):
@@ -77,7 +101,9 @@ class JobCleaner:
             }
         }
         await self._api.patch(r.FEDERATED_LEARNING, name, patch, namespace=namespace)
+        self._finalizing.discard(uid)
         log.info("%s/%s: cleaned up and released", namespace, name)
+        return None
 
     def _set_needed_elsewhere(self, namespace: str, cluster_set: str, uid: str) -> bool:
         for job in self._jobs.list():

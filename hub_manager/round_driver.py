@@ -16,7 +16,8 @@ from typing import Any
 
 from fl_contract import keys, naming
 from fl_core.evaluation import get_evaluator
-from fl_core.store import StoreError
+from fl_core.store import ModelStore, StoreError
+from fl_core.strategies import Strategy
 from fl_kube import resources as r
 from fl_kube.client import KubeApi
 from fl_kube.controller import Result
@@ -24,6 +25,7 @@ from fl_kube.errors import Conflict
 from fl_kube.informer import Informer
 from hub_manager import rounds
 from hub_manager import status as st
+from hub_manager.cache import WriteMemo, contains
 from hub_manager.cleanup import JobCleaner
 from hub_manager.crd_spec import FederatedLearningSpec, SpecError, parse_spec
 from hub_manager.job_runtime import (
@@ -83,6 +85,7 @@ class FederatedLearningReconciler:
         self._runtimes: dict[Key, JobRuntime] = {}
         self._latest: dict[Key, dict[str, Any]] = {}
         self._applied: dict[tuple[str, str, str], str] = {}
+        self._placed = WriteMemo(placements)
         self._cleaner = JobCleaner(api, jobs=jobs, works=works)
         self._reports = ReportCollector(addon=self._addon, metrics=metrics)
         self._sender = RoundSender(api, works=works, addon=self._addon, cleaner=self._cleaner)
@@ -152,7 +155,11 @@ class FederatedLearningReconciler:
             await self._forget(key)
             return None
         if (obj.get("metadata") or {}).get("deletionTimestamp"):
-            await self._cleaner.finalize(obj, spec_placement=_raw_placement(obj))
+            delay = await self._cleaner.finalize(
+                obj, spec_placement=_raw_placement(obj), now=self._clock()
+            )
+            if delay is not None:
+                return Result(requeue_after=delay)
             await self._forget(key)
             return None
         obj = await self._ensure_finalizer(key, obj)
@@ -302,7 +309,7 @@ class FederatedLearningReconciler:
             return await self._write_status(key, obj, status), None, False
         if isinstance(decision, rounds.WaitForClusters):
             progress = st.progress_of(status)
-            st.set_phase(status, "Running" if progress.published_round else "Waiting")
+            st.set_phase(status, "Running" if progress.round else "Waiting")
             st.set_condition(
                 status,
                 type_=st.PROGRESSING,
@@ -348,6 +355,7 @@ class FederatedLearningReconciler:
             return current
         spec = parse_spec(obj.get("spec"))
         problems: list[str] = []
+        strategy: Strategy | None = None
         try:
             strategy = build_strategy(spec)
         except ValueError as exc:
@@ -363,11 +371,14 @@ class FederatedLearningReconciler:
             default_path=self._settings.default_store_path,
             file_store_root=self._settings.file_store_root,
         )
+        store: ModelStore | None = None
         try:
             store = open_job_store(config, file_root=None)
         except StoreError as exc:
             problems.append(f"spec.server.storage: {exc}")
-        if problems:
+        if problems or store is None or strategy is None:
+            if store is not None:
+                await store.close()
             raise SpecError(problems)
         if current is not None:
             await current.close()
@@ -416,7 +427,17 @@ class FederatedLearningReconciler:
         for cluster_set in cluster_sets(spec.client.placement):
             body = desired_binding(namespace, cluster_set)
             await self._apply_once(r.MANAGED_CLUSTER_SET_BINDING, body, memo=uid)
-        await self._apply_once(r.PLACEMENT, desired_placement(obj, spec.client.placement), memo=uid)
+        placement = desired_placement(obj, spec.client.placement)
+        metadata = placement["metadata"]
+        cached = self._placements.get(metadata["name"], metadata["namespace"])
+        slot = (metadata["namespace"], metadata["name"])
+        fingerprint = repr(placement)
+        matches = cached is not None and contains(cached, placement)
+        if self._placed.needs_write(slot, fingerprint, cached_matches=matches):
+            written = await self._api.apply(
+                r.PLACEMENT, placement, field_manager=keys.HUB_FIELD_MANAGER
+            )
+            self._placed.wrote(slot, fingerprint, written)
 
     async def _apply_once(self, res: r.Resource, body: dict[str, Any], *, memo: str) -> None:
         """Apply unless this process already applied the same body (the server keeps it)."""
