@@ -3,6 +3,7 @@ optimistic concurrency, status subresource, generation, finalizers, schema, fiel
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from collections.abc import Callable
@@ -511,7 +512,8 @@ class Resources:
         t = Target(rtype, obj["metadata"].get("namespace"), obj["metadata"]["name"])
         if self.store.get(rtype.group_resource, t.namespace or "", t.name or "") is None:
             return
-        self.delete(t, {"propagationPolicy": "Background"}, dry_run=False)
+        with contextlib.suppress(errors.ApiError):  # gone or changed meanwhile: nothing to do
+            self.delete(t, {"propagationPolicy": "Background"}, dry_run=False)
 
     def has_dependents(self, uid: str) -> bool:
         return bool(uid) and any(
