@@ -2,7 +2,7 @@
 
     python -m benchmarks.worker METHOD FOLDER N
 
-METHOD: ours | flower | copy | ingest. Prints one JSON object: seconds (best of the
+METHOD: ours | flower | copy | paired | ingest. Prints one JSON object: seconds (best of the
 repeats), peak_rss_mb, base_rss_mb (after imports, before any data).
 
 ours:   with the global model held and the round begun (accumulator allocated, as the
@@ -13,6 +13,8 @@ flower: load every file into lists of arrays (untimed, what Flower expects), the
         `flwr.server.strategy.aggregate.aggregate`.
 copy:   as ours, but the timed part copies the decoded views into one preallocated buffer:
         the memory-bandwidth bound for touching the same bytes.
+paired: ours and copy interleaved update by update in one process (the timings reported;
+        ours and copy alone give each one's peak RSS).
 ingest: the hub's path for one update (`fl_core.ingest`), all timed: read the file while a
         helper thread hashes it, decode zero-copy, validate, stage into a warm accumulator,
         commit once the sha256 matches; against `hashlib.sha256` over the same bytes
@@ -109,6 +111,37 @@ def copy(folder: Path, n: int, repeats: int) -> float:
     return best
 
 
+def paired(folder: Path, n: int, repeats: int) -> dict[str, float]:
+    """ours and copy interleaved update by update (alternating which goes first), so both
+    see the same cache state and the same load from other processes on the machine."""
+    files, counts = _files(folder, n), _counts(n)
+    buffer = np.empty(max(p.stat().st_size for p in files), np.uint8).data
+    global_model = {k: np.array(a) for k, a in decode_weights(files[0].read_bytes()).items()}
+    target = {k: np.zeros_like(a) for k, a in global_model.items()}
+    for array in target.values():
+        array.fill(0)
+    best_ours = best_copy = float("inf")
+    for _ in range(repeats):
+        agg = make_strategy("FedAvg").begin_round(global_model, round_number=1)
+        spent_ours = spent_copy = 0.0
+        for i, path in enumerate(files):
+            data = _read_into(path, buffer)
+            for step in (0, 1) if i % 2 == 0 else (1, 0):
+                start = time.perf_counter()
+                if step == 0:
+                    for name, array in decode_weights(data).items():
+                        np.copyto(target[name], array)
+                    spent_copy += time.perf_counter() - start
+                else:
+                    agg.add(decode_weights(data), num_examples=counts[i], client=str(i))
+                    spent_ours += time.perf_counter() - start
+        start = time.perf_counter()
+        agg.result()
+        spent_ours += time.perf_counter() - start
+        best_ours, best_copy = min(best_ours, spent_ours), min(best_copy, spent_copy)
+    return {"ours_s": best_ours, "copy_s": best_copy}
+
+
 def flower(folder: Path, n: int, repeats: int) -> float:
     from flwr.server.strategy.aggregate import aggregate
     from safetensors.numpy import load_file
@@ -151,6 +184,8 @@ def main(argv: list[str]) -> int:
     out: dict[str, float] = {}
     if method == "ingest":
         out.update(ingest(folder, repeats))
+    elif method == "paired":
+        out.update(paired(folder, n, repeats))
     else:
         out["seconds"] = {"ours": ours, "copy": copy, "flower": flower}[method](folder, n, repeats)
     out["peak_rss_mb"] = _rss_mb()
