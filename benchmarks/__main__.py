@@ -104,12 +104,15 @@ def main() -> int:
                 "params": params,
                 "input_gb": round(gb, 3),
             }
-            ours = _run("ours", folder, n, repeats)
-            cp = _run("copy", folder, n, repeats)
-            row.update(
-                ours_s=ours["seconds"], copy_s=cp["seconds"], ours_peak_mb=ours["peak_rss_mb"]
-            )
-            row.update(copy_peak_mb=cp["peak_rss_mb"], base_rss_mb=ours["base_rss_mb"])
+            # Timings from one process running ours and copy interleaved (same cache state,
+            # same load from the rest of the machine); peaks from each alone.
+            pair = _run("paired", folder, n, repeats)
+            ours = _run("ours", folder, n, 1)
+            cp = _run("copy", folder, n, 1)
+            row.update(ours_s=pair["ours_s"], copy_s=pair["copy_s"])
+            row.update(ours_alone_s=ours["seconds"], copy_alone_s=cp["seconds"])
+            row.update(ours_peak_mb=ours["peak_rss_mb"], copy_peak_mb=cp["peak_rss_mb"])
+            row.update(base_rss_mb=ours["base_rss_mb"])
             need_mb = 2.2 * gb * 1000 + 500
             if not flower_ok:
                 row.update(flower_s=None, flower_peak_mb=None, note="flwr not installed")
