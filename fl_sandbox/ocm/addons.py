@@ -28,8 +28,16 @@ from fl_kube import Conflict, Informer, KubeApi, NotFound, Result
 from fl_kube import resources as r
 from fl_sandbox.ocm import addonconfig
 from fl_sandbox.ocm import conditions as cond
+from fl_sandbox.ocm.addon_deploy import (
+    ADDON_NAME_LABEL,
+    RenderError,
+    deploy_work,
+    deploy_work_name,
+    render_agent_spec,
+)
 from fl_sandbox.ocm.addon_strategy import InstallStrategy
 from fl_sandbox.ocm.runtime import Runtime
+from fl_sandbox.ocm.workagent import contains
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +118,7 @@ class AddonInstaller:
         self.cmas = runtime.informer(hub, r.CLUSTER_MANAGEMENT_ADDON)
         self.configs = runtime.informer(hub, r.ADDON_DEPLOYMENT_CONFIG)
         self.templates = runtime.informer(hub, r.ADDON_TEMPLATE)
+        self.works = runtime.informer(hub, r.MANIFEST_WORK, label_selector=ADDON_NAME_LABEL)
         self.leases: dict[str, Informer] = {
             name: runtime.informer(api, r.LEASE) for name, api in self._spokes.items()
         }
@@ -118,6 +127,7 @@ class AddonInstaller:
         runtime.on(self.cmas, self._enqueue_all)
         runtime.on(self.configs, self._enqueue_all)
         runtime.on(self.templates, self._enqueue_all)
+        runtime.on(self.works, self._on_work)
         self.strategy = InstallStrategy(runtime, hub=hub, addons=self.addons, cmas=self.cmas)
         runtime.on(self.strategy.decisions, self._enqueue_all)
         for cluster, informer in self.leases.items():
@@ -128,6 +138,12 @@ class AddonInstaller:
         for addon in self.addons.list():
             if (addon.get("metadata") or {}).get("namespace") == cluster:
                 self._on_addon("", addon)
+
+    def _on_work(self, _type: str, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        addon = (meta.get("labels") or {}).get(ADDON_NAME_LABEL)
+        if addon:
+            self.controller.enqueue((str(meta.get("namespace")), str(addon)))
 
     def _on_addon(self, _type: str, obj: dict[str, Any]) -> None:
         meta = obj.get("metadata") or {}
@@ -214,6 +230,10 @@ class AddonInstaller:
         if config_ref is not None and deployment_config is not None:
             refs.append(config_ref.reference(addonconfig.spec_hash(deployment_config)))
         available, requeue = self._health(cluster, name, namespace)
+        template = self.templates.get(template_ref.name) if template_ref is not None else None
+        manifest_applied = await self._deploy(
+            mca, template, namespace=namespace, variables=settings.variables
+        )
         await self._write_status(
             mca,
             cma,
@@ -232,16 +252,10 @@ class AddonInstaller:
                     reason="SetPermissionApplied",
                     message="Registration of the addon agent is configured",
                 ),
-                cond.condition(
-                    "ManifestApplied",
-                    True,
-                    reason="AddonManifestApplied",
-                    message="manifests of addon are applied successfully",
-                ),
+                manifest_applied,
                 available,
             ],
         )
-        template = self.templates.get(template_ref.name) if template_ref is not None else None
         await self._bind_hub_permissions(mca, template)
         if self._agents is not None:
             await self._agents.ensure(
@@ -289,6 +303,68 @@ class AddonInstaller:
             await spoke.replace(r.SECRET, dict(existing, data=data), namespace=namespace)
         self._installed[key] = _Installed(namespace=namespace, kubeconfig=path)
         return path
+
+    async def _deploy(
+        self,
+        mca: Mapping[str, Any],
+        template: Mapping[str, Any] | None,
+        *,
+        namespace: str,
+        variables: Mapping[str, str],
+    ) -> dict[str, Any]:
+        """Keep the deploy ManifestWork rendered; ``ManifestApplied`` from its status."""
+        meta = mca.get("metadata") or {}
+        cluster, addon = str(meta.get("namespace")), str(meta.get("name"))
+        if template is None:
+            return cond.condition(
+                "ManifestApplied",
+                False,
+                reason="AddOnTemplateNotFound",
+                message=f"no AddOnTemplate for add-on {addon}: apply it, or fix the "
+                "ClusterManagementAddOn's addontemplates default config",
+            )
+        try:
+            spec = render_agent_spec(
+                template, cluster=cluster, addon=addon, namespace=namespace, variables=variables
+            )
+        except RenderError as exc:
+            return cond.condition(
+                "ManifestApplied", False, reason="AddonManifestRenderFailed", message=str(exc)
+            )
+        name = deploy_work_name(addon)
+        work = self.works.get(name, cluster)
+        if work is None:
+            with contextlib.suppress(Conflict):
+                work = await self._hub.create(r.MANIFEST_WORK, deploy_work(mca, spec))
+        elif not contains(spec, work.get("spec")):  # the server may add defaults
+            work = await self._hub.replace(r.MANIFEST_WORK, dict(work, spec=spec))
+        status = (work or {}).get("status") or {}
+        applied = cond.find(status.get("conditions"), "Applied")
+        current = (
+            work is not None
+            and applied is not None
+            and applied.get("observedGeneration") == (work.get("metadata") or {}).get("generation")
+        )
+        if current and applied and applied.get("status") == "True":
+            return cond.condition(
+                "ManifestApplied",
+                True,
+                reason="AddonManifestApplied",
+                message="manifests of addon are applied successfully",
+            )
+        if current and applied:
+            return cond.condition(
+                "ManifestApplied",
+                False,
+                reason="ManifestWorkApplyFailed",
+                message=f"ManifestWork {name}: {applied.get('message', '')}",
+            )
+        return cond.condition(
+            "ManifestApplied",
+            False,
+            reason="ManifestWorkNotApplied",
+            message=f"ManifestWork {name} is not applied yet",
+        )
 
     async def _bind_hub_permissions(
         self, mca: Mapping[str, Any], template: Mapping[str, Any] | None

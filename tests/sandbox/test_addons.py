@@ -48,7 +48,6 @@ async def test_install_sets_status_secret_and_kubeconfig(sandbox: Sandbox) -> No
                     },
                 }
             ]
-            assert condition(status, "ManifestApplied") == ("True", "AddonManifestApplied")
             assert condition(status, "Available") == ("Unknown", "ManagedClusterAddOnLeaseNotFound")
             kubeconfig = sandbox.agent_hub_kubeconfig(cluster)
             async with await KubeApi.from_kubeconfig(sandbox.cluster_kubeconfig(cluster)) as spoke:
@@ -58,6 +57,50 @@ async def test_install_sets_status_secret_and_kubeconfig(sandbox: Sandbox) -> No
             assert config["users"][0]["name"] == agent_user(cluster, ADDON)
         refs = {ref["resource"]: ref for ref in status["configReferences"]}
         assert refs["addondeploymentconfigs"]["desiredConfig"]["specHash"]
+
+
+async def test_agent_is_deployed_from_the_template_through_a_manifest_work(
+    sandbox: Sandbox,
+) -> None:
+    deployments = r.Resource("apps", "v1", "deployments", "Deployment", True)
+    async with (
+        await KubeApi.from_kubeconfig(sandbox.hub_kubeconfig) as hub,
+        await KubeApi.from_kubeconfig(sandbox.cluster_kubeconfig("cluster1")) as spoke,
+    ):
+
+        async def manifests_applied() -> bool:
+            return condition(await addon_status(hub, "cluster1"), "ManifestApplied") == (
+                "True",
+                "AddonManifestApplied",
+            )
+
+        await wait_for(manifests_applied, timeout=15, message="ManifestApplied True")
+        work = await hub.get(r.MANIFEST_WORK, f"addon-{ADDON}-deploy-0", namespace="cluster1")
+        assert work["metadata"]["labels"] == {"open-cluster-management.io/addon-name": ADDON}
+        text = str(work["spec"])
+        assert "{{" not in text  # every template variable rendered
+        deployment = await spoke.get(deployments, "federated-learning-agent", namespace=DEFAULT_NS)
+        pod = deployment["spec"]["template"]["spec"]
+        assert {"name": "hub-kubeconfig", "secret": {"secretName": SECRET}} in pod["volumes"]
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert env["CLUSTER_NAME"] == "cluster1"
+        assert env["INSTALL_NAMESPACE"] == DEFAULT_NS
+        assert env["HUB_KUBECONFIG"] == "/managed/hub-kubeconfig/kubeconfig"
+        # Removing the add-on removes what the template put there, except the (shared,
+        # deletion-orphan) namespace.
+        await hub.delete(r.MANAGED_CLUSTER_ADDON, ADDON, namespace="cluster1")
+
+        async def agent_removed() -> bool:
+            return (
+                await spoke.get_or_none(
+                    deployments, "federated-learning-agent", namespace=DEFAULT_NS
+                )
+                is None
+            )
+
+        await wait_for(agent_removed, timeout=15, message="deployment removed with the add-on")
+        assert await spoke.get(r.NAMESPACE, DEFAULT_NS)
+        assert await spoke.get_or_none(r.SECRET, SECRET, namespace=DEFAULT_NS) is None
 
 
 async def test_install_namespace_follows_the_deployment_config(sandbox: Sandbox) -> None:

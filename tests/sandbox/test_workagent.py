@@ -43,6 +43,12 @@ def work(name: str, manifests: list[dict[str, Any]], **spec: Any) -> dict[str, A
     }
 
 
+async def applied_records(spoke: KubeApi, work_name: str) -> list[dict[str, Any]]:
+    """The AppliedManifestWorks recording one work (the add-on's own work has one too)."""
+    listed = await spoke.list(r.APPLIED_MANIFEST_WORK)
+    return [a for a in listed.items if a["spec"]["manifestWorkName"] == work_name]
+
+
 async def spoke_data(spoke: KubeApi, name: str) -> dict[str, str] | None:
     obj = await spoke.get_or_none(r.CONFIGMAP, name, namespace="default")
     return None if obj is None else dict(obj.get("data") or {})
@@ -124,7 +130,7 @@ async def test_configmap_is_applied_updated_and_removed(apis: tuple[KubeApi, Kub
 
     await wait_for(work_gone, timeout=10, message="work deleted")
     assert await spoke_data(spoke, "cm-b") is None
-    assert (await spoke.list(r.APPLIED_MANIFEST_WORK)).items == []
+    assert await applied_records(spoke, "w1") == []
 
 
 async def test_deletion_leaves_objects_the_work_did_not_create(
@@ -138,7 +144,7 @@ async def test_deletion_leaves_objects_the_work_did_not_create(
         return await spoke_data(spoke, "owned") == {"v": "work"}
 
     await wait_for(applied, timeout=10, message="applied")
-    [record] = (await spoke.list(r.APPLIED_MANIFEST_WORK)).items
+    [record] = await applied_records(spoke, "w2")
     assert record["spec"]["manifestWorkName"] == "w2"
     owned_uid = (await spoke.get(r.CONFIGMAP, "owned", namespace="default"))["metadata"]["uid"]
     assert [(a["name"], a["uid"]) for a in record["status"]["appliedResources"]] == [
@@ -154,7 +160,7 @@ async def test_deletion_leaves_objects_the_work_did_not_create(
     assert await spoke_data(spoke, "bystander") == {"v": "mine"}
     # Deletes only on its own cluster.
     async with await KubeApi.from_kubeconfig(sandbox.cluster_kubeconfig("cluster2")) as other:
-        assert (await other.list(r.APPLIED_MANIFEST_WORK)).items == []
+        assert await applied_records(other, "w2") == []
 
 
 async def test_orphan_delete_option_keeps_objects(apis: tuple[KubeApi, KubeApi]) -> None:
