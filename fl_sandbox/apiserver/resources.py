@@ -7,13 +7,14 @@ import contextlib
 import copy
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
 from . import errors, protobuf
 from .admission import admit
+from .builtin_fields import prune_builtin
 from .builtin_rules import apply_builtin_rules
 from .builtin_types import ResourceType
 from .crds import CRD_GROUP, check_crd, crd_status
@@ -65,6 +66,8 @@ class WriteOptions:
     manager: str
     dry_run: bool = False
     strict: bool = False
+    warn: bool = True
+    warnings: list[str] = field(default_factory=list)  # sent back as Warning headers
 
 
 def as_version(obj: Obj, rtype: ResourceType) -> Obj:
@@ -158,6 +161,9 @@ class Resources:
     def _finish(self, t: Target, obj: Obj, old: Obj | None, opts: WriteOptions) -> Obj:
         """Defaults, schema and validation; raises 422 with every cause found."""
         rtype = t.rtype
+        if rtype.builtin:
+            obj, unknown = prune_builtin(rtype.group_resource, obj)
+            self._unknown_fields(unknown, opts)
         causes = check_meta(obj["metadata"])
         causes += apply_builtin_rules(rtype, obj, old) if rtype.builtin else []
         if rtype.group_resource == CRD_GR:
@@ -165,15 +171,25 @@ class Resources:
             obj["status"] = crd_status(obj)
         if rtype.validate and rtype.schema is not None:
             obj, pruned, schema_causes = process(obj, rtype.schema)
-            if opts.strict and pruned:
-                raise errors.bad_request(
-                    "strict decoding error: " + ", ".join(f'unknown field "{p}"' for p in pruned)
-                )
+            self._unknown_fields(pruned, opts)
             causes += schema_causes
         if causes:
             raise errors.invalid(rtype.kind, rtype.group, obj["metadata"].get("name", ""), causes)
         admit(rtype.group_resource, obj, status_only=t.subresource == "status")
         return obj
+
+    @staticmethod
+    def _unknown_fields(paths: list[str], opts: WriteOptions) -> None:
+        """fieldValidation: Strict refuses unknown fields; Warn (the default) drops them with a
+        warning; Ignore drops them silently."""
+        if not paths:
+            return
+        if opts.strict:
+            raise errors.bad_request(
+                "strict decoding error: " + ", ".join(f'unknown field "{p}"' for p in paths)
+            )
+        if opts.warn:
+            opts.warnings.extend(f'unknown field "{p}"' for p in paths)
 
     # ---- create ----
     def create(
@@ -413,7 +429,9 @@ class Resources:
             }
             seed["apiVersion"], seed["kind"] = rtype.api_version, rtype.kind
             managed = seed["metadata"].pop("managedFields", None)
-            options = WriteOptions(opts.manager, opts.dry_run, opts.strict)
+            options = WriteOptions(
+                opts.manager, opts.dry_run, opts.strict, opts.warn, opts.warnings
+            )
             return 201, self.create(t, seed, options, managed_fields=managed)
         live = as_version(old, rtype)
         merged = server_side_apply(

@@ -26,6 +26,7 @@ from .watch import DEFAULT_TIMEOUT, WatchRequest, WatchStream
 
 IDENTITY = web.RequestKey("identity", Identity)
 LOG = web.RequestKey("log", list)
+WARNINGS = web.RequestKey("warnings", list)
 
 
 MAX_BODY = 3 * 1024 * 1024  # kube-apiserver's request body limit
@@ -180,7 +181,9 @@ class Routes:
             or request.headers.get("User-Agent", "unknown").split("/")[0],
             dry_run=q.get("dryRun") == "All",
             strict=q.get("fieldValidation") == "Strict",
+            warn=q.get("fieldValidation") not in ("Ignore", "Strict"),
         )
+        request[WARNINGS] = opts.warnings
         if method == "POST":
             if t.name is not None:
                 raise errors.method_not_allowed()
@@ -357,5 +360,8 @@ class Routes:
 
     @staticmethod
     def _json(request: web.Request, body: Any, *, status: int = 200) -> web.StreamResponse:
-        del request
-        return web.json_response(body, status=status)
+        response = web.json_response(body, status=status)
+        for text in request.get(WARNINGS) or ():
+            quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+            response.headers.add("Warning", f'299 - "{quoted}"')
+        return response

@@ -271,3 +271,30 @@ async def test_malformed_bodies_are_client_errors(api: ApiClient) -> None:
         == 400
     )
     assert await post("/api/v1/namespaces/default/configmaps", [1, 2]) == 400
+
+
+async def test_unknown_fields_of_builtin_kinds(api: ApiClient, core: client.CoreV1Api) -> None:
+    body = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "labelz": {"a": "b"}},
+        "spec": {"containers": [{"name": "c", "image": "i", "imagee": "typo"}], "nodeNmae": "x"},
+    }
+    _, _, headers = await core.create_namespaced_pod_with_http_info("default", body)
+    made = await api.call_api(
+        "/api/v1/namespaces/default/pods/p",
+        "GET",
+        auth_settings=["BearerToken"],
+        response_types_map={200: "object"},
+        _return_http_data_only=True,
+    )
+    assert "nodeNmae" not in made["spec"]
+    assert "imagee" not in made["spec"]["containers"][0]
+    assert "labelz" not in made["metadata"]
+    assert '299 - "unknown field \\"spec.containers[0].imagee\\""' in headers.getall("Warning")
+    with pytest.raises(ApiException) as exc:
+        await core.create_namespaced_config_map(
+            "default", {"metadata": {"name": "s"}, "daat": {}}, field_validation="Strict"
+        )
+    assert exc.value.status == 400
+    assert json.loads(exc.value.body)["message"] == 'strict decoding error: unknown field "daat"'
