@@ -19,7 +19,6 @@ REJECT_REASONS = (
     "ChecksumMismatch",
     "UpdateMissing",
     "Undecodable",
-    "TooLarge",
     "UnexpectedUri",
     "Duplicate",
     "DuplicateClient",

@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _BIND = re.compile(r"^(0|[^:\s]*:\d{1,5})$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -70,8 +70,6 @@ class HubSettings(BaseModel):
     """Re-check interval of a Waiting job besides the events that wake it."""
     sync_timeout_seconds: Seconds = 60.0
     """How long the informers may take to list before the manager gives up starting."""
-    max_update_bytes: Annotated[int, Field(ge=1)] = 1 << 30
-    """Largest update the hub fetches (a guard against a runaway file)."""
 
     @field_validator("metrics_bind_address")
     @classmethod
@@ -86,6 +84,14 @@ class HubSettings(BaseModel):
         if not _DNS_LABEL.match(value) or len(value) > 63:
             raise ValueError("must be a DNS label: lower case letters, digits and '-'")
         return value
+
+    @model_validator(mode="after")
+    def _lease_timings(self) -> HubSettings:
+        if not (
+            self.lease_duration_seconds > self.renew_deadline_seconds > self.retry_period_seconds
+        ):
+            raise ValueError("leader election needs lease duration > renew deadline > retry period")
+        return self
 
     @property
     def metrics_enabled(self) -> bool:
