@@ -342,3 +342,45 @@ async def test_restart_before_the_result_was_written(sandbox_factory: Any) -> No
 
 def _path(uri: str) -> Path:
     return Path(unquote(urlsplit(uri).path))
+
+
+async def test_forged_and_second_updates_are_rejected(sandbox_factory: Any) -> None:
+    """A report naming another cluster's update, and a second different update from a
+    cluster already counted, are refused and recorded; the first update stands."""
+    async with sandbox_factory(clusters=3) as sb, h.manager(sb):
+        cs = await h.clusters(sb)
+        c1, c2, c3 = cs.values()
+        try:
+            job = await h.create_job(sb, "forged", rounds=1, min_available=3, min_fit=1)
+            uid = job["metadata"]["uid"]
+            first = await c1.train(await c1.wait_spec(uid, round_number=1), shift=1.0)
+            spec3 = await c3.wait_spec(uid, round_number=1)
+            await c3.train(spec3, shift=3.0)
+            await h.wait_status(
+                sb,
+                "forged",
+                lambda s: (
+                    {p["cluster"]: p["state"] for p in s.get("participants") or []}.get("cluster3")
+                    == "Accepted"
+                ),
+            )
+            await c3.train(spec3, shift=50.0)  # a second, different update for the round
+
+            def duplicate_recorded(status: dict[str, Any]) -> bool:
+                reasons = {u["reason"] for u in status.get("rejectedUpdates") or []}
+                return "Duplicate" in reasons
+
+            await h.wait_status(sb, "forged", duplicate_recorded)
+            spec2 = await c2.wait_spec(uid, round_number=1)
+            assert first.update is not None
+            forged = first.model_copy(update={"cluster": "cluster2"})
+            await c2.report(spec2, forged)  # cluster1's update, claimed by cluster2
+            status = await h.wait_status(sb, "forged", h.phase_is("Completed"))
+        finally:
+            await h.close_clusters(cs)
+        reasons = sorted((u["cluster"], u["reason"]) for u in status["rejectedUpdates"])
+        assert reasons == [("cluster2", "UnexpectedUri"), ("cluster3", "Duplicate")]
+        weights = decode_weights(
+            await h.store_bytes(sb, status["model"]["uri"], status["model"]["sha256"])
+        )
+        assert np.allclose(weights["dense/bias"], 2.0)  # mean of 1 and 3; 50 never counted
