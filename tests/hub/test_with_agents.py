@@ -51,3 +51,14 @@ async def test_digits_with_real_agents(sandbox_factory: Any) -> None:
         assert [e["round"] for e in status["history"]] == [1, 2]
         assert all(e["accepted"] == 2 for e in status["history"])
         assert status["history"][-1]["accuracy"] > 0.5
+        writes = [
+            rec
+            for rec in sb.hub.request_log
+            if rec.user == h.MANAGER_USER and rec.method in ("POST", "PUT", "PATCH", "DELETE")
+        ]
+        # From the first round spec sent to the last one withdrawn.
+        first = next(i for i, rec in enumerate(writes) if "/manifestworks/" in rec.path)
+        last = max(i for i, rec in enumerate(writes) if "/manifestworks/" in rec.path)
+        per_cluster_round = (last - first + 1) / (2 * 2)
+        print(f"\nmanager writes with real agents: {per_cluster_round:.2f} per cluster per round")
+        assert per_cluster_round <= 5
