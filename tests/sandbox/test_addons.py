@@ -148,13 +148,18 @@ async def test_install_namespace_follows_the_deployment_config(sandbox: Sandbox)
         assert (await addon_status(hub, "cluster2"))["namespace"] == DEFAULT_NS
 
 
+def _micro_time(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 async def test_available_follows_the_agent_lease(sandbox_factory: SandboxFactory) -> None:
+    grace = 30.0
     async with (
-        sandbox_factory(clusters=1, addon_lease_grace=1.5, datasets=False) as sb,
+        sandbox_factory(clusters=1, addon_lease_grace=grace, datasets=False) as sb,
         await KubeApi.from_kubeconfig(sb.hub_kubeconfig) as hub,
         await KubeApi.from_kubeconfig(sb.cluster_kubeconfig("cluster1")) as spoke,
     ):
-        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        now = dt.datetime.now(dt.UTC)
         await spoke.create(
             r.LEASE,
             {
@@ -162,7 +167,7 @@ async def test_available_follows_the_agent_lease(sandbox_factory: SandboxFactory
                 "spec": {
                     "holderIdentity": "external",
                     "leaseDurationSeconds": 60,
-                    "renewTime": now,
+                    "renewTime": _micro_time(now),
                 },
             },
         )
@@ -173,9 +178,17 @@ async def test_available_follows_the_agent_lease(sandbox_factory: SandboxFactory
         await wait_for(
             lambda: available(("True", "ManagedClusterAddOnLeaseUpdated")),
             timeout=10,
-            message="available while the lease is fresh",
+            message="available while the lease is fresh (an externally run agent counts)",
         )
-        # No renewal: the add-on turns unavailable once the grace period passes.
+        # The last renewal is now almost a grace period old and nothing renews it: the
+        # add-on turns unavailable when the grace period ends, without any further event.
+        almost_stale = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=grace - 1.0)
+        await spoke.patch(
+            r.LEASE,
+            ADDON,
+            {"spec": {"renewTime": _micro_time(almost_stale)}},
+            namespace=DEFAULT_NS,
+        )
         await wait_for(
             lambda: available(("False", "ManagedClusterAddOnLeaseUpdateStopped")),
             timeout=10,

@@ -23,7 +23,11 @@ CLAIM = "digits.dataset.federated-learning.io"
 def writes(sandbox: Sandbox) -> dict[str, int]:
     servers = {"hub": sandbox.hub, **sandbox.spokes}
     return {
-        name: sum(1 for rec in server.request_log if rec.method not in ("GET", "HEAD"))
+        name: sum(
+            1
+            for rec in server.request_log
+            if rec.method not in ("GET", "HEAD") and rec.status < 400
+        )
         for name, server in servers.items()
     }
 
