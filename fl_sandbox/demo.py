@@ -203,10 +203,11 @@ async def run(options: DemoOptions, *, out: TextIO) -> dict[str, Any]:
             async with asyncio.timeout(max(remaining, 1.0)):
                 final = await _follow(hub, name=name, rounds=options.rounds, progress=progress)
         except TimeoutError:
+            latest = await hub.get(r.FEDERATED_LEARNING, name, namespace=NAMESPACE)
             raise DemoError(
                 f"FederatedLearning {NAMESPACE}/{name} did not complete within "
-                f"{options.timeout:.0f}s; raise --timeout, or run `fl-sandbox up` and look "
-                "at `kubectl get fl -o yaml`"
+                f"{options.timeout:.0f}s ({_where(latest)}); raise --timeout, or run "
+                "`fl-sandbox up` and look at `kubectl get fl -o yaml`"
             ) from None
     progress.finish()
     return await _report(options, final=final, out=out, output=output, started=started)
@@ -328,6 +329,16 @@ async def _wait_for_claims(hub: KubeApi, clusters: list[str], *, within: float) 
         claims, timeout=within, interval=0.1, message=f"clusters did not publish {claim}"
     )
     return found
+
+
+def _where(obj: dict[str, Any]) -> str:
+    """Where a job stands: its phase, round and each participant's state."""
+    status = obj.get("status") or {}
+    states = ", ".join(
+        f"{p.get('cluster')} {p.get('state')}" for p in status.get("participants") or []
+    )
+    where = f"{status.get('phase') or 'no status'}, round {status.get('round') or 0}"
+    return f"{where}: {states}" if states else where
 
 
 async def _ensure_namespace(api: KubeApi, name: str) -> None:
