@@ -163,12 +163,7 @@ async def test_stream_closes_at_timeout_seconds(core: client.CoreV1Api) -> None:
 
 
 async def test_label_selector_transitions_on_watch(core: client.CoreV1Api) -> None:
-    w = watch.Watch()
-    stream = w.stream(
-        core.list_namespaced_config_map, "default", label_selector="app in (fl)", timeout_seconds=5
-    )
-    task = asyncio.ensure_future(collect(stream, 3))
-    await asyncio.sleep(0)  # let the watch request go out before the writes
+    start = await core.list_namespaced_config_map("default")
     await core.create_namespaced_config_map("default", cm("other", {"app": "x"}))
     await core.create_namespaced_config_map("default", cm("m", {"app": "x"}))
     await core.patch_namespaced_config_map("m", "default", {"metadata": {"labels": {"app": "fl"}}})
@@ -176,6 +171,15 @@ async def test_label_selector_transitions_on_watch(core: client.CoreV1Api) -> No
     await core.patch_namespaced_config_map(
         "m", "default", {"metadata": {"labels": {"app": "gone"}}}
     )
+    w = watch.Watch()
+    stream = w.stream(
+        core.list_namespaced_config_map,
+        "default",
+        label_selector="app in (fl)",
+        resource_version=start.metadata.resource_version,
+        timeout_seconds=5,
+    )
+    task = asyncio.ensure_future(collect(stream, 3))
     events = await task
     await w.close()
     assert [(t, o["metadata"]["name"]) for t, o in events] == [
