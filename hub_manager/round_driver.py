@@ -10,6 +10,7 @@ result's record before its publication), so a restart always finds enough to go 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -84,6 +85,7 @@ class FederatedLearningReconciler:
         self._clock = clock
         self._runtimes: dict[Key, JobRuntime] = {}
         self._latest: dict[Key, dict[str, Any]] = {}
+        self._written_at: dict[Key, float] = {}
         self._applied: dict[tuple[str, str, str], str] = {}
         self._placed = WriteMemo(placements)
         self._cleaner = JobCleaner(api, jobs=jobs, works=works)
@@ -186,6 +188,7 @@ class FederatedLearningReconciler:
 
     async def _forget(self, key: Key) -> None:
         self._latest.pop(key, None)
+        self._written_at.pop(key, None)
         runtime = self._runtimes.pop(key, None)
         if runtime is not None:
             await runtime.close()
@@ -222,7 +225,19 @@ class FederatedLearningReconciler:
         body = {**obj, "status": status}
         updated = await self._api.replace(r.FEDERATED_LEARNING, body, subresource="status")
         self._latest[key] = updated
+        self._written_at[key] = time.monotonic()
         return updated
+
+    def _coalesce_wait(self, key: Key, obj: dict[str, Any], status: dict[str, Any]) -> float:
+        """Seconds to hold back a status write that only moves participants' states, so a
+        round with many clusters costs about one write per interval, not one per report."""
+        current = obj.get("status") or {}
+        if {k: v for k, v in status.items() if k != "participants"} != {
+            k: v for k, v in current.items() if k != "participants"
+        }:
+            return 0.0
+        since = time.monotonic() - self._written_at.get(key, float("-inf"))
+        return max(self._settings.status_coalesce_seconds - since, 0.0)
 
     async def _step(
         self, key: Key, obj: dict[str, Any]
@@ -328,8 +343,11 @@ class FederatedLearningReconciler:
             return await self._start_round(key, obj, status, runtime, decision, tally, now)
         if isinstance(decision, rounds.AwaitReports):
             await self._sender.send(obj, status, runtime)
-            obj = await self._write_status(key, obj, status)
             delay = min(max(decision.requeue_after, 0.05), self._settings.resync_seconds)
+            wait = self._coalesce_wait(key, obj, status)
+            if wait > 0:  # only per-cluster progress changed: batch it with what follows
+                return obj, Result(requeue_after=min(delay, wait)), False
+            obj = await self._write_status(key, obj, status)
             return obj, Result(requeue_after=delay), False
         if isinstance(decision, rounds.Aggregate):
             obj = await self._publisher.aggregate(key, obj, status, runtime, decision, now)

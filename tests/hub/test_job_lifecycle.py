@@ -105,4 +105,4 @@ async def test_requests_per_cluster_per_round(sandbox_factory: Any) -> None:
         )
         for kind, count in sorted(breakdown.items()):
             print(f"  {count:4d}  {kind}")
-        assert per_cluster_round <= 3.5
+        assert per_cluster_round <= 3
