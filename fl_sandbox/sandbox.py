@@ -32,6 +32,7 @@ from fl_contract import keys
 from fl_kube import Conflict, ControllerMetrics, KubeApi
 from fl_kube import resources as r
 from fl_kube.waiting import wait_for
+from fl_sandbox.apiserver import ApiServer
 from fl_sandbox.ocm import conditions as cond
 from fl_sandbox.ocm.addonconfig import DEFAULT_INSTALL_NAMESPACE
 from fl_sandbox.ocm.addons import AddonInstaller
@@ -159,9 +160,9 @@ class Sandbox:
         self.hub_kubeconfig = self.workdir / "hub.kubeconfig"
         self.model_store_dir = self.workdir / "models"
         self.registry = CollectorRegistry()
-        self.hub: Any = None  # ApiServer, typed loosely so the harness imports without it
-        self.spokes: dict[str, Any] = {}
-        self.hub_api: KubeApi | None = None
+        self._hub: ApiServer | None = None
+        self.spokes: dict[str, ApiServer] = {}
+        self._hub_api: KubeApi | None = None
         self.spoke_apis: dict[str, KubeApi] = {}
         self.runtime: Runtime | None = None
         self.installer: AddonInstaller | None = None
@@ -171,6 +172,22 @@ class Sandbox:
         self._agent_host = _InProcessAgents(self)
         self._hub_manager_task: asyncio.Task[None] | None = None
         self._started = False
+
+    # -- servers and clients -----------------------------------------------------------
+
+    @property
+    def hub(self) -> ApiServer:
+        """The hub API server (``request_log``, ``faults``, ``url``, ``write_kubeconfig``)."""
+        if self._hub is None:
+            raise RuntimeError("the sandbox is not started")
+        return self._hub
+
+    @property
+    def hub_api(self) -> KubeApi:
+        """An admin client of the hub (the one the emulated controllers use)."""
+        if self._hub_api is None:
+            raise RuntimeError("the sandbox is not started")
+        return self._hub_api
 
     # -- paths -------------------------------------------------------------------------
 
@@ -258,23 +275,21 @@ class Sandbox:
             raise
 
     async def _start(self) -> None:
-        api_server_cls = _import_optional("fl_sandbox.apiserver", "ApiServer")
-        if api_server_cls is None:
-            raise RuntimeError("fl_sandbox.apiserver.ApiServer is not available")
         (self.workdir / "clusters").mkdir(parents=True, exist_ok=True)
         self.model_store_dir.mkdir(parents=True, exist_ok=True)
 
-        self.hub = api_server_cls(name="hub", crd_dirs=self.crd_dirs, authorize=self.authorize)
-        await self.hub.start()
-        self.hub.write_kubeconfig(self.hub_kubeconfig)
+        hub = ApiServer(name="hub", crd_dirs=self.crd_dirs, authorize=self.authorize)
+        self._hub = hub
+        await hub.start()
+        hub.write_kubeconfig(self.hub_kubeconfig)
         for name in self.cluster_names:
-            server = api_server_cls(name=name, crd_dirs=self.crd_dirs, authorize=self.authorize)
+            server = ApiServer(name=name, crd_dirs=self.crd_dirs, authorize=self.authorize)
             self.spokes[name] = server
             await server.start()
             server.write_kubeconfig(self.cluster_kubeconfig(name))
             (self.workdir / "clusters" / name).mkdir(parents=True, exist_ok=True)
 
-        self.hub_api = await KubeApi.from_kubeconfig(self.hub_kubeconfig)
+        self._hub_api = await KubeApi.from_kubeconfig(self.hub_kubeconfig)
         for name in self.cluster_names:
             self.spoke_apis[name] = await KubeApi.from_kubeconfig(self.cluster_kubeconfig(name))
         if self.datasets:
@@ -370,7 +385,6 @@ class Sandbox:
     async def _install_addon(self) -> None:
         """Apply the add-on's hub objects and enable it on every cluster, as an admin would
         (``kubectl apply -k addon_templates/``, then ``clusteradm addon enable``)."""
-        assert self.hub_api is not None
         documents = _addon_documents(ADDON_TEMPLATES_DIR)
         if not any(doc.get("kind") == "ClusterManagementAddOn" for doc in documents):
             log.info(
@@ -399,7 +413,6 @@ class Sandbox:
                     )
 
     async def _wait_ready(self) -> None:
-        assert self.hub_api is not None
         assert self.installer is not None
         hub = self.hub_api
         names = set(self.cluster_names)
@@ -477,15 +490,15 @@ class Sandbox:
                 if asyncio.iscoroutine(result):
                     await result
         self.job_runners.clear()
-        apis = [self.hub_api, *self.spoke_apis.values()]
-        self.hub_api = None
+        apis = [self._hub_api, *self.spoke_apis.values()]
+        self._hub_api = None
         self.spoke_apis = {}
         for api in apis:
             if api is not None:
                 await api.close()
-        servers = [*self.spokes.values(), self.hub]
+        servers = [*self.spokes.values(), self._hub]
         self.spokes = {}
-        self.hub = None
+        self._hub = None
         for server in servers:
             if server is not None:
                 await server.stop()
