@@ -106,3 +106,33 @@ async def test_requests_per_cluster_per_round(sandbox_factory: Any) -> None:
         for kind, count in sorted(breakdown.items()):
             print(f"  {count:4d}  {kind}")
         assert per_cluster_round <= 3
+
+
+async def test_fraction_fit_trains_a_subset_each_round(sandbox_factory: Any) -> None:
+    async with sandbox_factory(clusters=3) as sb, h.manager(sb):
+        cs = await h.clusters(sb)
+        try:
+            job = await h.create_job(
+                sb, "sampled", rounds=3, min_available=3, min_fit=1, client={"fractionFit": 0.5}
+            )
+            uid = job["metadata"]["uid"]
+            chosen_per_round = []
+            for round_number in (1, 2, 3):
+                status = await h.wait_status(sb, "sampled", h.in_round(round_number))
+                chosen = [p["cluster"] for p in status["participants"]]
+                chosen_per_round.append(chosen)
+                assert len(chosen) == 2
+
+                async def sent_to_chosen(chosen: list[str] = chosen) -> bool:
+                    works = await h.works_of(sb, uid)
+                    return sorted(w["metadata"]["namespace"] for w in works) == chosen
+
+                await wait_for(sent_to_chosen, timeout=10, message="works only for the chosen")
+                for name in chosen:
+                    spec = await cs[name].wait_spec(uid, round_number=round_number)
+                    await cs[name].train(spec, shift=float(name[-1]))
+            status = await h.wait_status(sb, "sampled", h.phase_is("Completed"))
+        finally:
+            await h.close_clusters(cs)
+        assert [e["participants"] for e in status["history"]] == [2, 2, 2]
+        assert status["clusters"] == 2
