@@ -91,8 +91,9 @@ def invalid(kind: str, group: str, name: str, causes: Sequence[tuple[str, str, s
     details: dict[str, Any] = {
         "name": name,
         "kind": kind,
+        # A cause names its field apart; its message is the text after "<field>: ".
         "causes": [
-            {"reason": reason, "message": message, "field": field}
+            {"reason": reason, "message": message.removeprefix(f"{field}: "), "field": field}
             for reason, field, message in causes
         ],
     }
