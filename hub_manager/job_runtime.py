@@ -7,9 +7,8 @@ object, the current global weights and the open round session.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,6 @@ class JobRuntime:
     global_round: int = -1  # the round whose model `global_weights` is (-1: not loaded)
     global_weights: Weights | None = None
     session: RoundSession | None = None
-    recorded_late: set[tuple[str, int, int]] = field(default_factory=set)
 
     async def close(self) -> None:
         await self.store.close()
@@ -52,11 +50,8 @@ def build_strategy(spec: FederatedLearningSpec) -> Strategy:
     return make_strategy(spec.server.strategy.name, spec.server.strategy.parameters)
 
 
-def spec_fingerprint(spec: FederatedLearningSpec) -> str:
-    return json.dumps(spec.model_dump(mode="json"), sort_keys=True)
-
-
 def open_job_store(config: StoreConfig, *, file_root: Path | None) -> ModelStore:
+    """The job's store; s3:// credentials come from the manager's environment (AWS_*)."""
     return open_store(config, file_root=file_root)
 
 
@@ -65,6 +60,7 @@ async def load_weights(store: ModelStore, ref: ModelRef) -> Weights:
 
 
 def model_ref(value: Any) -> ModelRef | None:
+    """A `{uri, sha256}` mapping from a status or spec as a ModelRef (None if incomplete)."""
     if isinstance(value, dict) and value.get("uri") and value.get("sha256"):
         return ModelRef(uri=str(value["uri"]), sha256=str(value["sha256"]))
     return None
