@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from fl_sandbox.ocm import addonconfig, claims, feedback, scheduling
+from fl_sandbox.ocm import addon_deploy, addonconfig, claims, feedback, scheduling
 from fl_sandbox.ocm.conditions import set_conditions
 from fl_sandbox.ocm.selectors import SelectorError, matches_label_selector
 
@@ -399,3 +399,76 @@ def test_conditions_keep_transition_time_when_status_unchanged() -> None:
         second, [{"type": "A", "status": "False", "reason": "R", "message": ""}], now="t3"
     )
     assert third[0]["lastTransitionTime"] == "t3"
+
+
+TEMPLATE = {
+    "metadata": {"name": "t"},
+    "spec": {
+        "agentSpec": {
+            "workload": {
+                "manifests": [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Namespace",
+                        "metadata": {
+                            "name": "{{INSTALL_NAMESPACE}}",
+                            "annotations": {addon_deploy.ORPHAN_ANNOTATION: ""},
+                        },
+                    },
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "Deployment",
+                        "metadata": {"name": "agent", "namespace": "{{INSTALL_NAMESPACE}}"},
+                        "spec": {
+                            "template": {
+                                "spec": {
+                                    "containers": [
+                                        {
+                                            "name": "a",
+                                            "image": "{{IMAGE}}",
+                                            "args": ["{{CLUSTER_NAME}}"],
+                                        }
+                                    ]
+                                }
+                            }
+                        },
+                    },
+                ]
+            }
+        }
+    },
+}
+
+
+def test_render_agent_spec() -> None:
+    spec = addon_deploy.render_agent_spec(
+        TEMPLATE, cluster="c1", addon="fl", namespace="ns1", variables={"IMAGE": "img:1"}
+    )
+    namespace, deployment = spec["workload"]["manifests"]
+    assert namespace["metadata"]["name"] == "ns1"
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert (container["image"], container["args"]) == ("img:1", ["c1"])
+    assert {"name": "hub-kubeconfig", "mountPath": "/managed/hub-kubeconfig"} in container[
+        "volumeMounts"
+    ]
+    assert {"name": "CLUSTER_NAME", "value": "c1"} in container["env"]
+    assert deployment["spec"]["template"]["spec"]["volumes"] == [
+        {"name": "hub-kubeconfig", "secret": {"secretName": "fl-hub-kubeconfig"}}
+    ]
+    assert spec["deleteOption"] == {
+        "propagationPolicy": "SelectivelyOrphan",
+        "selectivelyOrphans": {
+            "orphaningRules": [{"group": "", "resource": "namespaces", "name": "ns1"}]
+        },
+    }
+
+
+def test_render_agent_spec_errors_say_what_to_do() -> None:
+    with pytest.raises(addon_deploy.RenderError, match="no value for IMAGE"):
+        addon_deploy.render_agent_spec(
+            TEMPLATE, cluster="c1", addon="fl", namespace="ns1", variables={}
+        )
+    with pytest.raises(addon_deploy.RenderError, match="escaping"):
+        addon_deploy.render_agent_spec(
+            TEMPLATE, cluster="c1", addon="fl", namespace="ns1", variables={"IMAGE": 'a"b'}
+        )
