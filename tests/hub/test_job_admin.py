@@ -246,3 +246,47 @@ async def test_metrics_endpoint(sandbox_factory: Any, unused_tcp_port: int) -> N
 async def _ok(probe: Any) -> bool:
     result = await probe
     return result is not None and result[0] == 200
+
+
+async def test_cli_process_serves_and_stops_on_sigterm(
+    sandbox_factory: Any, unused_tcp_port: int
+) -> None:
+    """`python -m hub_manager` as its own process: registers the add-on, answers /readyz,
+    and exits 0 on SIGTERM."""
+    import signal
+    import sys
+
+    async with sandbox_factory(clusters=1) as sb:
+        settings = h.manager_settings(sb)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "hub_manager",
+            "--kubeconfig",
+            str(settings.kubeconfig),
+            "--metrics-bind-address",
+            f"127.0.0.1:{unused_tcp_port}",
+            "--no-leader-elect",
+            "--file-store-root",
+            str(sb.model_store_dir),
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            async with aiohttp.ClientSession() as session:
+
+                async def ready() -> bool:
+                    try:
+                        async with session.get(f"http://127.0.0.1:{unused_tcp_port}/readyz") as r_:
+                            return r_.status == 200
+                    except aiohttp.ClientConnectionError:
+                        return False
+
+                await wait_for(ready, timeout=30, interval=0.1, message="manager ready")
+            cma = await h.hub(sb).get(r.CLUSTER_MANAGEMENT_ADDON, keys.ADDON_NAME)
+            managers = {f["manager"] for f in cma["metadata"].get("managedFields") or []}
+            assert keys.HUB_FIELD_MANAGER in managers
+        finally:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(process.wait(), timeout=20)
+        assert code == 0
