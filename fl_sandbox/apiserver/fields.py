@@ -1,9 +1,10 @@
 """Field ownership (metadata.managedFields) and server-side apply.
 
-Ownership is tracked per top-level field, per second-level key of object fields
-(`spec.replicas`, `data.key`, `metadata.labels.app`) and per entry of keyed second-level lists
-(`status.conditions` by type), which is enough to tell managers apart and to report conflicts
-the way kube-apiserver does, at a coarser grain.
+Ownership is tracked per leaf field (`spec.server.rounds`, `data.key`,
+`metadata.labels.app`), with maps recursed, keyed lists (`status.conditions` by type,
+containers by name) recursed per entry and other lists owned as a whole, which is how
+structured-merge-diff sees the built-in kinds; custom resources' list-map keys come from the
+same well-known names rather than from their schemas.
 """
 
 from __future__ import annotations
@@ -40,20 +41,30 @@ def _item_token(key: str, item: dict[str, Any]) -> str:
     return "k:" + json.dumps({key: item[key]}, separators=(",", ":"))
 
 
+def _walk(value: Any, prefix: Path, paths: set[Path]) -> None:
+    """Leaf paths: maps recurse, keyed lists recurse per entry, other lists are atomic."""
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            _walk(item, (*prefix, key), paths)
+        return
+    list_key = _list_key(prefix[-1], value) if prefix else None
+    if list_key is None:
+        paths.add(prefix)
+        return
+    for item in value:
+        token = _item_token(list_key, item)
+        rest = {k: v for k, v in item.items() if k != list_key}
+        if not rest:
+            paths.add((*prefix, token))
+        for key, sub in rest.items():
+            _walk(sub, (*prefix, token, key), paths)
+
+
 def field_paths(obj: dict[str, Any]) -> set[Path]:
     paths: set[Path] = set()
     for key, value in obj.items():
-        if key in _SKIP_TOP:
-            continue
-        if isinstance(value, dict) and value:
-            for sub, item in value.items():
-                list_key = _list_key(sub, item)
-                if list_key is None:
-                    paths.add((key, sub))
-                else:
-                    paths.update((key, sub, _item_token(list_key, i)) for i in item)
-        else:
-            paths.add((key,))
+        if key not in _SKIP_TOP:
+            _walk(value, (key,), paths)
     meta = obj.get("metadata") or {}
     for section in _META_MAPS:
         paths.update(("metadata", section, k) for k in meta.get(section) or {})
@@ -90,21 +101,23 @@ def read_path(obj: Any, path: Path) -> Any:
 
 
 def _delete_path(obj: dict[str, Any], path: Path) -> None:
-    cur: Any = obj
-    for part in path[:-1]:
-        cur = cur.get(part) if isinstance(cur, dict) else None
-        if cur is None:
-            return
-    if isinstance(cur, dict):
-        cur.pop(path[-1], None)
-    elif isinstance(cur, list) and path[-1].startswith("k:"):
-        pos = _find_item(cur, path[-1])
+    """Remove a leaf; parents left empty (and keyed entries left with only their key) go too."""
+    parent = read_path(obj, path[:-1])
+    last = path[-1]
+    if isinstance(parent, dict):
+        parent.pop(last, None)
+    elif isinstance(parent, list) and last.startswith("k:"):
+        pos = _find_item(parent, last)
         if pos is not None:
-            cur.pop(pos)
-    if len(path) > 1:
-        parent = read_path(obj, path[:-1])
-        if parent in ({}, []) and path[0] != "metadata":
-            _delete_path(obj, path[:-1])
+            parent.pop(pos)
+    if len(path) < 2 or path[0] == "metadata":
+        return
+    holder = read_path(obj, path[:-1])
+    emptied = holder in ({}, [])
+    if path[-2].startswith("k:") and isinstance(holder, dict):
+        emptied = set(holder) <= set(json.loads(path[-2][2:]))  # only the key is left
+    if emptied:
+        _delete_path(obj, path[:-1])
 
 
 def _to_fields_v1(paths: set[Path]) -> dict[str, Any]:

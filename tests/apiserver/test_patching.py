@@ -245,3 +245,63 @@ async def test_reapplying_the_same_configuration_is_a_no_op(core: client.CoreV1A
         "same", "default", body, field_manager="m", _content_type=APPLY
     )
     assert again.metadata.resource_version == first.metadata.resource_version
+
+
+async def test_apply_owns_nested_leaves(custom: client.CustomObjectsApi) -> None:
+    group, version, plural = (
+        "addon.open-cluster-management.io",
+        "v1alpha1",
+        "clustermanagementaddons",
+    )
+
+    def cma(**meta: str) -> dict[str, object]:
+        return {
+            "apiVersion": f"{group}/{version}",
+            "kind": "ClusterManagementAddOn",
+            "metadata": {"name": "fl"},
+            "spec": {"addOnMeta": meta},
+        }
+
+    await custom.patch_cluster_custom_object(
+        group,
+        version,
+        plural,
+        "fl",
+        cma(displayName="FL", description="d"),
+        field_manager="a",
+        _content_type=APPLY,
+    )
+    # Another manager owning a sibling leaf does not conflict ...
+    out = await custom.patch_cluster_custom_object(
+        group, version, plural, "fl", cma(description="d"), field_manager="b", _content_type=APPLY
+    )
+    assert out["spec"]["addOnMeta"] == {"displayName": "FL", "description": "d"}
+    # ... and a leaf the first manager drops stays while the second still owns it.
+    out = await custom.patch_cluster_custom_object(
+        group, version, plural, "fl", cma(displayName="FL"), field_manager="a", _content_type=APPLY
+    )
+    assert out["spec"]["addOnMeta"] == {"displayName": "FL", "description": "d"}
+    out = await custom.patch_cluster_custom_object(
+        group,
+        version,
+        plural,
+        "fl",
+        cma(displayName="FL2"),
+        field_manager="b",
+        force=True,
+        _content_type=APPLY,
+    )
+    assert out["spec"]["addOnMeta"] == {
+        "displayName": "FL2"
+    }  # b dropped description and took displayName
+    with pytest.raises(ApiException) as exc:
+        await custom.patch_cluster_custom_object(
+            group,
+            version,
+            plural,
+            "fl",
+            cma(displayName="FL3"),
+            field_manager="a",
+            _content_type=APPLY,
+        )
+    assert ".spec.addOnMeta.displayName" in json.loads(exc.value.body)["message"]
