@@ -29,8 +29,8 @@ class ConfigRef:
     name: str
     namespace: str = ""
 
-    def reference(self, spec_hash: str | None = None) -> dict[str, Any]:
-        """A ``status.configReferences`` entry (desired and last applied alike)."""
+    def reference(self, spec_hash: str | None = None, *, applied: bool = True) -> dict[str, Any]:
+        """A ``status.configReferences`` entry; ``lastAppliedConfig`` only once applied."""
         desired: dict[str, Any] = {"name": self.name}
         if self.namespace:
             desired["namespace"] = self.namespace
@@ -41,8 +41,9 @@ class ConfigRef:
             "resource": self.resource,
             "name": self.name,
             "desiredConfig": dict(desired),
-            "lastAppliedConfig": dict(desired),
         }
+        if applied:
+            entry["lastAppliedConfig"] = dict(desired)
         if self.namespace:
             entry["namespace"] = self.namespace
         return entry

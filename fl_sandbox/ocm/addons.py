@@ -48,6 +48,21 @@ Key = tuple[str, str]  # (cluster, add-on name)
 IssueKubeconfig = Callable[..., Path]  # (path, *, user, groups) -> path
 
 
+def _progressing(manifest_applied: Mapping[str, Any]) -> dict[str, Any]:
+    """``Progressing`` as the addon-manager derives it from the deploy work."""
+    if manifest_applied["status"] == "True":
+        return cond.condition(
+            "Progressing", False, reason="Completed", message="completed with no errors."
+        )
+    if manifest_applied["reason"] in ("ManifestWorkApplyFailed", "AddonManifestRenderFailed"):
+        return cond.condition(
+            "Progressing", False, reason="Failed", message=str(manifest_applied["message"])
+        )
+    return cond.condition(
+        "Progressing", True, reason="Progressing", message="progressing... work is not ready"
+    )
+
+
 class AgentHost(Protocol):
     """Runs (or stops) the add-on's agent for a cluster; the sandbox runs it in process."""
 
@@ -224,16 +239,18 @@ class AddonInstaller:
         settings = addonconfig.settings_from(deployment_config)
         namespace = settings.install_namespace
         kubeconfig = await self._install(cluster, name, namespace)
-        refs: list[dict[str, Any]] = []
-        if template_ref is not None:
-            refs.append(template_ref.reference())
-        if config_ref is not None and deployment_config is not None:
-            refs.append(config_ref.reference(addonconfig.spec_hash(deployment_config)))
         available, requeue = self._health(cluster, name, namespace)
         template = self.templates.get(template_ref.name) if template_ref is not None else None
         manifest_applied = await self._deploy(
             mca, template, namespace=namespace, variables=settings.variables
         )
+        done = manifest_applied["status"] == "True"
+        refs: list[dict[str, Any]] = []
+        if template_ref is not None:
+            refs.append(template_ref.reference(applied=done))
+        if config_ref is not None and deployment_config is not None:
+            spec_hash = addonconfig.spec_hash(deployment_config)
+            refs.append(config_ref.reference(spec_hash, applied=done))
         await self._write_status(
             mca,
             cma,
@@ -253,6 +270,7 @@ class AddonInstaller:
                     message="Registration of the addon agent is configured",
                 ),
                 manifest_applied,
+                _progressing(manifest_applied),
                 available,
             ],
         )
@@ -523,6 +541,14 @@ class AddonInstaller:
         old = mca.get("status") or {}
         status = dict(old)
         if namespace is not None:
+            previous = {
+                (ref.get("group"), ref.get("resource")): ref
+                for ref in old.get("configReferences") or []
+            }
+            for ref in refs:  # keep the last applied config until the new one is applied
+                last = previous.get((ref["group"], ref["resource"]), {}).get("lastAppliedConfig")
+                if "lastAppliedConfig" not in ref and last:
+                    ref["lastAppliedConfig"] = last
             status["namespace"] = namespace
             status["registrations"] = [
                 {

@@ -75,6 +75,10 @@ async def test_agent_is_deployed_from_the_template_through_a_manifest_work(
             )
 
         await wait_for(manifests_applied, timeout=15, message="ManifestApplied True")
+        status = await addon_status(hub, "cluster1")
+        assert condition(status, "Progressing") == ("False", "Completed")
+        for ref in status["configReferences"]:
+            assert ref["lastAppliedConfig"] == ref["desiredConfig"]
         work = await hub.get(r.MANIFEST_WORK, f"addon-{ADDON}-deploy-0", namespace="cluster1")
         assert work["metadata"]["labels"] == {"open-cluster-management.io/addon-name": ADDON}
         text = str(work["spec"])
