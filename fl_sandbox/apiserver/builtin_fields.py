@@ -8,8 +8,6 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from kubernetes_asyncio.client import models
-
 _LIST = re.compile(r"^list\[(.+)\]$")
 _DICT = re.compile(r"^dict\(str, (.+)\)$")
 
@@ -35,6 +33,8 @@ MODELS: dict[tuple[str, str], str] = {
 
 @lru_cache(maxsize=1024)
 def _fields(model: str) -> dict[str, str] | None:
+    from kubernetes_asyncio.client import models  # heavy: imported on the first write
+
     cls = getattr(models, model, None)
     if cls is None:
         return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+from functools import lru_cache
 from typing import Any
 
 from .builtin_types import MERGE_KEYS
@@ -41,46 +42,57 @@ def _item_token(key: str, item: dict[str, Any]) -> str:
     return "k:" + json.dumps({key: item[key]}, separators=(",", ":"))
 
 
-def _walk(value: Any, prefix: Path, paths: set[Path]) -> None:
+def _walk(value: Any, prefix: Path, leaves: dict[Path, Any]) -> None:
     """Leaf paths: maps recurse, keyed lists recurse per entry, other lists are atomic."""
     if isinstance(value, dict) and value:
         for key, item in value.items():
-            _walk(item, (*prefix, key), paths)
+            _walk(item, (*prefix, key), leaves)
         return
     list_key = _list_key(prefix[-1], value) if prefix else None
     if list_key is None:
-        paths.add(prefix)
+        leaves[prefix] = value
         return
     for item in value:
         token = _item_token(list_key, item)
         rest = {k: v for k, v in item.items() if k != list_key}
         if not rest:
-            paths.add((*prefix, token))
+            leaves[(*prefix, token)] = item
         for key, sub in rest.items():
-            _walk(sub, (*prefix, token, key), paths)
+            _walk(sub, (*prefix, token, key), leaves)
+
+
+def field_values(obj: dict[str, Any]) -> dict[Path, Any]:
+    """Every owned path of obj with its value."""
+    leaves: dict[Path, Any] = {}
+    for key, value in obj.items():
+        if key not in _SKIP_TOP:
+            _walk(value, (key,), leaves)
+    meta = obj.get("metadata") or {}
+    for section in _META_MAPS:
+        for k, v in (meta.get(section) or {}).items():
+            leaves[("metadata", section, k)] = v
+    for section in _META_LISTS:
+        if meta.get(section):
+            leaves[("metadata", section)] = meta[section]
+    return leaves
 
 
 def field_paths(obj: dict[str, Any]) -> set[Path]:
-    paths: set[Path] = set()
-    for key, value in obj.items():
-        if key not in _SKIP_TOP:
-            _walk(value, (key,), paths)
-    meta = obj.get("metadata") or {}
-    for section in _META_MAPS:
-        paths.update(("metadata", section, k) for k in meta.get(section) or {})
-    for section in _META_LISTS:
-        if meta.get(section):
-            paths.add(("metadata", section))
-    return paths
+    return set(field_values(obj))
 
 
 _MISSING = object()
 
 
+@lru_cache(maxsize=4096)
+def _token_fields(token: str) -> tuple[tuple[str, Any], ...]:
+    return tuple(json.loads(token[2:]).items())
+
+
 def _find_item(items: list[Any], token: str) -> int | None:
-    wanted = json.loads(token[2:])
+    wanted = _token_fields(token)
     for n, item in enumerate(items):
-        if isinstance(item, dict) and all(item.get(k) == v for k, v in wanted.items()):
+        if isinstance(item, dict) and all(item.get(k) == v for k, v in wanted):
             return n
     return None
 
@@ -201,9 +213,10 @@ def record_update(
     subresource: str = "",
 ) -> None:
     """Give `manager` (operation Update) the fields this write changed; others lose them."""
-    new_paths = field_paths(new)
-    old_paths = field_paths(old) if old is not None else set()
-    changed = {p for p in new_paths if old is None or read_path(old, p) != read_path(new, p)}
+    new_values = field_values(new)
+    old_values = field_values(old) if old is not None else {}
+    new_paths, old_paths = set(new_values), set(old_values)
+    changed = {p for p, v in new_values.items() if old_values.get(p, _MISSING) != v}
     owners = _ownership(new if old is None else old)
     gone = old_paths - new_paths
     result = []
@@ -258,7 +271,9 @@ def server_side_apply(
 ) -> dict[str, Any]:
     """The object after `manager` applies `applied`; 409 listing conflicting owners unless force."""
     base = copy.deepcopy(live) if live is not None else {"metadata": {}}
-    applied_paths = field_paths(applied)
+    applied_values = field_values(applied)
+    applied_paths = set(applied_values)
+    live_values = field_values(live) if live is not None else {}
     owners = _ownership(base)
     conflicts: list[tuple[str, Path]] = []
     if live is not None:
@@ -266,7 +281,7 @@ def server_side_apply(
             if m == manager:
                 continue
             for p in sorted(paths & applied_paths):
-                if read_path(live, p) != read_path(applied, p):
+                if live_values.get(p, _MISSING) != applied_values[p]:
                     conflicts.append((m, p))
     if conflicts and not force:
         causes = [
