@@ -241,6 +241,12 @@ class AddonInstaller:
         kubeconfig = await self._install(cluster, name, namespace)
         available, requeue = self._health(cluster, name, namespace)
         template = self.templates.get(template_ref.name) if template_ref is not None else None
+        # Everything is in place before status.namespace tells the world the add-on is there.
+        await self._bind_hub_permissions(mca, template)
+        if self._agents is not None:
+            await self._agents.ensure(
+                cluster=cluster, addon=name, namespace=namespace, hub_kubeconfig=kubeconfig
+            )
         manifest_applied = await self._deploy(
             mca, template, namespace=namespace, variables=settings.variables
         )
@@ -274,11 +280,6 @@ class AddonInstaller:
                 available,
             ],
         )
-        await self._bind_hub_permissions(mca, template)
-        if self._agents is not None:
-            await self._agents.ensure(
-                cluster=cluster, addon=name, namespace=namespace, hub_kubeconfig=kubeconfig
-            )
         return Result(requeue_after=requeue) if requeue is not None else None
 
     async def _install(self, cluster: str, addon: str, namespace: str) -> Path:

@@ -333,6 +333,11 @@ async def test_kinds_outside_fl_kube_are_found_by_discovery(
 
     found = await wait_for(applied, timeout=10, message="Service applied")
     assert found["spec"]["ports"][0]["port"] == 8081
+
+    async def reported() -> bool:
+        return await work_condition(hub, "w9", "Applied") == ("True", "AppliedManifestWorkComplete")
+
+    await wait_for(reported, timeout=10, message="work status written")
     obj = await hub.get(r.MANIFEST_WORK, "w9", namespace=CLUSTER)
     assert obj["status"]["resourceStatus"]["manifests"][0]["resourceMeta"]["resource"] == "services"
     await hub.delete(r.MANIFEST_WORK, "w9", namespace=CLUSTER)
