@@ -6,6 +6,8 @@ import argparse
 import hashlib
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -108,3 +110,19 @@ async def test_output_that_is_a_file_is_refused(
     target.write_text("not a folder")
     assert await run_demo(_args("--output", str(target))) == 2
     assert "--output" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--clusters", "0"], ["--clusters", "three"]])
+def test_cli_refuses_bad_options_in_one_line(argv: list[str], tmp_path: Path) -> None:
+    """Through the real `fl-sandbox` entry point, as `make demo` runs it."""
+    script = Path(sys.executable).with_name("fl-sandbox")
+    done = subprocess.run(
+        [str(script), "demo", *argv, "--output", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stdout == ""
