@@ -141,6 +141,8 @@ def main() -> int:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "numpy": np.__version__,
+            "load_average_at_start": load_at_start,
+            "load_average_at_end": list(os.getloadavg()),
         },
         "seconds_total": round(time.perf_counter() - started, 1),
         "rows": rows,
