@@ -98,6 +98,7 @@ class Controller(Generic[K]):
                     group.create_task(self._worker(), name=f"{self.name}-worker-{index}")
         finally:
             self.queue.shutdown()
+            self._metrics.release_controller(self.name)
             log.info("controller %s stopped", self.name)
 
     async def _worker(self) -> None:

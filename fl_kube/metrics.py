@@ -123,6 +123,10 @@ class ControllerMetrics:
         self.active_workers.labels(controller=name).set(0)
         self.register_queue(name)
 
+    def release_controller(self, name: str) -> None:
+        """Free ``name`` once its controller stopped; its series stay, so a successor reuses them."""
+        self._registered.discard(name)
+
     def register_queue(self, name: str) -> None:
         """Pre-register the workqueue series for ``name`` at zero."""
         self.workqueue_depth.labels(name=name).set(0)

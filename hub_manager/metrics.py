@@ -38,24 +38,12 @@ _DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 _AGGREGATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
-class _TermControllerMetrics(ControllerMetrics):
-    """Controller metrics that survive leadership terms.
-
-    Each term of leadership builds its controllers afresh under the same names (so
-    dashboards keep their series); the series are registered once and reused.
-    """
-
-    def register_controller(self, name: str, *, max_concurrent: int) -> None:
-        self._registered.discard(name)
-        super().register_controller(name, max_concurrent=max_concurrent)
-
-
 class HubMetrics:
     """Controller-runtime metrics (from fl_kube) plus the federated-learning ones."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self.controllers: ControllerMetrics = _TermControllerMetrics(self.registry)
+        self.controllers: ControllerMetrics = ControllerMetrics(self.registry)
         self.rounds_completed = Counter(
             "federated_learning_rounds_completed_total",
             "Rounds whose global model was published.",

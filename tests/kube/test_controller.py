@@ -206,3 +206,24 @@ async def test_cancelling_run_stops_workers_mid_reconcile() -> None:
         await task
     assert cancelled.is_set()
     assert controller.queue.shutting_down
+
+
+async def test_a_stopped_controller_frees_its_name_for_the_next_term() -> None:
+    registry = CollectorRegistry()
+    metrics = ControllerMetrics(registry)
+    done = asyncio.Event()
+
+    async def reconcile(key: str) -> None:
+        done.set()
+
+    first = Controller("term", reconcile, metrics=metrics)
+    task = asyncio.create_task(first.run())
+    first.enqueue("a")
+    await asyncio.wait_for(done.wait(), timeout=5)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    second = Controller("term", reconcile, metrics=metrics)
+    labels = {"controller": "term", "result": "success"}
+    assert registry.get_sample_value("controller_runtime_reconcile_total", labels) == 1
+    assert second.name == "term"
