@@ -53,6 +53,17 @@ def satisfied(placement: dict[str, Any]) -> tuple[str, str] | None:
     return (condition["status"], condition["reason"]) if condition else None
 
 
+async def wait_satisfied(hub: KubeApi, name: str, expected: tuple[str, str]) -> dict[str, Any]:
+    """The Placement once its status says ``expected`` (written after the decisions)."""
+
+    async def check() -> dict[str, Any] | None:
+        placement = await hub.get(r.PLACEMENT, name, namespace=NS)
+        return placement if satisfied(placement) == expected else None
+
+    found: dict[str, Any] = await wait_for(check, timeout=10, message=f"{name}: {expected}")
+    return found
+
+
 async def wait_decided(hub: KubeApi, name: str, expected: list[str]) -> None:
     async def check() -> bool:
         return await decided(hub, name) == expected
@@ -77,8 +88,7 @@ async def test_claim_selector_follows_claims(sandbox: Sandbox, hub: KubeApi) -> 
     async with await KubeApi.from_kubeconfig(sandbox.cluster_kubeconfig("cluster2")) as spoke:
         await spoke.create(r.CLUSTER_CLAIM, {"metadata": {"name": CLAIM}, "spec": {"value": "n=1"}})
         await wait_decided(hub, "by-claim", ["cluster2"])
-        placement = await hub.get(r.PLACEMENT, "by-claim", namespace=NS)
-        assert satisfied(placement) == ("True", "AllDecisionsScheduled")
+        placement = await wait_satisfied(hub, "by-claim", ("True", "AllDecisionsScheduled"))
         assert placement["status"]["numberOfSelectedClusters"] == 1
         decision = await hub.get(r.PLACEMENT_DECISION, "by-claim-decision-1", namespace=NS)
         assert decision["metadata"]["labels"] == {
@@ -131,8 +141,7 @@ async def test_number_of_clusters_and_binding_changes(hub: KubeApi) -> None:
     await wait_for(no_bindings, timeout=10, message="NoManagedClusterSetBindings")
     await bind(hub, "default")
     await wait_decided(hub, "two", ["cluster1", "cluster2"])
-    placement = await hub.get(r.PLACEMENT, "two", namespace=NS)
-    assert satisfied(placement) == ("False", "NotAllDecisionsScheduled")
+    await wait_satisfied(hub, "two", ("False", "NotAllDecisionsScheduled"))
     await hub.patch(r.PLACEMENT, "two", {"spec": {"numberOfClusters": 1}}, namespace=NS)
     await wait_decided(hub, "two", ["cluster1"])
     await hub.delete(r.MANAGED_CLUSTER_SET_BINDING, "default", namespace=NS)
@@ -158,13 +167,15 @@ async def test_unreachable_cluster_is_tainted_and_dropped(sandbox: Sandbox, hub:
     await wait_decided(hub, "all", ["cluster1", "cluster2"])
     sandbox.set_cluster_reachable("cluster2", False)
     await wait_decided(hub, "all", ["cluster1"])
-    cluster = await hub.get(r.MANAGED_CLUSTER, "cluster2")
-    available = find(cluster["status"]["conditions"], "ManagedClusterConditionAvailable")
-    assert available is not None
-    assert (available["status"], available["reason"]) == (
-        "Unknown",
-        "ManagedClusterLeaseUpdateStopped",
-    )
+
+    async def unknown() -> dict[str, Any] | None:
+        cluster = await hub.get(r.MANAGED_CLUSTER, "cluster2")
+        available = find(cluster["status"]["conditions"], "ManagedClusterConditionAvailable")
+        assert available is not None
+        expected = ("Unknown", "ManagedClusterLeaseUpdateStopped")
+        return cluster if (available["status"], available["reason"]) == expected else None
+
+    cluster = await wait_for(unknown, timeout=10, message="cluster2 Available Unknown")
     [taint] = cluster["spec"]["taints"]
     assert (taint["key"], taint["effect"]) == (
         "cluster.open-cluster-management.io/unreachable",

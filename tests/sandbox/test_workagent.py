@@ -144,7 +144,12 @@ async def test_deletion_leaves_objects_the_work_did_not_create(
         return await spoke_data(spoke, "owned") == {"v": "work"}
 
     await wait_for(applied, timeout=10, message="applied")
-    [record] = await applied_records(spoke, "w2")
+
+    async def recorded() -> list[dict[str, Any]] | None:
+        records = await applied_records(spoke, "w2")
+        return records if records and (records[0].get("status") or {}) else None
+
+    [record] = await wait_for(recorded, timeout=10, message="applied resources recorded")
     assert record["spec"]["manifestWorkName"] == "w2"
     owned_uid = (await spoke.get(r.CONFIGMAP, "owned", namespace="default"))["metadata"]["uid"]
     assert [(a["name"], a["uid"]) for a in record["status"]["appliedResources"]] == [
