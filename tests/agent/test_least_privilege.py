@@ -44,7 +44,9 @@ async def test_agent_works_with_the_add_on_permissions_only(
         spoke_admin = sb.spoke_apis[c1]
         for manifest in template_rbac(ns):
             res = r.by_kind(manifest["apiVersion"], manifest["kind"])
-            await spoke_admin.create(res, manifest)
+            # The sandbox's add-on install applies these too (the template's deploy work),
+            # as OCM does: apply, so either may come first.
+            await spoke_admin.apply(res, manifest, field_manager="tests")
         sa_kubeconfig = sb.spokes[c1].write_kubeconfig(
             tmp_path / "agent-spoke.kubeconfig",
             user=f"system:serviceaccount:{ns}:{SERVICE_ACCOUNT}",
