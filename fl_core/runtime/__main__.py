@@ -39,7 +39,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="fl-train", description="Run one federated training round.")
+    parser = _Parser(
+        prog="fl-train",
+        description="Run one federated training round (the digits example by default).",
+        epilog=(
+            f"environment: {keys.ENV_ROUND_SPEC_PATH} (required), {keys.ENV_RESULT_PATH} "
+            f"(required), {keys.ENV_DATASET_PATH}, {keys.ENV_WORK_DIR}, {ENV_STORE_ROOT}; "
+            "exit 0 done, 1 failed (reason in the result file), 2 bad input"
+        ),
+    )
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--example", choices=EXAMPLES, help="a built-in example trainer")
     which.add_argument("--trainer", metavar="MODULE:ATTR", help="your Trainer class or object")
