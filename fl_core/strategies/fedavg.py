@@ -80,6 +80,7 @@ class MeanAggregator(RoundAggregator):
         self._acc: dict[str, npt.NDArray[Any]] = {}
         self._shadow: dict[str, npt.NDArray[Any]] = {}
         self._total = 0.0
+        axpy_kernels()  # one-time setup (SciPy import, BLAS pinning) at round start, not on an update
         if global_weights is not None:
             # The round starts before any update arrives: allocate the accumulator now and
             # touch its pages, so the first update pays no page faults.
