@@ -81,8 +81,17 @@ async def test_agent_works_with_the_add_on_permissions_only(
             lease = await spoke_admin.get_or_none(r.LEASE, keys.AGENT_LEASE_NAME, namespace=ns)
             assert lease is not None
             sa_user = f"system:serviceaccount:{ns}:{SERVICE_ACCOUNT}"
+
+            def agent_methods() -> set[str]:
+                return {rec.method for rec in sb.spokes[c1].request_log if rec.user == sa_user}
+
+            # Creates (claims, Job, Lease) and patches (Lease renewals) all went through.
+            await wait_for(
+                lambda: agent_methods() >= {"GET", "POST", "PATCH"},
+                timeout=20,
+                message="the agent's reads, creates and patches as its service account",
+            )
             as_agent = [rec for rec in sb.spokes[c1].request_log if rec.user == sa_user]
-            assert {rec.method for rec in as_agent} >= {"GET", "POST", "PATCH"}
             assert [rec for rec in as_agent if rec.status == 403] == []
 
             # The per-cluster identity cannot forge another cluster's reports.

@@ -56,9 +56,13 @@ async def test_digits_with_real_agents(sandbox_factory: Any) -> None:
             for rec in sb.hub.request_log
             if rec.user == h.MANAGER_USER and rec.method in ("POST", "PUT", "PATCH", "DELETE")
         ]
-        # From the first round spec sent to the last one withdrawn.
-        first = next(i for i, rec in enumerate(writes) if "/manifestworks/" in rec.path)
-        last = max(i for i, rec in enumerate(writes) if "/manifestworks/" in rec.path)
-        per_cluster_round = (last - first + 1) / (2 * 2)
+        # Exactly one round-spec apply per cluster per round and one withdrawal per cluster;
+        # status writes are coalesced (their number depends on timing, so only bounded).
+        works = [rec for rec in writes if "/manifestworks/" in rec.path]
+        assert sum(rec.method == "PATCH" for rec in works) == 2 * 2, works
+        assert sum(rec.method == "DELETE" for rec in works) == 2, works
+        status_writes = [rec for rec in writes if rec.path.endswith("/status")]
+        # Per round: start, at most one per report, aggregate, publish; plus set-up and end.
+        assert len(status_writes) <= 2 * (2 + 3) + 3, status_writes
+        per_cluster_round = (len(works) + len(status_writes)) / (2 * 2)
         print(f"\nmanager writes with real agents: {per_cluster_round:.2f} per cluster per round")
-        assert per_cluster_round <= 3
