@@ -70,46 +70,56 @@ class S3Store(ModelStore):
             client_options=cast("ClientConfig", client) if client else None,
         )
 
+    # Every obstore call below is the blocking one, run on a worker thread. A process that
+    # used obstore's asyncio API (its tokio runtime resolving Python futures) aborts with
+    # SIGABRT at interpreter exit now and then (seen with obstore 0.12 and async copy/get:
+    # about one run in five), which would fail a training Job after its update was written.
+    # The blocking calls release the GIL in native code, so the event loop stays free.
+
     async def _put(self, key: str, data: bytes | bytearray | memoryview) -> str:
         digest = new_hash()
         await _hash(digest, data)
         temp = f"{key}.{uuid.uuid4().hex}.tmp"
         try:
-            await obstore.put_async(self._store, temp, memoryview(data))
-            await obstore.rename_async(self._store, temp, key, overwrite=True)
+            await asyncio.to_thread(obstore.put, self._store, temp, memoryview(data))
+            await asyncio.to_thread(obstore.rename, self._store, temp, key, overwrite=True)
         except Exception as exc:
             with contextlib.suppress(Exception):  # best-effort clean-up of our temporary key
-                await obstore.delete_async(self._store, temp)
+                await asyncio.to_thread(obstore.delete, self._store, temp)
             raise StoreError(f"cannot write {self.uri_for(key)}: {exc}") from exc
         return digest.hexdigest()
 
     async def _get(self, key: str) -> tuple[memoryview, str]:
         try:
-            result = await obstore.get_async(self._store, key)
-            size = int(result.meta["size"])
-            view = new_buffer(size)
-            digest = new_hash()
-            pos = 0
-            async for chunk in result.stream(min_chunk_size=4 * 1024 * 1024):
-                end = pos + len(chunk)
-                if end > size:
-                    raise StoreError(f"{self.uri_for(key)} grew while being read")
-                view[pos:end] = chunk
-                await _hash(digest, view[pos:end])
-                pos = end
+            return await asyncio.to_thread(self._read, key)
         except (NotFoundError, FileNotFoundError):
             raise ObjectNotFound(f"no object at {self.uri_for(key)}") from None
         except StoreError:
             raise
         except Exception as exc:
             raise StoreError(f"cannot read {self.uri_for(key)}: {exc}") from exc
+
+    def _read(self, key: str) -> tuple[memoryview, str]:
+        """Stream the object into one buffer, hashing each chunk as it lands."""
+        result = obstore.get(self._store, key)
+        size = int(result.meta["size"])
+        view = new_buffer(size)
+        digest = new_hash()
+        pos = 0
+        for chunk in result.stream(min_chunk_size=4 * 1024 * 1024):
+            end = pos + len(chunk)
+            if end > size:
+                raise StoreError(f"{self.uri_for(key)} grew while being read")
+            view[pos:end] = chunk
+            digest.update(view[pos:end])
+            pos = end
         if pos != size:
             raise StoreError(f"{self.uri_for(key)}: read {pos} of {size} bytes")
         return view, digest.hexdigest()
 
     async def _exists(self, key: str) -> bool:
         try:
-            await obstore.head_async(self._store, key)
+            await asyncio.to_thread(obstore.head, self._store, key)
         except (NotFoundError, FileNotFoundError):
             return False
         except Exception as exc:
@@ -118,12 +128,15 @@ class S3Store(ModelStore):
 
     async def _delete_prefix(self, prefix: str) -> None:
         try:
-            async for batch in obstore.list(self._store, prefix):
-                paths = [meta["path"] for meta in batch]
-                if paths:
-                    await obstore.delete_async(self._store, paths)
+            await asyncio.to_thread(self._delete_all, prefix)
         except Exception as exc:
             raise StoreError(f"cannot delete {self.uri_for(prefix.rstrip('/'))}/: {exc}") from exc
+
+    def _delete_all(self, prefix: str) -> None:
+        for batch in obstore.list(self._store, prefix):
+            paths = [meta["path"] for meta in batch]
+            if paths:
+                obstore.delete(self._store, paths)
 
 
 async def _hash(digest: Any, data: bytes | bytearray | memoryview) -> None:

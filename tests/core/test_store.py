@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +100,35 @@ def test_uri_outside_the_store_is_refused(tmp_path: Path) -> None:
         store.key_for(f"file://{tmp_path}/b/x.safetensors")
     with pytest.raises(StoreError, match="file:///absolute"):
         open_store(StoreConfig(uri="file://host/models"))
+
+
+async def test_processes_using_the_s3_store_exit_cleanly(s3_config: StoreConfig) -> None:
+    """A training Job's process writes through the store and exits: the exit must be clean.
+
+    obstore's asyncio API made such processes abort at interpreter exit now and then, after
+    the write had succeeded; several runs make a regression visible.
+    """
+    code = (
+        "import asyncio, sys\n"
+        "from fl_contract.models import StoreConfig\n"
+        "from fl_core.store import open_store\n"
+        "async def main() -> None:\n"
+        "    store = open_store(StoreConfig.model_validate_json(sys.argv[1]))\n"
+        "    ref = await store.put(f'exit/{sys.argv[2]}.bin', b'update' * 1000)\n"
+        "    await store.get(ref.uri, sha256=ref.sha256)\n"
+        "asyncio.run(main())\n"
+    )
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            code,
+            s3_config.model_dump_json(),
+            str(i),
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for i in range(8)
+    ]
+    results = [await proc.communicate() for proc in procs]
+    codes = [proc.returncode for proc in procs]
+    assert codes == [0] * 8, [err.decode()[-300:] for _, err in results]
