@@ -26,19 +26,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from fl_contract.models import ModelRef, ScalarValue
+from fl_core.strategies import STRATEGY_NAMES
 
-# The names the CRD enumerates; tests keep them equal to fl_core's STRATEGY_NAMES.
-STRATEGY_NAMES: tuple[str, ...] = (
-    "FedAvg",
-    "FedProx",
-    "FedAdam",
-    "FedYogi",
-    "FedAdagrad",
-    "FedMedian",
-    "FedTrimmedAvg",
-    "Krum",
-    "MultiKrum",
-)
 S3_TYPES = ("S3Bucket", "S3")
 FILE_TYPES = ("HostPath", "PersistentVolumeClaim")
 MAX_TRAINING_CONFIG = 64
