@@ -12,17 +12,17 @@ import asyncio
 import contextlib
 import importlib
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+from fl_kube.process import EXIT_USAGE, on_stop_signals
+
 PROG = "fl-sandbox"
 # The upstream OCM CRDs beside the repository, served (with validation and printer columns)
 # when no --crd-dir is given and they are there.
 SHARED_CRD_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "ocm-crds"
-EXIT_USAGE = 2
 EXIT_FAILED = 1
 
 
@@ -116,39 +116,35 @@ async def run_up(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
 
     stream = out or sys.stdout
     stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopping.set)
-    crd_dirs = args.crd_dir or ([SHARED_CRD_DIR] if SHARED_CRD_DIR.is_dir() else [])
-    sandbox = Sandbox(
-        workdir=args.dir,
-        clusters=args.clusters,
-        crd_dirs=crd_dirs,
-        hub_manager=args.hub_manager,
-        agents=args.agents,
-    )
-    try:
-        start = asyncio.create_task(sandbox.start())
-        waiter = asyncio.create_task(stopping.wait())
-        done, _ = await asyncio.wait({start, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        if start not in done:
-            start.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await start
-            return 0
-        waiter.cancel()
+    with on_stop_signals(stopping.set):
+        crd_dirs = args.crd_dir or ([SHARED_CRD_DIR] if SHARED_CRD_DIR.is_dir() else [])
+        sandbox = Sandbox(
+            workdir=args.dir,
+            clusters=args.clusters,
+            crd_dirs=crd_dirs,
+            hub_manager=args.hub_manager,
+            agents=args.agents,
+        )
         try:
-            start.result()
-        except Exception as exc:
-            print(f"{PROG}: could not start the sandbox: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-        print(ready_line(sandbox), file=stream, flush=True)
-        await stopping.wait()
-        return 0
-    finally:
-        await sandbox.stop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+            start = asyncio.create_task(sandbox.start())
+            waiter = asyncio.create_task(stopping.wait())
+            done, _ = await asyncio.wait({start, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if start not in done:
+                start.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await start
+                return 0
+            waiter.cancel()
+            try:
+                start.result()
+            except Exception as exc:
+                print(f"{PROG}: could not start the sandbox: {exc}", file=sys.stderr)
+                return EXIT_FAILED
+            print(ready_line(sandbox), file=stream, flush=True)
+            await stopping.wait()
+            return 0
+        finally:
+            await sandbox.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

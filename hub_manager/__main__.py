@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import logging
 import os
-import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn
 
 from pydantic import ValidationError
 
+from fl_kube.process import (
+    OneLineParser,
+    UsageError,
+    add_log_level_argument,
+    parse_bool,
+    run_main,
+    usage_error,
+)
 from hub_manager.settings import DEFAULT_LEASE_NAMESPACE, DEFAULT_METRICS_BIND, HubSettings
 
 PROG = "fl-hub-manager"
-EXIT_USAGE = 2
 
 # field name -> (flag, environment variable)
 _FLAGS: dict[str, tuple[str, str]] = {
@@ -33,18 +35,8 @@ _FLAGS: dict[str, tuple[str, str]] = {
 }
 
 
-class UsageError(Exception):
-    """Invalid input on the command line or in the environment: one line, exit 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        """One clear line and exit 2, without the usage dump."""
-        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG,
         description=(
             "Federated-learning hub manager: registers the add-on, grants each cluster's "
@@ -83,12 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="root of file:// model stores on this machine [env FILE_STORE_ROOT]",
     )
     parser.add_argument("--workers", type=int, help="jobs reconciled in parallel [env WORKERS]")
-    parser.add_argument(
-        "--log-level",
-        default=os.environ.get("LOG_LEVEL", "INFO"),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="[env LOG_LEVEL; default INFO]",
-    )
+    add_log_level_argument(parser)
     return parser
 
 
@@ -100,7 +87,7 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> HubSe
         if value is None and environ.get(env):
             value = environ[env]
             if field == "leader_election":
-                value = _boolean(value, env=env)
+                value = parse_bool(value, name=env)
         if value is not None:
             values[field] = value
     if args.no_addon_templates:
@@ -108,11 +95,8 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> HubSe
     try:
         settings = HubSettings.model_validate(values)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = str(err["loc"][0]) if err["loc"] else ""
-        flag = _FLAGS.get(field, (field, ""))[0]
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        raise UsageError(f"invalid {flag} {values.get(field)!r}: {msg}") from None
+        flags = {field: flag for field, (flag, _env) in _FLAGS.items()}
+        raise usage_error(exc, flags=flags, values=values) from None
     if settings.kubeconfig is not None and not Path(settings.kubeconfig).is_file():
         raise UsageError(f"--kubeconfig {settings.kubeconfig}: no such file; pass its path")
     templates = settings.addon_templates_dir
@@ -121,39 +105,20 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> HubSe
     return settings
 
 
-def _boolean(value: str, *, env: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise UsageError(f"invalid {env} {value!r}: use true or false")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        settings = settings_from(args, os.environ)
-    except UsageError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    return run_main(
+        prog=PROG,
+        load=lambda: settings_from(args, os.environ),
+        run=_run,
+        log_level=args.log_level,
     )
-    asyncio.run(_run_until_signal(settings))
-    return 0
 
 
-async def _run_until_signal(settings: HubSettings) -> None:
+async def _run(settings: HubSettings) -> None:
     from hub_manager.app import run_hub_manager
 
-    task = asyncio.create_task(run_hub_manager(settings))
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await run_hub_manager(settings)
 
 
 if __name__ == "__main__":

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import logging
 import os
-import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from fl_kube.process import UsageError, add_log_level_argument, run_main, usage_error
 from spoke_agent.app import run_agent
 from spoke_agent.settings import DEFAULT_HUB_KUBECONFIG, DEFAULT_METRICS_BIND, AgentSettings
 
 PROG = "fl-spoke-agent"
-EXIT_USAGE = 2
 
 # field name -> (flag, environment variables, in order of preference)
 _FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -29,10 +25,6 @@ _FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {
     "datasets": ("--datasets", ("DATASETS_FILE",)),
     "metrics_bind_address": ("--metrics-bind-address", ("METRICS_BIND_ADDRESS",)),
 }
-
-
-class UsageError(Exception):
-    """Invalid input on the command line or in the environment: one line, exit 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,12 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-bind-address",
         help=f"metrics/health address, 0 disables [env METRICS_BIND_ADDRESS; default {DEFAULT_METRICS_BIND}]",
     )
-    parser.add_argument(
-        "--log-level",
-        default=os.environ.get("LOG_LEVEL", "INFO"),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="[env LOG_LEVEL; default INFO]",
-    )
+    add_log_level_argument(parser)
     return parser
 
 
@@ -84,11 +71,8 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Agent
     try:
         settings = AgentSettings.model_validate(values)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = str(err["loc"][0]) if err["loc"] else ""
-        flag = _FLAGS.get(field, (field, ()))[0]
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        raise UsageError(f"invalid {flag} {values.get(field)!r}: {msg}") from None
+        flags = {field: flag for field, (flag, _env) in _FLAGS.items()}
+        raise usage_error(exc, flags=flags, values=values) from None
     for path, flag in (
         (settings.hub_kubeconfig, "--hub-kubeconfig"),
         (settings.kubeconfig, "--kubeconfig"),
@@ -100,26 +84,12 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Agent
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        settings = settings_from(args, os.environ)
-    except UsageError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    return run_main(
+        prog=PROG,
+        load=lambda: settings_from(args, os.environ),
+        run=run_agent,
+        log_level=args.log_level,
     )
-    asyncio.run(_run_until_signal(settings))
-    return 0
-
-
-async def _run_until_signal(settings: AgentSettings) -> None:
-    task = asyncio.create_task(run_agent(settings))
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 if __name__ == "__main__":

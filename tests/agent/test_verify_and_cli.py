@@ -10,7 +10,8 @@ import pytest
 from fl_contract.models import StoreConfig, TrainingResult
 from fl_contract.weights import encode_weights, sha256_hex
 from fl_core.store import open_store
-from spoke_agent.__main__ import UsageError, build_parser, settings_from
+from fl_kube.process import UsageError
+from spoke_agent.__main__ import build_parser, settings_from
 from spoke_agent.results import ResultError, verify_update
 from tests.agent.test_job_manifest import make_spec
 

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from fl_contract import keys, naming
+from fl_kube.process import EXIT_USAGE
 from hub_manager import status as st
-from hub_manager.__main__ import EXIT_USAGE, main
+from hub_manager.__main__ import main
 from hub_manager.addon import load_addon_objects
 from hub_manager.agent_rbac import desired_role, desired_role_binding
 from hub_manager.crd_spec import parse_spec

@@ -1,0 +1,108 @@
+"""What the controller entry points share as processes.
+
+A bad flag or environment variable is one line on stderr and exit code 2; SIGTERM (a
+Pod being stopped) and SIGINT end the run cleanly with exit code 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+EXIT_USAGE = 2
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+S = TypeVar("S")
+
+
+class UsageError(Exception):
+    """Invalid input on the command line or in the environment: one line, exit 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``prog: message (see --help)``) and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
+
+
+def parse_bool(value: str, *, name: str) -> bool:
+    """A boolean environment variable (true/false, yes/no, on/off, 1/0); UsageError otherwise."""
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise UsageError(f"invalid {name} {value!r}: use true or false")
+
+
+def usage_error(
+    exc: ValidationError, *, flags: Mapping[str, str], values: Mapping[str, object]
+) -> UsageError:
+    """The settings model's first error, named by the flag (``flags``: field -> flag)."""
+    err = exc.errors()[0]
+    field = str(err["loc"][0]) if err["loc"] else ""
+    flag = flags.get(field, field)
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return UsageError(f"invalid {flag} {values.get(field)!r}: {msg}")
+
+
+def add_log_level_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="[env LOG_LEVEL; default INFO]",
+    )
+
+
+@contextlib.contextmanager
+def on_stop_signals(callback: Callable[[], object]) -> Iterator[None]:
+    """Call ``callback`` on SIGTERM or SIGINT while inside; the handlers go on exit."""
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in STOP_SIGNALS:
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, callback)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+async def run_until_signalled(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work``; SIGTERM or SIGINT cancels it, which is a clean end."""
+    task = asyncio.create_task(work)
+    with on_stop_signals(task.cancel), contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def run_main(
+    *,
+    prog: str,
+    load: Callable[[], S],
+    run: Callable[[S], Coroutine[Any, Any, None]],
+    log_level: str,
+) -> int:
+    """Load the settings (a UsageError is one line and exit 2), then run until signalled."""
+    try:
+        settings = load()
+    except UsageError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(level=log_level, format=LOG_FORMAT)
+    asyncio.run(run_until_signalled(run(settings)))
+    return 0
