@@ -144,13 +144,18 @@ class WatchStream:
             wait = deadline - now
             if w.bookmarks:
                 wait = min(wait, max(0.0, next_bookmark - now))
-            try:
-                event = await asyncio.wait_for(queue.get(), timeout=wait)
-            except TimeoutError:
-                if w.bookmarks and time.monotonic() >= next_bookmark and queue.empty():
-                    await self._bookmark(response, max(last_rv, self._store.resource_version))
-                    next_bookmark = time.monotonic() + self._bookmark_interval
-                continue
+            if not queue.empty():
+                # Take a queued event at once: wait_for(timeout=0), which an overdue bookmark
+                # produces, never lets queue.get() run, so the stream would spin, not send.
+                event = queue.get_nowait()
+            else:
+                try:
+                    event = await asyncio.wait_for(queue.get(), timeout=wait)
+                except TimeoutError:
+                    if w.bookmarks and time.monotonic() >= next_bookmark and queue.empty():
+                        await self._bookmark(response, max(last_rv, self._store.resource_version))
+                        next_bookmark = time.monotonic() + self._bookmark_interval
+                    continue
             if event is None:  # dropped
                 return
             if event.rv <= last_rv:
