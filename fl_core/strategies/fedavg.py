@@ -48,12 +48,7 @@ def axpy(acc: npt.NDArray[Any], x: npt.NDArray[Any], alpha: float) -> None:
         if out is not flat_acc and not np.may_share_memory(out, flat_acc):
             flat_acc[...] = out  # the wrapper copied (it does not for contiguous inputs)
         return
-    scratch = np.empty(min(_CHUNK, flat_acc.size), dtype=acc.dtype)
-    for start in range(0, flat_acc.size, _CHUNK):
-        end = min(start + _CHUNK, flat_acc.size)
-        part = scratch[: end - start]
-        np.multiply(flat_x[start:end], alpha, out=part, casting="unsafe")
-        np.add(flat_acc[start:end], part, out=flat_acc[start:end])
+    axpy_into(flat_acc, flat_acc, flat_x, alpha)
 
 
 def axpy_into(
