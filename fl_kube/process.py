@@ -14,16 +14,16 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
-if TYPE_CHECKING:
-    from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 EXIT_USAGE = 2
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 S = TypeVar("S")
+M = TypeVar("M", bound=BaseModel)
 
 
 class UsageError(Exception):
@@ -47,15 +47,19 @@ def parse_bool(value: str, *, name: str) -> bool:
     raise UsageError(f"invalid {name} {value!r}: use true or false")
 
 
-def usage_error(
-    exc: ValidationError, *, flags: Mapping[str, str], values: Mapping[str, object]
-) -> UsageError:
-    """The settings model's first error, named by the flag (``flags``: field -> flag)."""
-    err = exc.errors()[0]
-    field = str(err["loc"][0]) if err["loc"] else ""
-    flag = flags.get(field, field)
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    return UsageError(f"invalid {flag} {values.get(field)!r}: {msg}")
+def validate_settings(
+    model: type[M], values: Mapping[str, object], *, flags: Mapping[str, str]
+) -> M:
+    """The settings model from flag values; its first error as a UsageError naming the
+    flag (``flags``: field name -> flag)."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else ""
+        flag = flags.get(field, field)
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise UsageError(f"invalid {flag} {values.get(field)!r}: {msg}") from None
 
 
 def add_log_level_argument(parser: argparse.ArgumentParser) -> None:

@@ -8,15 +8,13 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from fl_kube.process import (
     OneLineParser,
     UsageError,
     add_log_level_argument,
     parse_bool,
     run_main,
-    usage_error,
+    validate_settings,
 )
 from hub_manager.settings import DEFAULT_LEASE_NAMESPACE, DEFAULT_METRICS_BIND, HubSettings
 
@@ -92,11 +90,8 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> HubSe
             values[field] = value
     if args.no_addon_templates:
         values["addon_templates_dir"] = None
-    try:
-        settings = HubSettings.model_validate(values)
-    except ValidationError as exc:
-        flags = {field: flag for field, (flag, _env) in _FLAGS.items()}
-        raise usage_error(exc, flags=flags, values=values) from None
+    flags = {field: flag for field, (flag, _env) in _FLAGS.items()}
+    settings = validate_settings(HubSettings, values, flags=flags)
     if settings.kubeconfig is not None and not Path(settings.kubeconfig).is_file():
         raise UsageError(f"--kubeconfig {settings.kubeconfig}: no such file; pass its path")
     templates = settings.addon_templates_dir

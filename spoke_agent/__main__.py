@@ -8,9 +8,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from fl_kube.process import UsageError, add_log_level_argument, run_main, usage_error
+from fl_kube.process import UsageError, add_log_level_argument, run_main, validate_settings
 from spoke_agent.app import run_agent
 from spoke_agent.settings import DEFAULT_HUB_KUBECONFIG, DEFAULT_METRICS_BIND, AgentSettings
 
@@ -68,11 +66,8 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Agent
         if field not in values:
             flag, env_names = _FLAGS[field]
             raise UsageError(f"{flag} is required (or set {' or '.join(env_names)})")
-    try:
-        settings = AgentSettings.model_validate(values)
-    except ValidationError as exc:
-        flags = {field: flag for field, (flag, _env) in _FLAGS.items()}
-        raise usage_error(exc, flags=flags, values=values) from None
+    flags = {field: flag for field, (flag, _env) in _FLAGS.items()}
+    settings = validate_settings(AgentSettings, values, flags=flags)
     for path, flag in (
         (settings.hub_kubeconfig, "--hub-kubeconfig"),
         (settings.kubeconfig, "--kubeconfig"),
