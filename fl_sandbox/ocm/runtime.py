@@ -14,12 +14,12 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
 
 from fl_kube import Controller, ControllerMetrics, Informer, KubeApi, Result, WatchSettings
+from fl_kube.informer import Handler
 from fl_kube.resources import Resource
 
 log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
-Handler = Callable[[str, dict[str, Any]], None]
 
 
 class Runtime:
