@@ -234,10 +234,13 @@ async def test_report_conflicts_are_retried_and_both_writes_survive(sandbox: San
     try:
         before = writer.conflicts
         assert await writer.update(mutate, what="conflict test", result="Health") is True
-        assert writer.conflicts - before == 1
-        assert len(seen) == 2
+        # At least our provoked conflict; the sandbox's add-on controller may add one more
+        # (it writes the same status when the agent's lease turns it Available).
+        conflicts = writer.conflicts - before
+        assert conflicts >= 1
+        assert len(seen) == conflicts + 1
         assert FOREIGN["type"] not in seen[0]
-        assert FOREIGN["type"] in seen[1]  # the retry started from the fresh object
+        assert all(FOREIGN["type"] in s for s in seen[1:])  # retries start from fresh objects
         types = {c["type"] for c in await addon_conditions(hub, cluster)}
         assert {"example.io/Mine", FOREIGN["type"]} <= types
     finally:
