@@ -12,6 +12,7 @@ from fl_contract import keys, naming
 from fl_kube import resources as r
 from fl_kube.client import KubeApi
 from fl_kube.informer import Informer
+from fl_kube.timestamps import parse_time
 from hub_manager.placement import cluster_sets
 
 log = logging.getLogger(__name__)
@@ -21,15 +22,6 @@ REDELETE_AFTER = 10.0  # seconds before a delete the cache has not reflected is 
 # cleaned the spokes), at most this long: an unreachable cluster must not pin the job.
 CLEANUP_WAIT = 120.0
 WORK_GONE_RECHECK = 1.0
-
-
-def _parse(text: object) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 class JobCleaner:
@@ -86,7 +78,7 @@ class JobCleaner:
                 cluster = str(participant.get("cluster") or "")
                 if cluster and self._works.get(work_name, cluster) is None:
                     await self._api.delete(r.MANIFEST_WORK, work_name, namespace=cluster)
-        deleted_at = _parse(metadata.get("deletionTimestamp"))
+        deleted_at = parse_time(metadata.get("deletionTimestamp"))
         waited = (now - deleted_at).total_seconds() if deleted_at else CLEANUP_WAIT
         if self.works_of(uid) and waited < CLEANUP_WAIT:
             return WORK_GONE_RECHECK

@@ -14,6 +14,7 @@ from typing import Any
 
 from fl_contract import naming
 from fl_contract.weights import encode_weights, sha256_hex
+from fl_kube.timestamps import format_time, parse_time
 from hub_manager import rounds
 from hub_manager import status as st
 from hub_manager.cleanup import JobCleaner
@@ -110,7 +111,7 @@ class Publisher:
             status.pop("pendingModel", None)
             runtime.session = None
             return await self._write_status(key, obj, status)
-        started = st.parse_time(status.get("roundStartTime"))
+        started = parse_time(status.get("roundStartTime"))
         duration = max((now - started).total_seconds(), 0.0) if started else 0.0
         entry: dict[str, Any] = {
             "round": round_number,
@@ -121,7 +122,7 @@ class Publisher:
             "numExamples": int(pending.get("numExamples") or 0),
             "durationSeconds": round(duration, 3),
             "modelSha256": pending["sha256"],
-            "completionTime": st.format_time(now),
+            "completionTime": format_time(now),
         }
         metrics = {m: float(pending[m]) for m in ("loss", "accuracy") if m in pending}
         entry.update(metrics)
@@ -203,7 +204,7 @@ class Publisher:
             message = failed.message
             st.set_phase(status, "Failed", message)
             reason, value = failed.reason, False
-        status.setdefault("completionTime", st.format_time(now))
+        status.setdefault("completionTime", format_time(now))
         for type_, cond_value in ((st.SUCCEEDED, value), (st.PROGRESSING, False)):
             st.set_condition(
                 status,

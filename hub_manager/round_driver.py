@@ -24,6 +24,7 @@ from fl_kube.client import KubeApi
 from fl_kube.controller import Result
 from fl_kube.errors import Conflict
 from fl_kube.informer import Informer
+from fl_kube.timestamps import format_time
 from hub_manager import rounds
 from hub_manager import status as st
 from hub_manager.cache import WriteMemo, contains
@@ -546,12 +547,12 @@ class FederatedLearningReconciler:
         status.update(
             round=decision.round,
             attempt=decision.attempt,
-            roundStartTime=st.format_time(now, precise=True),
-            roundDeadline=st.format_time(decision.deadline, precise=True),
+            roundStartTime=format_time(now, precise=True),
+            roundDeadline=format_time(decision.deadline, precise=True),
             clusters=len(decision.participants),
             participants=st.participants_entries(decision.participants, {}),
         )
-        status.setdefault("startTime", st.format_time(now))
+        status.setdefault("startTime", format_time(now))
         st.set_phase(status, "Running")
         retry = f" (attempt {decision.attempt})" if decision.attempt > 1 else ""
         st.set_condition(
@@ -561,7 +562,7 @@ class FederatedLearningReconciler:
             reason="RoundStarted",
             message=(
                 f"round {decision.round}{retry}: {len(decision.participants)} clusters training "
-                f"until {st.format_time(decision.deadline)}"
+                f"until {format_time(decision.deadline)}"
             ),
             generation=generation,
             now=now,

@@ -13,6 +13,7 @@ from typing import Any
 
 from fl_contract import naming
 from fl_contract.models import ModelRef
+from fl_kube.timestamps import format_time
 from hub_manager import rounds
 from hub_manager import status as st
 from hub_manager.aggregation import RoundSession, new_session
@@ -194,7 +195,7 @@ def _rejection(
         "attempt": attempt,
         "reason": reason,
         "message": message[:1024],
-        "time": st.format_time(now),
+        "time": format_time(now),
     }
 
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from fl_kube.timestamps import format_time, parse_time
 from hub_manager.rounds import Phase, Progress
 
 MAX_HISTORY = 100
@@ -23,22 +24,6 @@ CLUSTERS_AVAILABLE = "ClustersAvailable"
 PROGRESSING = "Progressing"
 SUCCEEDED = "Succeeded"
 FIELDS_IGNORED = "FieldsIgnored"
-
-
-def format_time(when: datetime, *, precise: bool = False) -> str:
-    when = when.astimezone(UTC)
-    if precise:
-        return when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: object) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def progress_of(status: Mapping[str, Any]) -> Progress:

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from fl_contract import naming
 from fl_contract.models import RoundReport
+from fl_kube.timestamps import format_time
 
 REASON_TRAINING = "Training"
 REASON_UPDATE_READY = "UpdateReady"
@@ -35,11 +36,6 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-def timestamp(when: datetime) -> str:
-    """RFC 3339 in UTC with second precision, as metav1.Time serialises."""
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def make_condition(
     *, type_: str, status: str, reason: str, message: str, now: datetime
 ) -> Condition:
@@ -52,7 +48,7 @@ def make_condition(
         "status": status,
         "reason": reason,
         "message": message[:MAX_MESSAGE],
-        "lastTransitionTime": timestamp(now),
+        "lastTransitionTime": format_time(now),
     }
 
 

@@ -21,6 +21,7 @@ from fl_core.store import IntegrityError, ObjectNotFound, StoreError, open_store
 from fl_kube import resources as r
 from fl_kube.client import KubeApi
 from fl_kube.controller import TemporaryError
+from fl_kube.timestamps import parse_time
 
 # Secret keys (as an AWS SDK reads them from the environment) -> obstore S3 options.
 _S3_SECRET_KEYS = {
@@ -194,12 +195,3 @@ async def _s3_options(
                     invalid=False,
                 ) from None
     return options
-
-
-def parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None

@@ -37,6 +37,7 @@ from fl_kube.errors import ApiError, Conflict, NotFound
 from fl_kube.informer import Informer, WatchSettings
 from fl_kube.metrics import ControllerMetrics
 from fl_kube.resources import CONFIGMAP, JOB, POD, SECRET
+from fl_kube.timestamps import format_time, parse_time
 from fl_sandbox.jobs import status as st
 from fl_sandbox.jobs.podenv import (
     ContainerConfigError,
@@ -245,7 +246,7 @@ class JobRunner:
         spec = job.get("spec") or {}
         status = job.get("status") or {}
         now = now_utc()
-        start_time = st.parse_timestamp(status.get("startTime")) or now
+        start_time = parse_time(status.get("startTime")) or now
         # Count from the Pods as well as the status: a status write lost before a restart
         # must not make a finished Pod run again.
         pods_succeeded, pods_failed = await self._settle_pods(job)
@@ -258,7 +259,7 @@ class JobRunner:
         backoff_limit = int(_default(spec.get("backoffLimit"), DEFAULT_BACKOFF_LIMIT))
         completions = int(spec.get("completions") or 1)
         counts: dict[str, Any] = {
-            "startTime": st.timestamp(start_time),
+            "startTime": format_time(start_time),
             "succeeded": succeeded,
             "failed": failed,
         }
@@ -457,7 +458,7 @@ class JobRunner:
         when = now_utc()
         body: dict[str, Any] = {"active": 0, "ready": 0, **counts}
         if kind == "Complete":
-            body["completionTime"] = st.timestamp(when)
+            body["completionTime"] = format_time(when)
             body["conditions"] = st.completed_conditions(when)
         else:
             body["conditions"] = st.failed_conditions(reason, when)

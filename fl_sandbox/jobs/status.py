@@ -5,20 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from fl_kube.timestamps import format_time, parse_time
 from fl_sandbox.jobs.process import Outcome
-
-
-def timestamp(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_timestamp(value: object) -> dt.datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def pod_condition(kind: str, status: bool, when: dt.datetime, reason: str = "") -> dict[str, Any]:
@@ -26,7 +14,7 @@ def pod_condition(kind: str, status: bool, when: dt.datetime, reason: str = "") 
         "type": kind,
         "status": "True" if status else "False",
         "lastProbeTime": None,
-        "lastTransitionTime": timestamp(when),
+        "lastTransitionTime": format_time(when),
     }
     if reason:
         condition["reason"] = reason
@@ -55,7 +43,7 @@ def running_status(
 ) -> dict[str, Any]:
     status = {
         "phase": "Running",
-        "startTime": timestamp(started),
+        "startTime": format_time(started),
         "hostIP": "127.0.0.1",
         "podIP": "127.0.0.1",
         "conditions": [
@@ -65,7 +53,9 @@ def running_status(
             pod_condition("Ready", True, started),
         ],
         "containerStatuses": [
-            _container_status(container, {"running": {"startedAt": timestamp(started)}}, ready=True)
+            _container_status(
+                container, {"running": {"startedAt": format_time(started)}}, ready=True
+            )
         ],
     }
     return status
@@ -75,15 +65,15 @@ def terminated_status(container: dict[str, Any], outcome: Outcome) -> dict[str, 
     terminated: dict[str, Any] = {
         "exitCode": outcome.exit_code,
         "reason": outcome.reason,
-        "startedAt": timestamp(outcome.started_at),
-        "finishedAt": timestamp(outcome.finished_at),
+        "startedAt": format_time(outcome.started_at),
+        "finishedAt": format_time(outcome.finished_at),
     }
     if outcome.message:
         terminated["message"] = outcome.message
     phase = "Succeeded" if outcome.succeeded else "Failed"
     status: dict[str, Any] = {
         "phase": phase,
-        "startTime": timestamp(outcome.started_at),
+        "startTime": format_time(outcome.started_at),
         "hostIP": "127.0.0.1",
         "podIP": "127.0.0.1",
         "conditions": [
@@ -122,8 +112,8 @@ def job_condition(kind: str, *, reason: str, message: str, when: dt.datetime) ->
         "status": "True",
         "reason": reason,
         "message": message,
-        "lastProbeTime": timestamp(when),
-        "lastTransitionTime": timestamp(when),
+        "lastProbeTime": format_time(when),
+        "lastTransitionTime": format_time(when),
     }
 
 
@@ -131,7 +121,7 @@ def job_finished(job: dict[str, Any]) -> tuple[str, dt.datetime | None] | None:
     """("Complete" | "Failed", when) if the Job has finished, else None."""
     for condition in (job.get("status") or {}).get("conditions") or []:
         if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
-            return str(condition["type"]), parse_timestamp(condition.get("lastTransitionTime"))
+            return str(condition["type"]), parse_time(condition.get("lastTransitionTime"))
     return None
 
 

@@ -26,6 +26,7 @@ from typing import Any, Final, Protocol
 
 from fl_kube import Conflict, Informer, KubeApi, NotFound, Result
 from fl_kube import resources as r
+from fl_kube.timestamps import parse_time
 from fl_sandbox.ocm import addonconfig
 from fl_sandbox.ocm import conditions as cond
 from fl_sandbox.ocm.addon_deploy import (
@@ -91,13 +92,6 @@ def agent_groups(cluster: str, addon: str) -> list[str]:
 
 def hub_kubeconfig_secret_name(addon: str) -> str:
     return f"{addon}-hub-kubeconfig"
-
-
-def _parse_time(value: str) -> dt.datetime | None:
-    try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 @dataclass
@@ -500,7 +494,7 @@ class AddonInstaller:
                 None,
             )
         spec = lease.get("spec") or {}
-        renewed = _parse_time(str(spec.get("renewTime") or spec.get("acquireTime") or ""))
+        renewed = parse_time(spec.get("renewTime") or spec.get("acquireTime"))
         duration = float(spec.get("leaseDurationSeconds") or 60)
         grace = (
             self._lease_grace if self._lease_grace is not None else LEASE_GRACE_FACTOR * duration

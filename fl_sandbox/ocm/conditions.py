@@ -12,10 +12,12 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from fl_kube.timestamps import format_time
+
 
 def now_rfc3339() -> str:
     """The current time as Kubernetes serialises ``metav1.Time`` (seconds, UTC, ``Z``)."""
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_time(dt.datetime.now(dt.UTC))
 
 
 def condition(
