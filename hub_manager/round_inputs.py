@@ -130,17 +130,8 @@ class ReportCollector:
         if session is not None and session.key() == (uid, progress.round, progress.attempt):
             return session
         await self._prepare_strategy(obj, runtime, status, progress.round)
-        namespace, name = str(obj["metadata"]["namespace"]), str(obj["metadata"]["name"])
         expected = {
-            cluster: runtime.store.uri_for(
-                naming.update_key(
-                    namespace=namespace,
-                    job=name,
-                    round_number=progress.round,
-                    cluster=cluster,
-                    attempt=progress.attempt,
-                )
-            )
+            cluster: update_uri(obj, runtime, progress=progress, cluster=cluster)
             for cluster in progress.participants
         }
         runtime.session = new_session(
@@ -181,6 +172,21 @@ def global_model(obj: dict[str, Any], status: dict[str, Any], round_number: int)
         initial = ((obj.get("spec") or {}).get("server") or {}).get("initialModel")
         return model_ref(initial)
     return None
+
+
+def update_uri(
+    obj: dict[str, Any], runtime: JobRuntime, *, progress: rounds.Progress, cluster: str
+) -> str:
+    """Where `cluster` writes its update for the round attempt in progress."""
+    return runtime.store.uri_for(
+        naming.update_key(
+            namespace=str(obj["metadata"]["namespace"]),
+            job=str(obj["metadata"]["name"]),
+            round_number=progress.round,
+            cluster=cluster,
+            attempt=progress.attempt,
+        )
+    )
 
 
 # -- rounds --------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from hub_manager.cache import WriteMemo
 from hub_manager.cleanup import JobCleaner
 from hub_manager.job_runtime import JobRuntime
 from hub_manager.reports import AddonView
-from hub_manager.round_inputs import global_model
+from hub_manager.round_inputs import global_model, update_uri
 from hub_manager.work import build_round_spec, desired_manifest_work, work_matches
 
 
@@ -38,7 +38,6 @@ class RoundSender:
         """Each participant's ManifestWork carries this round's spec; others have none."""
         progress = st.progress_of(status)
         uid = str(obj["metadata"]["uid"])
-        namespace, name = str(obj["metadata"]["namespace"]), str(obj["metadata"]["name"])
         deadline = progress.deadline
         if not progress.in_round or deadline is None:
             return
@@ -49,15 +48,6 @@ class RoundSender:
             addon = self._addon(cluster)
             if addon.agent_namespace is None:
                 continue
-            update_uri = runtime.store.uri_for(
-                naming.update_key(
-                    namespace=namespace,
-                    job=name,
-                    round_number=progress.round,
-                    cluster=cluster,
-                    attempt=progress.attempt,
-                )
-            )
             spec = build_round_spec(
                 obj=obj,
                 spec=runtime.spec,
@@ -65,7 +55,7 @@ class RoundSender:
                 round_number=progress.round,
                 attempt=progress.attempt,
                 global_model=start_model,
-                update_uri=update_uri,
+                update_uri=update_uri(obj, runtime, progress=progress, cluster=cluster),
                 store=runtime.store_config,
                 deadline=deadline,
                 client_config=client_config,
