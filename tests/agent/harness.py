@@ -15,6 +15,7 @@ from fl_contract.models import JobRef, RoundReport, RoundSpec, StoreConfig
 from fl_kube import KubeApi
 from fl_kube import resources as r
 from fl_kube.informer import WatchSettings
+from fl_kube.waiting import wait_for
 from fl_sandbox.sandbox import Sandbox
 from spoke_agent.app import Agent
 from spoke_agent.settings import AgentSettings
@@ -168,3 +169,46 @@ async def round_report(
         if condition.get("type") == wanted:
             return condition, RoundReport.from_message(condition["message"])
     return None
+
+
+async def reported(hub: KubeApi, cluster: str, state: str, **kw: Any) -> Any:
+    """Wait for the job's report on the cluster's add-on to reach `state`."""
+
+    async def check() -> Any:
+        found = await round_report(hub, cluster, **kw)
+        return found if found and found[1].state == state else None
+
+    return await wait_for(check, timeout=30, message=f"{cluster}: report {state}")
+
+
+@dataclass
+class AgentCluster:
+    """One managed cluster as an agent test sees it: its name, the agent's namespace, a
+    client for the hub and one for the cluster, and a catalogue with a `digits` dataset."""
+
+    name: str
+    namespace: str
+    hub: KubeApi
+    spoke: KubeApi
+    datasets: Path
+
+    async def deliver(self, spec: RoundSpec) -> None:
+        """Put the round spec's ConfigMap in place, as the work agent does."""
+        configmap = spec_configmap(spec, namespace=self.namespace)
+        await self.spoke.create(r.CONFIGMAP, configmap, namespace=self.namespace)
+
+    async def close(self) -> None:
+        await self.hub.close()
+        await self.spoke.close()
+
+
+async def open_cluster(sb: Sandbox, cluster: str, *, tmp_path: Path) -> AgentCluster:
+    hub = await KubeApi.from_kubeconfig(sb.hub_kubeconfig)
+    spoke = await KubeApi.from_kubeconfig(sb.cluster_kubeconfig(cluster))
+    return AgentCluster(
+        name=cluster,
+        namespace=sb.agent_namespace(cluster),
+        hub=hub,
+        spoke=spoke,
+        datasets=catalogue(tmp_path / "ds.yaml", {"digits": tmp_path / "data"}),
+    )

@@ -5,22 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from fl_contract import keys, naming
-from fl_kube import KubeApi
 from fl_kube import resources as r
 from fl_sandbox.sandbox import Sandbox
-from tests.agent.harness import catalogue, round_spec, spec_configmap, start_agent
-from tests.agent.test_rounds_sandbox import reported
+from tests.agent.harness import AgentCluster, reported, round_spec, spec_configmap, start_agent
 
 
 async def test_untrustworthy_results_and_specs_are_reported_not_accepted(
-    sandbox: Sandbox, tmp_path: Path
+    sandbox: Sandbox, agent_cluster: AgentCluster
 ) -> None:
-    cluster = sandbox.cluster_names[0]
-    ns = sandbox.agent_namespace(cluster)
-    hub = await KubeApi.from_kubeconfig(sandbox.hub_kubeconfig)
-    spoke = await KubeApi.from_kubeconfig(sandbox.cluster_kubeconfig(cluster))
-    ds = catalogue(tmp_path / "ds.yaml", {"digits": tmp_path / "data"})
-    running = await start_agent(sandbox, cluster, datasets=ds)
+    cluster, ns = agent_cluster.name, agent_cluster.namespace
+    hub, spoke = agent_cluster.hub, agent_cluster.spoke
+    running = await start_agent(sandbox, cluster, datasets=agent_cluster.datasets)
     try:
         badhash = round_spec(
             sandbox, cluster=cluster, uid="uid-badhash", name="badhash", mode="badhash"
@@ -29,7 +24,7 @@ async def test_untrustworthy_results_and_specs_are_reported_not_accepted(
             sandbox, cluster=cluster, uid="uid-silent", name="silent", mode="silent"
         )
         for spec in (badhash, silent):
-            await spoke.create(r.CONFIGMAP, spec_configmap(spec, namespace=ns), namespace=ns)
+            await agent_cluster.deliver(spec)
         # A spec that does not parse: the labels still say which round it was.
         broken = spec_configmap(
             round_spec(sandbox, cluster=cluster, uid="uid-broken", name="broken"), namespace=ns
@@ -55,23 +50,18 @@ async def test_untrustworthy_results_and_specs_are_reported_not_accepted(
         assert metrics.rounds_trained_total.labels(result="UpdateInvalid")._value.get() == 1
     finally:
         await running.stop()
-        await hub.close()
-        await spoke.close()
 
 
 async def test_a_flaky_hub_and_dropped_watches_delay_but_do_not_lose_reports(
-    sandbox: Sandbox, tmp_path: Path
+    sandbox: Sandbox, agent_cluster: AgentCluster, tmp_path: Path
 ) -> None:
-    cluster = sandbox.cluster_names[0]
-    ns = sandbox.agent_namespace(cluster)
-    hub = await KubeApi.from_kubeconfig(sandbox.hub_kubeconfig)
-    spoke = await KubeApi.from_kubeconfig(sandbox.cluster_kubeconfig(cluster))
-    ds = catalogue(tmp_path / "ds.yaml", {"digits": tmp_path / "data"})
+    cluster, ns = agent_cluster.name, agent_cluster.namespace
+    hub, spoke = agent_cluster.hub, agent_cluster.spoke
     gate = tmp_path / "gate"
-    running = await start_agent(sandbox, cluster, datasets=ds)
+    running = await start_agent(sandbox, cluster, datasets=agent_cluster.datasets)
     try:
         spec = round_spec(sandbox, cluster=cluster, uid="uid-flaky", mode=f"gate={gate}")
-        await spoke.create(r.CONFIGMAP, spec_configmap(spec, namespace=ns), namespace=ns)
+        await agent_cluster.deliver(spec)
         await reported(hub, cluster, "Training")
         # The next status writes fail (500, 500, 429), and every spoke watch is cut.
         addon_path = f"/apis/addon.open-cluster-management.io/v1alpha1/namespaces/{cluster}"
@@ -90,5 +80,3 @@ async def test_a_flaky_hub_and_dropped_watches_delay_but_do_not_lose_reports(
     finally:
         sandbox.hub.faults.clear()
         await running.stop()
-        await hub.close()
-        await spoke.close()

@@ -16,8 +16,9 @@ from fl_kube import resources as r
 from fl_kube.waiting import wait_for
 from fl_sandbox.sandbox import Sandbox
 from tests.agent.harness import (
+    AgentCluster,
     addon_conditions,
-    catalogue,
+    reported,
     round_report,
     round_spec,
     spec_configmap,
@@ -48,29 +49,16 @@ async def add_foreign_condition(hub: KubeApi, cluster: str) -> None:
     )
 
 
-async def reported(hub: KubeApi, cluster: str, state: str, **kw: Any) -> Any:
-    async def check() -> Any:
-        found = await round_report(hub, cluster, **kw)
-        return found if found and found[1].state == state else None
-
-    return await wait_for(check, timeout=30, message=f"{cluster}: report {state}")
-
-
 async def test_round_spec_runs_one_job_and_its_report_reaches_the_hub(
-    sandbox: Sandbox, tmp_path: Path
+    sandbox: Sandbox, agent_cluster: AgentCluster
 ) -> None:
-    cluster = sandbox.cluster_names[0]
-    ns = sandbox.agent_namespace(cluster)
-    hub = await KubeApi.from_kubeconfig(sandbox.hub_kubeconfig)
-    spoke = await KubeApi.from_kubeconfig(sandbox.cluster_kubeconfig(cluster))
-    data = tmp_path / "data" / "digits"
-    running = await start_agent(
-        sandbox, cluster, datasets=catalogue(tmp_path / "ds.yaml", {"digits": data})
-    )
+    cluster, ns = agent_cluster.name, agent_cluster.namespace
+    hub, spoke = agent_cluster.hub, agent_cluster.spoke
+    running = await start_agent(sandbox, cluster, datasets=agent_cluster.datasets)
     try:
         await add_foreign_condition(hub, cluster)
         spec = round_spec(sandbox, cluster=cluster, uid="uid-one-job")
-        await spoke.create(r.CONFIGMAP, spec_configmap(spec, namespace=ns), namespace=ns)
+        await agent_cluster.deliver(spec)
 
         condition, report = await reported(hub, cluster, "UpdateReady")
         assert condition["status"] == "True"
@@ -108,8 +96,6 @@ async def test_round_spec_runs_one_job_and_its_report_reaches_the_hub(
         assert FOREIGN in await addon_conditions(hub, cluster)
     finally:
         await running.stop()
-        await hub.close()
-        await spoke.close()
 
 
 async def _none(coro: Any) -> bool:
@@ -121,18 +107,15 @@ async def _empty(coro: Any) -> bool:
 
 
 async def test_restart_mid_job_neither_duplicates_the_job_nor_loses_the_report(
-    sandbox: Sandbox, tmp_path: Path
+    sandbox: Sandbox, agent_cluster: AgentCluster, tmp_path: Path
 ) -> None:
-    cluster = sandbox.cluster_names[0]
-    ns = sandbox.agent_namespace(cluster)
-    hub = await KubeApi.from_kubeconfig(sandbox.hub_kubeconfig)
-    spoke = await KubeApi.from_kubeconfig(sandbox.cluster_kubeconfig(cluster))
-    ds = catalogue(tmp_path / "ds.yaml", {"digits": tmp_path / "data"})
+    cluster, ns = agent_cluster.name, agent_cluster.namespace
+    hub, spoke, ds = agent_cluster.hub, agent_cluster.spoke, agent_cluster.datasets
     gate = tmp_path / "gate"
     spec = round_spec(sandbox, cluster=cluster, uid="uid-restart", mode=f"gate={gate}")
     first = await start_agent(sandbox, cluster, datasets=ds)
     try:
-        await spoke.create(r.CONFIGMAP, spec_configmap(spec, namespace=ns), namespace=ns)
+        await agent_cluster.deliver(spec)
         _, report = await reported(hub, cluster, "Training")
         assert report.started_at is not None
         (job,) = await jobs_on(spoke, ns)
@@ -165,19 +148,16 @@ async def test_restart_mid_job_neither_duplicates_the_job_nor_loses_the_report(
         assert len(job_posts) == 1
     finally:
         await second.stop()
-        await hub.close()
-        await spoke.close()
 
 
 async def test_failed_and_timed_out_jobs_are_reported_failed(
-    sandbox: Sandbox, tmp_path: Path
+    sandbox: Sandbox, agent_cluster: AgentCluster, tmp_path: Path
 ) -> None:
-    cluster = sandbox.cluster_names[0]
-    ns = sandbox.agent_namespace(cluster)
-    hub = await KubeApi.from_kubeconfig(sandbox.hub_kubeconfig)
-    spoke = await KubeApi.from_kubeconfig(sandbox.cluster_kubeconfig(cluster))
-    ds = catalogue(tmp_path / "ds.yaml", {"digits": tmp_path / "data"})
-    running = await start_agent(sandbox, cluster, datasets=ds, job_backoff_limit=0)
+    cluster, ns = agent_cluster.name, agent_cluster.namespace
+    hub, spoke = agent_cluster.hub, agent_cluster.spoke
+    running = await start_agent(
+        sandbox, cluster, datasets=agent_cluster.datasets, job_backoff_limit=0
+    )
     try:
         failing = round_spec(sandbox, cluster=cluster, uid="uid-fails", name="fails", mode="fail")
         slow = round_spec(
@@ -192,7 +172,7 @@ async def test_failed_and_timed_out_jobs_are_reported_failed(
             sandbox, cluster=cluster, uid="uid-nodata", name="nodata", dataset="elsewhere"
         )
         for spec in (failing, slow, unknown):
-            await spoke.create(r.CONFIGMAP, spec_configmap(spec, namespace=ns), namespace=ns)
+            await agent_cluster.deliver(spec)
 
         condition, report = await reported(hub, cluster, "TrainingFailed", name="fails")
         assert (condition["status"], condition["reason"]) == ("False", "TrainingFailed")
@@ -212,14 +192,13 @@ async def test_failed_and_timed_out_jobs_are_reported_failed(
         assert failures.labels(reason="BackoffLimitExceeded")._value.get() == 1
     finally:
         await running.stop()
-        await hub.close()
-        await spoke.close()
 
 
-async def test_report_conflicts_are_retried_and_both_writes_survive(sandbox: Sandbox) -> None:
+async def test_report_conflicts_are_retried_and_both_writes_survive(
+    sandbox: Sandbox, agent_cluster: AgentCluster
+) -> None:
     """Another writer changes the add-on between the agent's read and its write: 409, retry."""
-    cluster = sandbox.cluster_names[0]
-    hub = await KubeApi.from_kubeconfig(sandbox.hub_kubeconfig)
+    cluster, hub = agent_cluster.name, agent_cluster.hub
     running = await start_agent(sandbox, cluster)
     writer = running.agent.status
     mine = {**FOREIGN, "type": "example.io/Mine", "reason": "Agent"}
@@ -245,7 +224,6 @@ async def test_report_conflicts_are_retried_and_both_writes_survive(sandbox: San
         assert {"example.io/Mine", FOREIGN["type"]} <= types
     finally:
         await running.stop()
-        await hub.close()
 
 
 async def test_rounds_through_a_manifest_work_with_the_digits_trainer(
@@ -326,20 +304,17 @@ async def test_rounds_through_a_manifest_work_with_the_digits_trainer(
 
 
 async def test_a_spec_removed_while_the_agent_is_down_is_cleaned_up_on_start(
-    sandbox: Sandbox, tmp_path: Path
+    sandbox: Sandbox, agent_cluster: AgentCluster
 ) -> None:
-    cluster = sandbox.cluster_names[0]
-    ns = sandbox.agent_namespace(cluster)
-    hub = await KubeApi.from_kubeconfig(sandbox.hub_kubeconfig)
-    spoke = await KubeApi.from_kubeconfig(sandbox.cluster_kubeconfig(cluster))
-    ds = catalogue(tmp_path / "ds.yaml", {"digits": tmp_path / "data"})
+    cluster, ns = agent_cluster.name, agent_cluster.namespace
+    hub, spoke, ds = agent_cluster.hub, agent_cluster.spoke, agent_cluster.datasets
     keep = round_spec(sandbox, cluster=cluster, uid="uid-keep", name="keep")
     drop = round_spec(sandbox, cluster=cluster, uid="uid-drop", name="drop")
     first = await start_agent(sandbox, cluster, datasets=ds)
     try:
         await add_foreign_condition(hub, cluster)
         for spec in (keep, drop):
-            await spoke.create(r.CONFIGMAP, spec_configmap(spec, namespace=ns), namespace=ns)
+            await agent_cluster.deliver(spec)
         await reported(hub, cluster, "UpdateReady", name="keep")
         await reported(hub, cluster, "UpdateReady", name="drop")
     finally:
@@ -360,5 +335,3 @@ async def test_a_spec_removed_while_the_agent_is_down_is_cleaned_up_on_start(
         assert naming.training_job_name("uid-drop", 1) not in names
     finally:
         await second.stop()
-        await hub.close()
-        await spoke.close()

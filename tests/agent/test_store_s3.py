@@ -14,8 +14,7 @@ from fl_contract.models import StoreConfig
 from fl_kube import KubeApi
 from fl_kube import resources as r
 from fl_sandbox.sandbox import Sandbox
-from tests.agent.harness import catalogue, round_spec, spec_configmap, start_agent
-from tests.agent.test_rounds_sandbox import reported
+from tests.agent.harness import catalogue, reported, round_spec, spec_configmap, start_agent
 
 moto_server = pytest.importorskip("moto.server")
 boto3 = pytest.importorskip("boto3")
