@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
@@ -11,6 +12,16 @@ from kubernetes_asyncio.client.exceptions import ApiException
 MERGE = "application/merge-patch+json"
 APPLY = "application/apply-patch+yaml"
 MCA = ("addon.open-cluster-management.io", "v1alpha1", "managedclusteraddons")
+
+
+def addon(name: str) -> dict[str, object]:
+    """A ManagedClusterAddOn (a custom resource with a status subresource)."""
+    return {
+        "apiVersion": "addon.open-cluster-management.io/v1alpha1",
+        "kind": "ManagedClusterAddOn",
+        "metadata": {"name": name},
+        "spec": {},
+    }
 
 
 def pod(name: str) -> client.V1Pod:
@@ -98,13 +109,7 @@ async def test_strategic_merge_by_merge_keys(core: client.CoreV1Api) -> None:
 async def test_strategic_merge_on_custom_resource_is_415(
     custom: client.CustomObjectsApi, core: client.CoreV1Api
 ) -> None:
-    body = {
-        "apiVersion": "addon.open-cluster-management.io/v1alpha1",
-        "kind": "ManagedClusterAddOn",
-        "metadata": {"name": "a"},
-        "spec": {},
-    }
-    await custom.create_namespaced_custom_object(*MCA[:2], "default", MCA[2], body)
+    await custom.create_namespaced_custom_object(*MCA[:2], "default", MCA[2], addon("a"))
     with pytest.raises(ApiException) as exc:
         await custom.patch_namespaced_custom_object(
             *MCA[:2],
@@ -163,15 +168,11 @@ async def test_apply_requires_field_manager(core: client.CoreV1Api) -> None:
 
 
 async def test_apply_owns_condition_entries_by_type(custom: client.CustomObjectsApi) -> None:
-    body = {
-        "apiVersion": "addon.open-cluster-management.io/v1alpha1",
-        "kind": "ManagedClusterAddOn",
-        "metadata": {"name": "a"},
-        "spec": {},
-    }
+    body = addon("a")
     await custom.create_namespaced_custom_object(*MCA[:2], "default", MCA[2], body)
 
-    def status(ctype: str, reason: str) -> dict[str, object]:
+    async def apply_condition(ctype: str, reason: str, *, manager: str) -> Any:
+        """Apply a status holding one condition, as `manager`."""
         cond = {
             "type": ctype,
             "status": "True",
@@ -179,54 +180,29 @@ async def test_apply_owns_condition_entries_by_type(custom: client.CustomObjects
             "message": "",
             "lastTransitionTime": "2026-01-01T00:00:00Z",
         }
-        return {
+        status = {
             "apiVersion": body["apiVersion"],
             "kind": body["kind"],
             "metadata": {"name": "a"},
             "status": {"conditions": [cond]},
         }
+        return await custom.patch_namespaced_custom_object_status(
+            *MCA[:2], "default", MCA[2], "a", status, field_manager=manager, _content_type=APPLY
+        )
 
-    await custom.patch_namespaced_custom_object_status(
-        *MCA[:2],
-        "default",
-        MCA[2],
-        "a",
-        status("Available", "Up"),
-        field_manager="addon-manager",
-        _content_type=APPLY,
-    )
-    out = await custom.patch_namespaced_custom_object_status(
-        *MCA[:2],
-        "default",
-        MCA[2],
-        "a",
-        status("round.federated-learning.io/ns.job", "UpdateReady"),
-        field_manager="agent",
-        _content_type=APPLY,
+    await apply_condition("Available", "Up", manager="addon-manager")
+    out = await apply_condition(
+        "round.federated-learning.io/ns.job", "UpdateReady", manager="agent"
     )
     assert [c["type"] for c in out["status"]["conditions"]] == [
         "Available",
         "round.federated-learning.io/ns.job",
     ]
     with pytest.raises(ApiException) as exc:
-        await custom.patch_namespaced_custom_object_status(
-            *MCA[:2],
-            "default",
-            MCA[2],
-            "a",
-            status("Available", "Down"),
-            field_manager="agent",
-            _content_type=APPLY,
-        )
+        await apply_condition("Available", "Down", manager="agent")
     assert exc.value.status == 409
-    out = await custom.patch_namespaced_custom_object_status(
-        *MCA[:2],
-        "default",
-        MCA[2],
-        "a",
-        status("round.federated-learning.io/ns.job", "TrainingFailed"),
-        field_manager="agent",
-        _content_type=APPLY,
+    out = await apply_condition(
+        "round.federated-learning.io/ns.job", "TrainingFailed", manager="agent"
     )
     assert [c["reason"] for c in out["status"]["conditions"]] == ["Up", "TrainingFailed"]
 

@@ -30,6 +30,24 @@ async def collect(stream: watch.Watch, count: int, *, within: float = 3.0) -> li
     return events
 
 
+async def refused_watch(core: client.CoreV1Api, resource_version: str) -> ApiException:
+    """The error that ends a watch of the default namespace's ConfigMaps from
+    `resource_version` (one the server no longer holds)."""
+    w = watch.Watch()
+    with pytest.raises(ApiException) as exc:
+        await collect(
+            w.stream(
+                core.list_namespaced_config_map,
+                "default",
+                resource_version=resource_version,
+                timeout_seconds=5,
+            ),
+            1,
+        )
+    await w.close()
+    return exc.value
+
+
 async def test_resume_sees_exactly_the_events_after_the_version(core: client.CoreV1Api) -> None:
     a = await core.create_namespaced_config_map("default", cm("a"))
     since = a.metadata.resource_version
@@ -74,20 +92,9 @@ async def test_compaction_gives_410_expired(server: ApiServer, core: client.Core
     a = await core.create_namespaced_config_map("default", cm("a"))
     await core.patch_namespaced_config_map("a", "default", {"data": {"k": "2"}})
     server.faults.compact()
-    w = watch.Watch()
-    with pytest.raises(ApiException) as exc:
-        await collect(
-            w.stream(
-                core.list_namespaced_config_map,
-                "default",
-                resource_version=a.metadata.resource_version,
-                timeout_seconds=5,
-            ),
-            1,
-        )
-    await w.close()
-    assert exc.value.status == 410
-    assert "Expired" in str(exc.value.reason)
+    error = await refused_watch(core, a.metadata.resource_version)
+    assert error.status == 410
+    assert "Expired" in str(error.reason)
 
 
 async def test_history_limit_bounds_resume(tmp_path: Any) -> None:
@@ -101,19 +108,8 @@ async def test_history_limit_bounds_resume(tmp_path: Any) -> None:
         first = await core.create_namespaced_config_map("default", cm("x0"))
         for n in range(1, 6):
             await core.create_namespaced_config_map("default", cm(f"x{n}"))
-        w = watch.Watch()
-        with pytest.raises(ApiException) as exc:
-            await collect(
-                w.stream(
-                    core.list_namespaced_config_map,
-                    "default",
-                    resource_version=first.metadata.resource_version,
-                    timeout_seconds=5,
-                ),
-                1,
-            )
-        await w.close()
-        assert exc.value.status == 410
+        error = await refused_watch(core, first.metadata.resource_version)
+        assert error.status == 410
     finally:
         await api.close()
         await small.stop()
