@@ -1,4 +1,5 @@
-"""What the controller entry points share as processes.
+"""What the controller entry points share as processes: settings types, usage errors and
+the run until a stop signal.
 
 A bad flag or environment variable is one line on stderr and exit code 2; SIGTERM (a
 Pod being stopped) and SIGINT end the run cleanly with exit code 0.
@@ -11,12 +12,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Mapping
-from typing import Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, ValidationError
 
 EXIT_USAGE = 2
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -24,6 +27,25 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 S = TypeVar("S")
 M = TypeVar("M", bound=BaseModel)
+
+_BIND = re.compile(r"^(0|[^:\s]*:\d{1,5})$")
+
+
+def _bind_address(value: str) -> str:
+    if not _BIND.match(value):
+        raise ValueError("use host:port, :port, or 0 to disable")
+    return value
+
+
+BindAddress = Annotated[str, AfterValidator(_bind_address)]
+"""Where a HealthServer listens, in settings: ``host:port``, ``:port``, or ``0`` (off)."""
+Seconds = Annotated[float, Field(gt=0)]
+"""A positive duration in settings."""
+
+
+def default_identity() -> str:
+    """``host-pid``: unique per process and readable in a Lease's holder."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class UsageError(Exception):

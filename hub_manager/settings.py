@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import re
-import socket
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-_BIND = re.compile(r"^(0|[^:\s]*:\d{1,5})$")
+from fl_kube.process import BindAddress, Seconds, default_identity
+
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 DEFAULT_METRICS_BIND = ":8080"
 DEFAULT_LEASE_NAMESPACE = "open-cluster-management"
 LEASE_NAME = "federated-learning-hub-manager"
-
-Seconds = Annotated[float, Field(gt=0)]
-
-
-def _identity() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def default_addon_templates_dir() -> Path:
@@ -36,7 +29,7 @@ class HubSettings(BaseModel):
 
     kubeconfig: str | None = None
     """Kubeconfig of the hub; None means in-cluster configuration."""
-    metrics_bind_address: str = DEFAULT_METRICS_BIND
+    metrics_bind_address: BindAddress = DEFAULT_METRICS_BIND
     """Where /metrics, /healthz and /readyz listen (`host:port`, `:port`, or `0` for off)."""
     leader_election: bool = True
     """Contend for a Lease so that only one replica drives jobs."""
@@ -44,7 +37,7 @@ class HubSettings(BaseModel):
     """Namespace of the leader-election Lease."""
     leader_election_name: str = LEASE_NAME
     """Name of the leader-election Lease."""
-    identity: str = Field(default_factory=_identity)
+    identity: str = Field(default_factory=default_identity)
     """Holder identity written into the Lease."""
     addon_templates_dir: Path | None = Field(default_factory=default_addon_templates_dir)
     """YAML applied at start (ClusterManagementAddOn, AddOnTemplate, ...); None: skip."""
@@ -72,13 +65,6 @@ class HubSettings(BaseModel):
     """Per-cluster progress of a round is written at most this often (0: on every report)."""
     sync_timeout_seconds: Seconds = 60.0
     """How long the informers may take to list before the manager gives up starting."""
-
-    @field_validator("metrics_bind_address")
-    @classmethod
-    def _bind(cls, value: str) -> str:
-        if not _BIND.match(value):
-            raise ValueError("use host:port, :port, or 0 to disable")
-        return value
 
     @field_validator("leader_election_namespace", "leader_election_name")
     @classmethod

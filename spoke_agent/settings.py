@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import re
-import socket
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fl_contract import keys
+from fl_kube.process import BindAddress, Seconds, default_identity
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_BIND = re.compile(r"^(0|[^:\s]*:\d{1,5})$")
 
 DEFAULT_HUB_KUBECONFIG = "/managed/hub-kubeconfig/kubeconfig"
 DEFAULT_METRICS_BIND = ":8081"
-
-Seconds = Annotated[float, Field(gt=0)]
-
-
-def _identity() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class AgentSettings(BaseModel):
@@ -40,9 +32,9 @@ class AgentSettings(BaseModel):
     """The add-on install namespace on the managed cluster (round specs, Jobs, Lease)."""
     datasets: Path | None = None
     """The dataset catalogue (YAML); None publishes no dataset claims."""
-    metrics_bind_address: str = DEFAULT_METRICS_BIND
+    metrics_bind_address: BindAddress = DEFAULT_METRICS_BIND
     """Where /metrics, /healthz and /readyz listen (`host:port`, `:port`, or `0` for off)."""
-    identity: str = Field(default_factory=_identity)
+    identity: str = Field(default_factory=default_identity)
     """Holder identity written into the health Lease."""
     file_store_root: Path | None = None
     """Where a `file://` model store's folder is on this machine (default: the URI's path)."""
@@ -77,13 +69,6 @@ class AgentSettings(BaseModel):
             raise ValueError(
                 "must be a DNS label: lower case letters, digits and '-', at most 63 characters"
             )
-        return value
-
-    @field_validator("metrics_bind_address")
-    @classmethod
-    def _bind(cls, value: str) -> str:
-        if not _BIND.match(value):
-            raise ValueError("use host:port, :port, or 0 to disable")
         return value
 
     @field_validator("hub_kubeconfig")
