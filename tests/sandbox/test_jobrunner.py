@@ -34,13 +34,14 @@ class Env:
     tmp: Path
 
 
-@pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
+@contextlib.asynccontextmanager
+async def running_env(tmp_path: Path, **options: Any) -> AsyncIterator[Env]:
+    """An API server and a JobRunner on it (`options` go to JobRunner), stopped on exit."""
     server = ApiServer(name="spoke")
     await server.start()
     api = await KubeApi.from_kubeconfig(server.write_kubeconfig(tmp_path / "kubeconfig"))
     root = tmp_path / "runner"
-    runner = JobRunner(api, root=root, max_parallel=2, kill_grace=1.0)
+    runner = JobRunner(api, root=root, **options)
     task = asyncio.create_task(runner.run())
     try:
         yield Env(api=api, server=server, runner=runner, root=root, tmp=tmp_path)
@@ -50,6 +51,12 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
             await task
         await api.close()
         await server.stop()
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    async with running_env(tmp_path, max_parallel=2, kill_grace=1.0) as started:
+        yield started
 
 
 def job(
@@ -364,14 +371,10 @@ async def test_deleting_a_running_job_kills_its_process(env: Env) -> None:
 
 
 async def test_parallel_runs_are_limited(tmp_path: Path) -> None:
-    server = ApiServer(name="spoke")
-    await server.start()
-    api = await KubeApi.from_kubeconfig(server.write_kubeconfig(tmp_path / "kubeconfig"))
-    runner = JobRunner(api, root=tmp_path / "runner", max_parallel=1)
-    task = asyncio.create_task(runner.run())
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    try:
+    async with running_env(tmp_path, max_parallel=1) as started:
+        api, runner = started.api, started.runner
+        marks = tmp_path / "marks"
+        marks.mkdir()
         code = (
             "import os, time; "
             f"d = {str(marks)!r}; n = os.environ['HOSTNAME']; "
@@ -391,12 +394,6 @@ async def test_parallel_runs_are_limited(tmp_path: Path) -> None:
         for (_, end), (start, _) in itertools.pairwise(spans):
             assert start >= end  # never two processes at once
         assert runner.processes_started == 3
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await api.close()
-        await server.stop()
 
 
 async def test_a_container_without_command_fails_clearly(env: Env) -> None:
