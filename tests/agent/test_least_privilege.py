@@ -17,7 +17,14 @@ from fl_contract import keys
 from fl_kube import Forbidden, KubeApi
 from fl_kube import resources as r
 from fl_kube.waiting import wait_for
-from tests.agent.harness import catalogue, round_report, round_spec, spec_configmap, start_agent
+from tests.agent.harness import (
+    catalogue,
+    reported,
+    round_report,
+    round_spec,
+    spec_configmap,
+    start_agent,
+)
 from tests.agent.test_claims_sandbox import DIGITS, hub_claims
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "addon_templates" / "addontemplate.yaml"
@@ -73,11 +80,7 @@ async def test_agent_works_with_the_add_on_permissions_only(
             spec = round_spec(sb, cluster=c1, uid="uid-rbac")
             await spoke_admin.create(r.CONFIGMAP, spec_configmap(spec, namespace=ns), namespace=ns)
 
-            async def ready() -> bool:
-                found = await round_report(hub, c1)
-                return found is not None and found[1].state == "UpdateReady"
-
-            await wait_for(ready, timeout=30, message="report written with the agent's identity")
+            await reported(hub, c1, "UpdateReady")
             lease = await spoke_admin.get_or_none(r.LEASE, keys.AGENT_LEASE_NAME, namespace=ns)
             assert lease is not None
             sa_user = f"system:serviceaccount:{ns}:{SERVICE_ACCOUNT}"

@@ -12,7 +12,7 @@ from fl_kube import KubeApi
 from fl_kube import resources as r
 from fl_kube.waiting import wait_for
 from fl_sandbox.sandbox import Sandbox
-from tests.agent.harness import catalogue, round_report, round_spec, spec_configmap
+from tests.agent.harness import catalogue, reported, round_spec, spec_configmap
 from tests.agent.test_claims_sandbox import DIGITS, hub_claims
 
 
@@ -51,11 +51,7 @@ async def test_the_console_script_runs_a_round_and_stops_cleanly(
         spec = round_spec(sandbox, cluster=cluster, uid="uid-process")
         await spoke.create(r.CONFIGMAP, spec_configmap(spec, namespace=ns), namespace=ns)
 
-        async def ready() -> bool:
-            found = await round_report(hub, cluster)
-            return found is not None and found[1].state == "UpdateReady"
-
-        await wait_for(ready, timeout=30, message="report from the agent process")
+        await reported(hub, cluster, "UpdateReady")
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
