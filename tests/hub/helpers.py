@@ -324,6 +324,12 @@ async def clusters(sb: Sandbox, *, available: bool = True) -> dict[str, Cluster]
     return out
 
 
+async def train_round(cs: dict[str, Cluster], uid: str, round_number: int) -> None:
+    """Every cluster trains the round once its spec arrives, the i-th shifted by i + 1."""
+    for i, cluster in enumerate(cs.values()):
+        await cluster.train(await cluster.wait_spec(uid, round_number=round_number), shift=i + 1.0)
+
+
 async def close_clusters(cs: dict[str, Cluster]) -> None:
     for c in cs.values():
         await c.api.close()

@@ -50,14 +50,12 @@ async def test_one_leader_drives_and_a_standby_takes_over(sandbox_factory: Any) 
         try:
             job = await h.create_job(sb, "ha", rounds=2)
             uid = job["metadata"]["uid"]
-            for i, cluster in enumerate(cs.values()):
-                await cluster.train(await cluster.wait_spec(uid, round_number=1), shift=i + 1.0)
+            await h.train_round(cs, uid, 1)
             await h.wait_status(sb, "ha", lambda s: (s.get("model") or {}).get("round") == 1)
             assert _job_writers(sb) == {"replica-a"}
 
             await first.stop()  # releases the Lease; the standby takes over
-            for i, cluster in enumerate(cs.values()):
-                await cluster.train(await cluster.wait_spec(uid, round_number=2), shift=i + 1.0)
+            await h.train_round(cs, uid, 2)
             status = await h.wait_status(sb, "ha", h.phase_is("Completed"), timeout=30)
         finally:
             await first.stop()
@@ -76,8 +74,7 @@ async def test_lease_lost_and_regained_in_one_process(sandbox_factory: Any) -> N
         try:
             job = await h.create_job(sb, "term", rounds=2)
             uid = job["metadata"]["uid"]
-            for i, cluster in enumerate(cs.values()):
-                await cluster.train(await cluster.wait_spec(uid, round_number=1), shift=i + 1.0)
+            await h.train_round(cs, uid, 1)
             await h.wait_status(sb, "term", lambda s: (s.get("model") or {}).get("round") == 1)
             lease = await h.hub(sb).get(
                 r.LEASE, "federated-learning-hub-manager", namespace="open-cluster-management"
@@ -93,8 +90,7 @@ async def test_lease_lost_and_regained_in_one_process(sandbox_factory: Any) -> N
                 return bool(current["spec"]["holderIdentity"] == "replica-a")
 
             await wait_for(leading_again, timeout=15, message="lease regained")
-            for i, cluster in enumerate(cs.values()):
-                await cluster.train(await cluster.wait_spec(uid, round_number=2), shift=i + 1.0)
+            await h.train_round(cs, uid, 2)
             status = await h.wait_status(sb, "term", h.phase_is("Completed"), timeout=30)
             assert not replica.task.done()
         finally:

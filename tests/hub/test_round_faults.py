@@ -288,8 +288,7 @@ async def test_restart_after_the_result_was_written(sandbox_factory: Any) -> Non
         try:
             job = await h.create_job(sb, "crash", rounds=2)
             uid = job["metadata"]["uid"]
-            for i, cluster in enumerate(cs.values()):
-                await cluster.train(await cluster.wait_spec(uid, round_number=1), shift=i + 1.0)
+            await h.train_round(cs, uid, 1)
             await h.wait_status(sb, "crash", lambda s: (s.get("model") or {}).get("round") == 1)
             await running.stop()
             pending = await _crash_after_recording(sb, name="crash")
@@ -301,8 +300,7 @@ async def test_restart_after_the_result_was_written(sandbox_factory: Any) -> Non
             assert status["history"][0]["modelSha256"] == pending["sha256"]
             assert "pendingModel" not in status
             assert model_file.stat().st_mtime_ns == written_at  # never written twice
-            for i, cluster in enumerate(cs.values()):
-                await cluster.train(await cluster.wait_spec(uid, round_number=2), shift=i + 1.0)
+            await h.train_round(cs, uid, 2)
             status = await h.wait_status(sb, "crash", h.phase_is("Completed"))
         finally:
             await running.stop()
@@ -319,8 +317,7 @@ async def test_restart_before_the_result_was_written(sandbox_factory: Any) -> No
         try:
             job = await h.create_job(sb, "lost", rounds=1)
             uid = job["metadata"]["uid"]
-            for i, cluster in enumerate(cs.values()):
-                await cluster.train(await cluster.wait_spec(uid, round_number=1), shift=i + 1.0)
+            await h.train_round(cs, uid, 1)
             done = await h.wait_status(sb, "lost", h.phase_is("Completed"))
             await running.stop()
             obj = await h.get_job(sb, "lost")
