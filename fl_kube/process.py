@@ -16,7 +16,7 @@ import re
 import signal
 import socket
 import sys
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Annotated, Any, NoReturn, TypeVar
 
 from pydantic import AfterValidator, BaseModel, Field, ValidationError
@@ -117,18 +117,20 @@ async def run_until_signalled(work: Coroutine[Any, Any, None]) -> None:
 
 
 def run_main(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
     *,
-    prog: str,
-    load: Callable[[], S],
+    settings_from: Callable[[argparse.Namespace, Mapping[str, str]], S],
     run: Callable[[S], Coroutine[Any, Any, None]],
-    log_level: str,
 ) -> int:
-    """Load the settings (a UsageError is one line and exit 2), then run until signalled."""
+    """Parse the flags and read the settings (flags over the environment; a UsageError is
+    one line and exit 2), log at ``--log-level``, then run until SIGTERM or SIGINT."""
+    args = parser.parse_args(argv)
     try:
-        settings = load()
+        settings = settings_from(args, os.environ)
     except UsageError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(level=log_level, format=LOG_FORMAT)
+    logging.basicConfig(level=args.log_level, format=LOG_FORMAT)
     asyncio.run(run_until_signalled(run(settings)))
     return 0

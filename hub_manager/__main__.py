@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -101,13 +100,7 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> HubSe
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_main(
-        prog=PROG,
-        load=lambda: settings_from(args, os.environ),
-        run=_run,
-        log_level=args.log_level,
-    )
+    return run_main(build_parser(), argv, settings_from=settings_from, run=_run)
 
 
 async def _run(settings: HubSettings) -> None:

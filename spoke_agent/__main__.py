@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -78,13 +77,7 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Agent
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_main(
-        prog=PROG,
-        load=lambda: settings_from(args, os.environ),
-        run=run_agent,
-        log_level=args.log_level,
-    )
+    return run_main(build_parser(), argv, settings_from=settings_from, run=run_agent)
 
 
 if __name__ == "__main__":
