@@ -6,15 +6,13 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from fl_contract.models import StoreConfig
-from fl_kube import KubeApi
 from fl_kube import resources as r
 from fl_sandbox.sandbox import Sandbox
-from tests.agent.harness import catalogue, reported, round_spec, spec_configmap, start_agent
+from tests.agent.harness import AgentCluster, reported, round_spec, start_agent
 
 moto_server = pytest.importorskip("moto.server")
 boto3 = pytest.importorskip("boto3")
@@ -32,7 +30,10 @@ def moto_endpoint() -> Iterator[str]:
 
 
 async def test_s3_update_verified_with_the_round_secret(
-    sandbox: Sandbox, tmp_path: Path, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+    sandbox: Sandbox,
+    agent_cluster: AgentCluster,
+    moto_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
@@ -44,10 +45,8 @@ async def test_s3_update_verified_with_the_round_secret(
         aws_access_key_id="agent-test",
         aws_secret_access_key="agent-test-secret",
     ).create_bucket(Bucket=bucket)
-    cluster = sandbox.cluster_names[0]
-    ns = sandbox.agent_namespace(cluster)
-    hub = await KubeApi.from_kubeconfig(sandbox.hub_kubeconfig)
-    spoke = await KubeApi.from_kubeconfig(sandbox.cluster_kubeconfig(cluster))
+    cluster, ns = agent_cluster.name, agent_cluster.namespace
+    hub, spoke = agent_cluster.hub, agent_cluster.spoke
     secret_data = {"AWS_ACCESS_KEY_ID": "agent-test", "AWS_SECRET_ACCESS_KEY": "agent-test-secret"}
     await spoke.create(
         r.SECRET,
@@ -57,9 +56,7 @@ async def test_s3_update_verified_with_the_round_secret(
         },
         namespace=ns,
     )
-    running = await start_agent(
-        sandbox, cluster, datasets=catalogue(tmp_path / "ds.yaml", {"digits": tmp_path / "d"})
-    )
+    running = await start_agent(sandbox, cluster, datasets=agent_cluster.datasets)
     try:
         store = StoreConfig(
             uri=f"s3://{bucket}/fl",
@@ -71,12 +68,10 @@ async def test_s3_update_verified_with_the_round_secret(
         spec = spec.model_copy(
             update={"store": store, "update_uri": f"s3://{bucket}/fl/team-a/digits/u.safetensors"}
         )
-        await spoke.create(r.CONFIGMAP, spec_configmap(spec, namespace=ns), namespace=ns)
+        await agent_cluster.deliver(spec)
         condition, report = await reported(hub, cluster, "UpdateReady")
         assert report.update is not None
         assert report.update.uri == spec.update_uri
         assert "agent-test-secret" not in condition["message"]
     finally:
         await running.stop()
-        await hub.close()
-        await spoke.close()
