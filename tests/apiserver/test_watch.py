@@ -148,6 +148,38 @@ async def test_bookmarks_periodic_and_before_close(
     assert tail == ["BOOKMARK"]
 
 
+async def test_events_are_delivered_while_a_bookmark_is_overdue(
+    server: ApiServer, core: client.CoreV1Api
+) -> None:
+    """A bookmark always due (interval 0) must not starve queued events: each one arrives."""
+    server.bookmark_interval = 0
+    made = await core.create_namespaced_config_map("default", cm("first"))
+    w = watch.Watch()
+    stream = w.stream(
+        core.list_namespaced_config_map,
+        "default",
+        resource_version=made.metadata.resource_version,
+        allow_watch_bookmarks=True,
+        timeout_seconds=5,
+    )
+    names: list[str] = []
+
+    async def changes() -> None:
+        for index in range(3):
+            await core.create_namespaced_config_map("default", cm(f"later-{index}"))
+
+    writer = asyncio.create_task(changes())
+    async with asyncio.timeout(4):
+        async for event in stream:
+            if event["type"] == "ADDED":
+                names.append(event["raw_object"]["metadata"]["name"])
+            if len(names) == 3:
+                break
+    await writer
+    await w.close()
+    assert names == ["later-0", "later-1", "later-2"]
+
+
 async def test_stream_closes_at_timeout_seconds(core: client.CoreV1Api) -> None:
     w = watch.Watch()
     loop = asyncio.get_running_loop()
