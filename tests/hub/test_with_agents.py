@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from fl_kube.waiting import wait_for
 from tests.hub import helpers as h
 
 pytestmark = pytest.mark.slow
@@ -51,6 +52,12 @@ async def test_digits_with_real_agents(sandbox_factory: Any) -> None:
         assert [e["round"] for e in status["history"]] == [1, 2]
         assert all(e["accepted"] == 2 for e in status["history"])
         assert status["history"][-1]["accuracy"] > 0.5
+        uid = (await h.get_job(sb, "digits"))["metadata"]["uid"]
+
+        async def withdrawn() -> bool:
+            return not await h.works_of(sb, uid)
+
+        await wait_for(withdrawn, timeout=30, message="round-spec ManifestWorks withdrawn")
         writes = [
             rec
             for rec in sb.hub.request_log
@@ -60,7 +67,9 @@ async def test_digits_with_real_agents(sandbox_factory: Any) -> None:
         # status writes are coalesced (their number depends on timing, so only bounded).
         works = [rec for rec in writes if "/manifestworks/" in rec.path]
         assert sum(rec.method == "PATCH" for rec in works) == 2 * 2, works
-        assert sum(rec.method == "DELETE" for rec in works) == 2, works
+        assert {rec.path for rec in works if rec.method == "DELETE"} == {
+            rec.path for rec in works if rec.method == "PATCH"
+        }, works
         status_writes = [rec for rec in writes if rec.path.endswith("/status")]
         # Per round: start, at most one per report, aggregate, publish; plus set-up and end.
         assert len(status_writes) <= 2 * (2 + 3) + 3, status_writes
