@@ -7,7 +7,13 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from fl_kube.process import UsageError, add_log_level_argument, run_main, validate_settings
+from fl_kube.process import (
+    OneLineParser,
+    UsageError,
+    add_log_level_argument,
+    run_main,
+    validate_settings,
+)
 from spoke_agent.app import run_agent
 from spoke_agent.settings import DEFAULT_HUB_KUBECONFIG, DEFAULT_METRICS_BIND, AgentSettings
 
@@ -25,7 +31,7 @@ _FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         description=(
             "Federated-learning add-on agent for one managed cluster: publishes dataset "

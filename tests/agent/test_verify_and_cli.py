@@ -100,3 +100,14 @@ def test_the_console_script_exits_2_with_one_line() -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("fl-spoke-agent: invalid --cluster-name")
+    unknown = subprocess.run(
+        [sys.executable, "-m", "spoke_agent", "--no-such-flag"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip().splitlines() == [
+        "fl-spoke-agent: unrecognized arguments: --no-such-flag (see --help)"
+    ]
