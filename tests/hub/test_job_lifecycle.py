@@ -54,6 +54,30 @@ async def test_full_job_completes(sandbox_factory: Any) -> None:
         assert samples == 3
 
 
+async def test_a_robust_strategy_ignores_a_wild_cluster(sandbox_factory: Any) -> None:
+    """FedMedian through the whole loop: one cluster's update is far off every round."""
+    async with sandbox_factory(clusters=3) as sb, h.manager(sb):
+        cs = await h.clusters(sb)
+        try:
+            job = await h.create_job(
+                sb, "robust", rounds=2, min_available=3, server={"strategy": {"name": "FedMedian"}}
+            )
+            uid = job["metadata"]["uid"]
+            for round_number in (1, 2):
+                for cluster, shift in zip(cs.values(), (1.0, 2.0, 1000.0), strict=True):
+                    spec = await cluster.wait_spec(uid, round_number=round_number)
+                    await cluster.train(spec, shift=shift)
+            status = await h.wait_status(sb, "robust", h.phase_is("Completed"))
+        finally:
+            await h.close_clusters(cs)
+        assert all(e["accepted"] == 3 for e in status["history"])
+        weights = decode_weights(
+            await h.store_bytes(sb, status["model"]["uri"], status["model"]["sha256"])
+        )
+        # The coordinate-wise median of shifts 1, 2, 1000 is 2, added to the model each round.
+        assert np.allclose(weights["dense/bias"], 2 * 2.0, atol=1e-5)
+
+
 async def _no_works(sb: Sandbox, uid: str) -> bool:
     return not await h.works_of(sb, uid)
 
