@@ -32,7 +32,7 @@ def make_spec(**overrides: Any) -> RoundSpec:
 
 
 CM = {"metadata": {"name": naming.round_spec_configmap_name(UID), "uid": "cm-uid-1"}}
-DATASET = Dataset(name="digits", hostPath="/srv/data/digits", samples=100, task="classification")
+DATASET = Dataset(name="digits", host_path="/srv/data/digits", samples=100, task="classification")
 
 
 def build(spec: RoundSpec | None = None, dataset: Dataset | None = DATASET) -> dict[str, Any]:

@@ -115,7 +115,7 @@ OTHER = {
 
 
 def report(state: str = "Training", **kw: Any) -> RoundReport:
-    return RoundReport(job_uid="u1", cluster="cluster1", round=2, state=state, **kw)  # type: ignore[arg-type]
+    return RoundReport(job_uid="u1", cluster="cluster1", round=2, state=state, **kw)
 
 
 @pytest.mark.parametrize(

@@ -6,11 +6,12 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast, overload
 
 import pytest
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from fl_sandbox.apiserver import ApiServer
 
@@ -26,12 +27,30 @@ def ocm_crds_or_skip() -> Path:
     return OCM_CRDS
 
 
+def error_body(exc: ApiException) -> str:
+    """The body of an error response: ApiClient decodes it to str before it raises, though
+    the stubs still say bytes."""
+    return cast(str, exc.body)
+
+
+@overload
 async def eventually(
-    probe: Callable[[], Awaitable[T | None]] | Callable[[], T | None],
+    probe: Callable[[], Awaitable[T | None]], *, within: float = 3.0, message: str = ""
+) -> T: ...
+
+
+@overload
+async def eventually(
+    probe: Callable[[], T | None], *, within: float = 3.0, message: str = ""
+) -> T: ...
+
+
+async def eventually(
+    probe: Callable[[], Any],
     *,
     within: float = 3.0,
     message: str = "",
-) -> T:
+) -> Any:
     """Poll until probe() is truthy; TimeoutError with the last value otherwise."""
     deadline = time.monotonic() + within
     last: Any = None
@@ -40,7 +59,7 @@ async def eventually(
         if asyncio.iscoroutine(value):
             value = await value
         if value:
-            return value  # type: ignore[return-value]
+            return value
         last = value
         if time.monotonic() > deadline:
             raise TimeoutError(f"{message}: last value {last!r}")

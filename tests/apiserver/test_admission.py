@@ -8,6 +8,8 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from .conftest import error_body
+
 WORK = ("work.open-cluster-management.io", "v1")
 
 
@@ -43,8 +45,10 @@ async def test_manifest_work_webhook(
     with pytest.raises(ApiException) as exc:
         await custom.create_namespaced_custom_object(*WORK, "default", "manifestworks", body)
     assert exc.value.status == 400
-    assert message in exc.value.body
-    assert "manifestworkvalidators.admission.work.open-cluster-management.io" in exc.value.body
+    assert message in error_body(exc.value)
+    assert "manifestworkvalidators.admission.work.open-cluster-management.io" in error_body(
+        exc.value
+    )
 
 
 async def test_valid_manifest_work_is_admitted(custom: client.CustomObjectsApi) -> None:

@@ -11,7 +11,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from fl_sandbox.apiserver import ApiServer
 
-from .conftest import client_for
+from .conftest import client_for, error_body
 
 G, V, P = "addon.open-cluster-management.io", "v1alpha1", "managedclusteraddons"
 MERGE = "application/merge-patch+json"
@@ -105,19 +105,19 @@ async def test_cluster_agent_cannot_write_another_clusters_addon_status(
             )
         mine = client.CustomObjectsApi(agent)
         status = {"status": {"namespace": "addon-ns"}}
-        out = await mine.patch_namespaced_custom_object_status(
+        out = await mine.patch_namespaced_custom_object_status(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
             G, V, "cluster1", P, "federated-learning", status, _content_type=MERGE
         )
         assert out["status"]["namespace"] == "addon-ns"
         with pytest.raises(ApiException) as other:
-            await mine.patch_namespaced_custom_object_status(
+            await mine.patch_namespaced_custom_object_status(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
                 G, V, "cluster2", P, "federated-learning", status, _content_type=MERGE
             )
         assert other.value.status == 403
-        assert "cannot patch resource" in other.value.body
+        assert "cannot patch resource" in error_body(other.value)
         # The spec is not writable, and names outside resourceNames are not either.
         with pytest.raises(ApiException) as spec:
-            await mine.patch_namespaced_custom_object(
+            await mine.patch_namespaced_custom_object(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
                 G, V, "cluster1", P, "federated-learning", {"spec": {}}, _content_type=MERGE
             )
         assert spec.value.status == 403

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
@@ -11,6 +12,8 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from fl_sandbox.apiserver import ApiServer
 
+from .conftest import error_body
+
 
 def cm(name: str, labels: dict[str, str] | None = None, **data: str) -> client.V1ConfigMap:
     return client.V1ConfigMap(
@@ -18,8 +21,8 @@ def cm(name: str, labels: dict[str, str] | None = None, **data: str) -> client.V
     )
 
 
-def status_of(exc: ApiException) -> dict[str, object]:
-    body: dict[str, object] = json.loads(exc.body)
+def status_of(exc: ApiException) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(error_body(exc))
     return body
 
 
@@ -70,7 +73,7 @@ async def test_invalid_names_and_labels_are_422(core: client.CoreV1Api) -> None:
     with pytest.raises(ApiException) as exc:
         await core.create_namespaced_config_map("default", cm("Bad_Name"))
     assert exc.value.status == 422
-    assert status_of(exc.value)["details"]["causes"][0]["field"] == "metadata.name"  # type: ignore[index]
+    assert status_of(exc.value)["details"]["causes"][0]["field"] == "metadata.name"
     with pytest.raises(ApiException) as bad_label:
         await core.create_namespaced_config_map("default", cm("ok", labels={"a": "x" * 64}))
     assert bad_label.value.status == 422
@@ -88,7 +91,7 @@ async def test_stale_put_and_patch_conflict(core: client.CoreV1Api) -> None:
     assert status_of(exc.value)["reason"] == "Conflict"
     stale = {"metadata": {"resourceVersion": made.metadata.resource_version}, "data": {"k": "v4"}}
     with pytest.raises(ApiException) as patch_exc:
-        await core.patch_namespaced_config_map(
+        await core.patch_namespaced_config_map(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
             "c", "default", stale, _content_type="application/merge-patch+json"
         )
     assert patch_exc.value.status == 409
@@ -96,7 +99,7 @@ async def test_stale_put_and_patch_conflict(core: client.CoreV1Api) -> None:
         "metadata": {"resourceVersion": updated.metadata.resource_version},
         "data": {"k": "v5"},
     }
-    done = await core.patch_namespaced_config_map(
+    done = await core.patch_namespaced_config_map(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
         "c", "default", fresh, _content_type="application/merge-patch+json"
     )
     assert done.data == {"k": "v5"}
@@ -280,7 +283,7 @@ async def test_unknown_fields_of_builtin_kinds(api: ApiClient, core: client.Core
         "metadata": {"name": "p", "labelz": {"a": "b"}},
         "spec": {"containers": [{"name": "c", "image": "i", "imagee": "typo"}], "nodeNmae": "x"},
     }
-    _, _, headers = await core.create_namespaced_pod_with_http_info("default", body)
+    _, _, headers = await core.create_namespaced_pod_with_http_info("default", body)  # type: ignore[arg-type]  # a plain dict: the client sends it as is
     made = await api.call_api(
         "/api/v1/namespaces/default/pods/p",
         "GET",
@@ -294,7 +297,12 @@ async def test_unknown_fields_of_builtin_kinds(api: ApiClient, core: client.Core
     assert '299 - "unknown field \\"spec.containers[0].imagee\\""' in headers.getall("Warning")
     with pytest.raises(ApiException) as exc:
         await core.create_namespaced_config_map(
-            "default", {"metadata": {"name": "s"}, "daat": {}}, field_validation="Strict"
+            "default",
+            {"metadata": {"name": "s"}, "daat": {}},  # type: ignore[arg-type]  # a plain dict: the client sends it as is
+            field_validation="Strict",
         )
     assert exc.value.status == 400
-    assert json.loads(exc.value.body)["message"] == 'strict decoding error: unknown field "daat"'
+    assert (
+        json.loads(error_body(exc.value))["message"]
+        == 'strict decoding error: unknown field "daat"'
+    )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
+from multidict import CIMultiDictProxy
 
 from fl_sandbox.apiserver import ApiServer
 
@@ -18,7 +21,9 @@ async def test_429_with_retry_after_then_recovers(
     with pytest.raises(ApiException) as exc:
         await core.list_namespaced_config_map("default")
     assert exc.value.status == 429
-    assert exc.value.headers["Retry-After"] == "2"
+    # An ApiException raised for a response always carries its headers.
+    headers = cast("CIMultiDictProxy[str]", exc.value.headers)
+    assert headers["Retry-After"] == "2"
     await core.list_namespaced_config_map("default")  # the rule retired after one failure
     # Writes were never affected.
     await core.create_namespaced_config_map(

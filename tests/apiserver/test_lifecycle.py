@@ -14,12 +14,23 @@ CLUSTER = ("cluster.open-cluster-management.io", "v1", "managedclusters")
 WORK = ("work.open-cluster-management.io", "v1", "manifestworks")
 
 
-def owner_ref(obj: Any) -> dict[str, Any]:
+def owner_ref_dict(obj: Any) -> dict[str, Any]:
     meta = obj["metadata"] if isinstance(obj, dict) else obj.metadata
-    get = (lambda k: meta[k]) if isinstance(meta, dict) else (lambda k: getattr(meta, k))
+
+    def get(k: str) -> Any:
+        return meta[k] if isinstance(meta, dict) else getattr(meta, k)
+
     kind = obj["kind"] if isinstance(obj, dict) else obj.kind
     api_version = obj["apiVersion"] if isinstance(obj, dict) else obj.api_version
     return {"apiVersion": api_version, "kind": kind, "name": get("name"), "uid": get("uid")}
+
+
+def owner_ref(obj: Any) -> client.V1OwnerReference:
+    """The typed model for V1ObjectMeta; it serialises to the same four fields."""
+    ref = owner_ref_dict(obj)
+    return client.V1OwnerReference(
+        api_version=ref["apiVersion"], kind=ref["kind"], name=ref["name"], uid=ref["uid"]
+    )
 
 
 async def gone(read: Any) -> bool:
@@ -42,14 +53,14 @@ async def test_finalizers_hold_deletion_until_removed(core: client.CoreV1Api) ->
     # A second delete keeps it; adding a finalizer now is refused.
     await core.delete_namespaced_config_map("f", "default")
     with pytest.raises(client.exceptions.ApiException) as exc:
-        await core.patch_namespaced_config_map(
+        await core.patch_namespaced_config_map(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
             "f",
             "default",
             {"metadata": {"finalizers": ["example.com/hold", "x/y"]}},
             _content_type=MERGE,
         )
     assert exc.value.status == 422
-    await core.patch_namespaced_config_map(
+    await core.patch_namespaced_config_map(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
         "f", "default", {"metadata": {"finalizers": None}}, _content_type=MERGE
     )
     assert await gone(lambda: core.read_namespaced_config_map("f", "default"))
@@ -80,7 +91,7 @@ async def test_owner_reference_garbage_collection(
     work = {
         "apiVersion": "work.open-cluster-management.io/v1",
         "kind": "ManifestWork",
-        "metadata": {"name": "w", "ownerReferences": [owner_ref(cluster)]},
+        "metadata": {"name": "w", "ownerReferences": [owner_ref_dict(cluster)]},
         "spec": {
             "workload": {
                 "manifests": [
@@ -172,7 +183,7 @@ async def test_namespace_deletion_removes_contents(core: client.CoreV1Api) -> No
     assert not await gone(lambda: core.read_namespace("team")), (
         "the namespace waits for finalizers of its content"
     )
-    await core.patch_namespaced_config_map(
+    await core.patch_namespaced_config_map(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
         "held", "team", {"metadata": {"finalizers": []}}, _content_type=MERGE
     )
     await eventually(lambda: gone(lambda: core.read_namespace("team")), message="namespace kept")
@@ -201,7 +212,7 @@ async def test_foreground_deletion_waits_for_dependents(core: client.CoreV1Api) 
     assert not await gone(lambda: core.read_namespaced_config_map("fg", "default")), (
         "owner waits for the held dependent"
     )
-    await core.patch_namespaced_secret(
+    await core.patch_namespaced_secret(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
         "held", "default", {"metadata": {"finalizers": None}}, _content_type=MERGE
     )
     await eventually(

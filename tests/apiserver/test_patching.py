@@ -9,6 +9,8 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from .conftest import error_body
+
 MERGE = "application/merge-patch+json"
 APPLY = "application/apply-patch+yaml"
 MCA = ("addon.open-cluster-management.io", "v1alpha1", "managedclusteraddons")
@@ -50,7 +52,7 @@ async def test_merge_patch_merges_and_null_deletes(core: client.CoreV1Api) -> No
             metadata=client.V1ObjectMeta(name="m", labels={"a": "1"}), data={"x": "1", "y": "2"}
         ),
     )
-    out = await core.patch_namespaced_config_map(
+    out = await core.patch_namespaced_config_map(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
         "m",
         "default",
         {"metadata": {"labels": {"b": "2"}}, "data": {"x": None, "z": "3"}},
@@ -111,7 +113,7 @@ async def test_strategic_merge_on_custom_resource_is_415(
 ) -> None:
     await custom.create_namespaced_custom_object(*MCA[:2], "default", MCA[2], addon("a"))
     with pytest.raises(ApiException) as exc:
-        await custom.patch_namespaced_custom_object(
+        await custom.patch_namespaced_custom_object(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
             *MCA[:2],
             "default",
             MCA[2],
@@ -120,31 +122,31 @@ async def test_strategic_merge_on_custom_resource_is_415(
             _content_type="application/strategic-merge-patch+json",
         )
     assert exc.value.status == 415
-    assert json.loads(exc.value.body)["reason"] == "UnsupportedMediaType"
+    assert json.loads(error_body(exc.value))["reason"] == "UnsupportedMediaType"
 
 
 async def test_server_side_apply_create_merge_conflict_force(core: client.CoreV1Api) -> None:
     def cfg(**data: str) -> dict[str, object]:
         return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}, "data": data}
 
-    created, code, _ = await core.patch_namespaced_config_map_with_http_info(
+    created, code, _ = await core.patch_namespaced_config_map_with_http_info(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
         "s", "default", cfg(a="1", b="2"), field_manager="alpha", _content_type=APPLY
     )
     assert code == 201
     assert created.data == {"a": "1", "b": "2"}
     assert [m.manager for m in created.metadata.managed_fields] == ["alpha"]
     assert created.metadata.managed_fields[0].operation == "Apply"
-    merged = await core.patch_namespaced_config_map(
+    merged = await core.patch_namespaced_config_map(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
         "s", "default", cfg(c="3"), field_manager="beta", _content_type=APPLY
     )
     assert merged.data == {"a": "1", "b": "2", "c": "3"}
     with pytest.raises(ApiException) as exc:
-        await core.patch_namespaced_config_map(
+        await core.patch_namespaced_config_map(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
             "s", "default", cfg(a="changed"), field_manager="beta", _content_type=APPLY
         )
     assert exc.value.status == 409
-    assert 'conflict with "alpha"' in json.loads(exc.value.body)["message"]
-    forced = await core.patch_namespaced_config_map(
+    assert 'conflict with "alpha"' in json.loads(error_body(exc.value))["message"]
+    forced = await core.patch_namespaced_config_map(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
         "s",
         "default",
         cfg(a="changed", c="3"),
@@ -154,7 +156,7 @@ async def test_server_side_apply_create_merge_conflict_force(core: client.CoreV1
     )
     assert forced.data["a"] == "changed"
     # alpha re-applies without "b": the field it alone owned is removed; "a" now belongs to beta.
-    again = await core.patch_namespaced_config_map(
+    again = await core.patch_namespaced_config_map(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
         "s", "default", cfg(), field_manager="alpha", _content_type=APPLY
     )
     assert again.data == {"a": "changed", "c": "3"}
@@ -163,7 +165,7 @@ async def test_server_side_apply_create_merge_conflict_force(core: client.CoreV1
 async def test_apply_requires_field_manager(core: client.CoreV1Api) -> None:
     body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "q"}}
     with pytest.raises(ApiException) as exc:
-        await core.patch_namespaced_config_map("q", "default", body, _content_type=APPLY)
+        await core.patch_namespaced_config_map("q", "default", body, _content_type=APPLY)  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
     assert exc.value.status == 400
 
 
@@ -186,7 +188,7 @@ async def test_apply_owns_condition_entries_by_type(custom: client.CustomObjects
             "metadata": {"name": "a"},
             "status": {"conditions": [cond]},
         }
-        return await custom.patch_namespaced_custom_object_status(
+        return await custom.patch_namespaced_custom_object_status(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
             *MCA[:2], "default", MCA[2], "a", status, field_manager=manager, _content_type=APPLY
         )
 
@@ -214,10 +216,10 @@ async def test_reapplying_the_same_configuration_is_a_no_op(core: client.CoreV1A
         "metadata": {"name": "same"},
         "data": {"a": "1"},
     }
-    first = await core.patch_namespaced_config_map(
+    first = await core.patch_namespaced_config_map(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
         "same", "default", body, field_manager="m", _content_type=APPLY
     )
-    again = await core.patch_namespaced_config_map(
+    again = await core.patch_namespaced_config_map(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
         "same", "default", body, field_manager="m", _content_type=APPLY
     )
     assert again.metadata.resource_version == first.metadata.resource_version
@@ -238,7 +240,7 @@ async def test_apply_owns_nested_leaves(custom: client.CustomObjectsApi) -> None
             "spec": {"addOnMeta": meta},
         }
 
-    await custom.patch_cluster_custom_object(
+    await custom.patch_cluster_custom_object(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
         group,
         version,
         plural,
@@ -248,16 +250,16 @@ async def test_apply_owns_nested_leaves(custom: client.CustomObjectsApi) -> None
         _content_type=APPLY,
     )
     # Another manager owning a sibling leaf does not conflict ...
-    out = await custom.patch_cluster_custom_object(
+    out = await custom.patch_cluster_custom_object(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
         group, version, plural, "fl", cma(description="d"), field_manager="b", _content_type=APPLY
     )
     assert out["spec"]["addOnMeta"] == {"displayName": "FL", "description": "d"}
     # ... and a leaf the first manager drops stays while the second still owns it.
-    out = await custom.patch_cluster_custom_object(
+    out = await custom.patch_cluster_custom_object(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
         group, version, plural, "fl", cma(displayName="FL"), field_manager="a", _content_type=APPLY
     )
     assert out["spec"]["addOnMeta"] == {"displayName": "FL", "description": "d"}
-    out = await custom.patch_cluster_custom_object(
+    out = await custom.patch_cluster_custom_object(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
         group,
         version,
         plural,
@@ -271,7 +273,7 @@ async def test_apply_owns_nested_leaves(custom: client.CustomObjectsApi) -> None
         "displayName": "FL2"
     }  # b dropped description and took displayName
     with pytest.raises(ApiException) as exc:
-        await custom.patch_cluster_custom_object(
+        await custom.patch_cluster_custom_object(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
             group,
             version,
             plural,
@@ -280,4 +282,4 @@ async def test_apply_owns_nested_leaves(custom: client.CustomObjectsApi) -> None
             field_manager="a",
             _content_type=APPLY,
         )
-    assert ".spec.addOnMeta.displayName" in json.loads(exc.value.body)["message"]
+    assert ".spec.addOnMeta.displayName" in json.loads(error_body(exc.value))["message"]

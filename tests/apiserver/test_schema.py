@@ -11,7 +11,7 @@ import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from .conftest import REPO_CRDS, ocm_crds_or_skip
+from .conftest import REPO_CRDS, error_body, ocm_crds_or_skip
 
 MERGE = "application/merge-patch+json"
 ADDON = ("addon.open-cluster-management.io", "v1alpha1")
@@ -20,7 +20,7 @@ WIDGETS = ("example.com", "v1", "widgets")
 
 def causes(exc: ApiException) -> list[tuple[str, str]]:
     """(field, "<field>: <message>") per cause, the way kubectl prints them."""
-    body = json.loads(exc.body)
+    body = json.loads(error_body(exc))
     return [(c["field"], f"{c['field']}: {c['message']}") for c in body["details"]["causes"]]
 
 
@@ -44,7 +44,7 @@ async def test_ocm_addon_status_is_validated(custom: client.CustomObjectsApi) ->
         "spec": {},
     }
     await custom.create_namespaced_custom_object(*ADDON, "default", "managedclusteraddons", body)
-    ok = await custom.patch_namespaced_custom_object_status(
+    ok = await custom.patch_namespaced_custom_object_status(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
         *ADDON,
         "default",
         "managedclusteraddons",
@@ -54,7 +54,7 @@ async def test_ocm_addon_status_is_validated(custom: client.CustomObjectsApi) ->
     )
     assert ok["status"]["conditions"][0]["reason"] == "UpdateReady"
     with pytest.raises(ApiException) as exc:
-        await custom.patch_namespaced_custom_object_status(
+        await custom.patch_namespaced_custom_object_status(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
             *ADDON,
             "default",
             "managedclusteraddons",
@@ -76,7 +76,7 @@ async def test_ocm_addon_status_is_validated(custom: client.CustomObjectsApi) ->
     assert "status.conditions[0].lastTransitionTime" in found
     bare = {"type": "Available", "status": "True"}
     with pytest.raises(ApiException) as missing:
-        await custom.patch_namespaced_custom_object_status(
+        await custom.patch_namespaced_custom_object_status(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
             *ADDON,
             "default",
             "managedclusteraddons",
@@ -165,7 +165,7 @@ async def test_federated_learning_crd(custom: client.CustomObjectsApi) -> None:
     assert exc.value.status == 422
     expected = "spec.server.rounds: Invalid value: 0: spec.server.rounds in body should be greater than or equal to 1"
     assert ("spec.server.rounds", expected) in causes(exc.value)
-    assert expected in json.loads(exc.value.body)["message"]
+    assert expected in json.loads(error_body(exc.value))["message"]
     body["spec"] = {"server": {"rounds": 2}, "unknownField": 1}
     made = await custom.create_namespaced_custom_object(group, version, "default", plural, body)
     assert "unknownField" not in made["spec"]
@@ -275,7 +275,7 @@ async def test_posted_crd_is_served_with_schema(
     api: client.ApiClient, custom: client.CustomObjectsApi
 ) -> None:
     ext = client.ApiextensionsV1Api(api)
-    await ext.create_custom_resource_definition(WIDGET_CRD)
+    await ext.create_custom_resource_definition(WIDGET_CRD)  # type: ignore[arg-type]  # a plain dict: the client sends it as is
     crd = await ext.read_custom_resource_definition("widgets.example.com")
     assert {c.type: c.status for c in crd.status.conditions}["Established"] == "True"
     made = await custom.create_namespaced_custom_object(
@@ -339,7 +339,7 @@ async def test_posted_crd_is_served_with_schema(
     assert found["spec.size"] == "spec.size: Required value"
     assert found["spec.tags"] == "spec.tags: Too many: 3: must have at most 2 items"
     with pytest.raises(ApiException) as status_exc:
-        await custom.patch_namespaced_custom_object_status(
+        await custom.patch_namespaced_custom_object_status(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
             *WIDGETS[:2],
             "default",
             WIDGETS[2],

@@ -8,6 +8,8 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from .conftest import error_body
+
 G, V, P = "addon.open-cluster-management.io", "v1alpha1", "managedclusteraddons"
 # CustomObjectsApi picks json-patch for a dict body (as against a real cluster): say merge.
 MERGE = "application/merge-patch+json"
@@ -36,7 +38,7 @@ async def test_status_subresource_separation(custom: client.CustomObjectsApi) ->
     assert out["metadata"]["generation"] == 2
     # ... a /status write ignores everything else and leaves generation alone.
     status_patch = {"status": {"namespace": "addon-ns"}, "spec": {"installNamespace": "three"}}
-    out = await custom.patch_namespaced_custom_object_status(
+    out = await custom.patch_namespaced_custom_object_status(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
         G, V, "default", P, "fl", status_patch, _content_type=MERGE
     )
     assert out["status"]["namespace"] == "addon-ns"
@@ -44,13 +46,13 @@ async def test_status_subresource_separation(custom: client.CustomObjectsApi) ->
     assert out["metadata"]["generation"] == 2
     # Metadata-only changes do not bump generation either.
     labels = {"metadata": {"labels": {"a": "b"}}}
-    out = await custom.patch_namespaced_custom_object(
+    out = await custom.patch_namespaced_custom_object(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
         G, V, "default", P, "fl", labels, _content_type=MERGE
     )
     assert out["metadata"]["generation"] == 2
     assert out["metadata"]["labels"] == {"a": "b"}
     spec = {"spec": {"installNamespace": "four"}}
-    out = await custom.patch_namespaced_custom_object(
+    out = await custom.patch_namespaced_custom_object(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
         G, V, "default", P, "fl", spec, _content_type=MERGE
     )
     assert out["metadata"]["generation"] == 3
@@ -80,7 +82,7 @@ async def test_type_without_status_subresource_writes_status(
 async def test_status_put_with_stale_version_conflicts(custom: client.CustomObjectsApi) -> None:
     made = await custom.create_namespaced_custom_object(G, V, "default", P, addon())
     spec = {"spec": {"installNamespace": "n"}}
-    await custom.patch_namespaced_custom_object(G, V, "default", P, "fl", spec, _content_type=MERGE)
+    await custom.patch_namespaced_custom_object(G, V, "default", P, "fl", spec, _content_type=MERGE)  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
     made["status"] = {"namespace": "late"}
     with pytest.raises(ApiException) as exc:
         await custom.replace_namespaced_custom_object_status(G, V, "default", P, "fl", made)
@@ -95,4 +97,4 @@ async def test_custom_resource_put_requires_resource_version(
     with pytest.raises(ApiException) as exc:
         await custom.replace_namespaced_custom_object(G, V, "default", P, "fl", made)
     assert exc.value.status == 422
-    assert "metadata.resourceVersion" in exc.value.body
+    assert "metadata.resourceVersion" in error_body(exc.value)

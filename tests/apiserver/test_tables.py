@@ -46,7 +46,7 @@ async def test_printer_columns_of_a_crd(api: ApiClient, custom: client.CustomObj
         "message": "",
         "lastTransitionTime": "2026-01-01T00:00:00Z",
     }
-    await custom.patch_cluster_custom_object_status(
+    await custom.patch_cluster_custom_object_status(  # type: ignore[call-arg]  # _content_type: runtime kwarg, not in the stubs
         "cluster.open-cluster-management.io",
         "v1",
         "managedclusters",

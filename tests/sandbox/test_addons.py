@@ -138,7 +138,8 @@ async def test_install_namespace_follows_the_deployment_config(sandbox: Sandbox)
         )
 
         async def moved() -> bool:
-            return (await addon_status(hub, "cluster1"))["namespace"] == "addon-ns-cluster1"
+            namespace: str = (await addon_status(hub, "cluster1"))["namespace"]
+            return namespace == "addon-ns-cluster1"
 
         await wait_for(moved, timeout=10, message="status.namespace follows the config")
         await wait_for(

@@ -354,7 +354,7 @@ JOB = {
 
 
 def test_feedback_paths_and_types() -> None:
-    rules = [
+    rules: list[dict[str, Any]] = [
         {
             "type": "JSONPaths",
             "jsonPaths": [

@@ -3,6 +3,7 @@ sets, bindings, and ClusterClaims mirrored into ManagedCluster status."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from fl_kube import KubeApi
@@ -47,7 +48,7 @@ async def test_cluster_sets_and_binding_status(sandbox: Sandbox) -> None:
     async with await KubeApi.from_kubeconfig(sandbox.hub_kubeconfig) as hub:
         for name in ("global", "default"):
             cluster_set = await wait_for(
-                lambda n=name: _set_selected(hub, n), timeout=10, message=f"set {name}"
+                functools.partial(_set_selected, hub, name), timeout=10, message=f"set {name}"
             )
             condition = find(cluster_set["status"]["conditions"], "ClusterSetEmpty")
             assert condition is not None
