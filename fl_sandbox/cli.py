@@ -66,7 +66,10 @@ def build_parser(*, with_demo: bool = False) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     up = commands.add_parser("up", help="start a hub and managed clusters until interrupted")
     up.add_argument(
-        "--clusters", type=_positive_int, default=2, help="managed clusters (default 2)"
+        "--clusters",
+        type=_positive_int,
+        default=3,
+        help="managed clusters (default 3, as the digits sample expects)",
     )
     up.add_argument("--dir", type=_workdir, required=True, help="folder for kubeconfigs and data")
     up.add_argument(
