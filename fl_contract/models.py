@@ -106,6 +106,9 @@ class RoundSpec(_Frozen):
 
 
 RoundState = Literal["Training", "UpdateReady", "TrainingFailed"]
+# Why a round failed on a cluster, in CamelCase as Kubernetes reasons are
+# (DatasetNotFound, IntegrityError, TrainingFailed, ...); empty when it did not fail.
+Reason = Annotated[str, StringConstraints(max_length=64, pattern=r"^([A-Z][A-Za-z0-9]*)?$")]
 
 
 class RoundReport(_Frozen):
@@ -119,6 +122,7 @@ class RoundReport(_Frozen):
     state: RoundState
     update: UpdateRef | None = None
     metrics: Metrics = Field(default_factory=dict)
+    reason: Reason = ""
     message: Annotated[str, StringConstraints(max_length=1024)] = ""
     started_at: datetime | None = None
     finished_at: datetime | None = None

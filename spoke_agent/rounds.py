@@ -249,6 +249,7 @@ class RoundController:
             round=spec.round,
             attempt=spec.attempt,
             state="TrainingFailed",
+            reason=failure.reason,
             message=_bounded(failure.message),
             started_at=outcome.started,
             finished_at=outcome.finished,
@@ -352,6 +353,7 @@ class RoundController:
             cluster=self._settings.cluster_name,
             round=int(round_text),
             state="TrainingFailed",
+            reason="RoundSpecInvalid",
             message=_bounded(f"RoundSpecInvalid: {problem}"),
         )
         new = cond.round_condition(report, fl_namespace=ns, fl_name=name, now=cond.now_utc())
