@@ -46,6 +46,10 @@ AGENT_FIELD_MANAGER: Final = "federated-learning-agent"
 # Health lease that the agent renews in its namespace, as OCM add-on agents do.
 AGENT_LEASE_NAME: Final = ADDON_NAME
 
+# The add-on's pre-delete hook Job (addon_templates/addontemplate.yaml) in the agent
+# namespace: while it exists the add-on is being disabled, and the agent withdraws.
+CLEANUP_JOB_NAME: Final = ADDON_NAME + "-cleanup"
+
 # The per-cluster hub group of the add-on's agent (OCM KubeClient registration).
 CLUSTER_ADDON_GROUP_TEMPLATE: Final = (
     "system:open-cluster-management:cluster:{cluster}:addon:" + ADDON_NAME

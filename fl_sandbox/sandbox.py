@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import logging
 from collections.abc import Sequence
@@ -373,9 +374,30 @@ class Sandbox:
         for name in self.cluster_names:
             root = self.workdir / "jobs" / name
             root.mkdir(parents=True, exist_ok=True)
-            runner = runner_cls(self.spoke_apis[name], root=root, max_parallel=2)
+            runner = runner_cls(
+                self.spoke_apis[name],
+                root=root,
+                max_parallel=2,
+                pod_credentials=functools.partial(self._service_account_kubeconfig, name),
+            )
             self.job_runners[name] = runner
             runtime.background(runner.run)
+
+    def _service_account_kubeconfig(self, cluster: str, namespace: str, account: str) -> Path:
+        """A Pod's in-cluster identity: its ServiceAccount on its own cluster."""
+        path = self.workdir / "serviceaccounts" / cluster / f"{namespace}.{account}.kubeconfig"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.spokes[cluster].write_kubeconfig(
+                path,
+                user=f"system:serviceaccount:{namespace}:{account}",
+                groups=(
+                    "system:serviceaccounts",
+                    f"system:serviceaccounts:{namespace}",
+                    "system:authenticated",
+                ),
+            )
+        return path
 
     @staticmethod
     async def _ensure_namespace(api: KubeApi, name: str) -> None:

@@ -1,23 +1,34 @@
-"""Add-on registration: server-side apply of the OCM add-on objects shipped in addon_templates/.
+"""Add-on registration: the OCM add-on objects shipped in addon_templates/, created if absent.
 
 With these in place (ClusterManagementAddOn, AddOnTemplate, AddOnDeploymentConfig),
 `clusteradm addon enable --names federated-learning --clusters c1` is all an admin does
 per cluster. RBAC objects in that folder are applied by the deployment (they need more
-privilege than the manager should hold), so only the OCM add-on kinds are applied here.
+privilege than the manager should hold), so only the OCM add-on kinds are handled here.
+
+The manager only ever creates what is missing: once an object exists it belongs to the
+operator (an AGENT_IMAGE or dataset catalogue set in the AddOnDeploymentConfig, an install
+strategy on the ClusterManagementAddOn), and a restart or a leader change must not roll it
+back. Upgrades come from `kubectl apply -k addon_templates/` of the new release, whose
+template has a new, versioned name.
+
+Registration never stops the manager from driving jobs: `AddonRegistration.run` retries
+with backoff until every object exists, and its state is part of the manager's readiness.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from fl_contract import keys
 from fl_kube import resources as r
+from fl_kube.backoff import Backoff, BackoffPolicy
 from fl_kube.client import KubeApi
-from fl_kube.errors import Conflict
+from fl_kube.errors import ApiError, Conflict
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +36,7 @@ ADDON_KINDS: dict[tuple[str, str], r.Resource] = {
     (res.api_version, res.kind): res
     for res in (r.CLUSTER_MANAGEMENT_ADDON, r.ADDON_TEMPLATE, r.ADDON_DEPLOYMENT_CONFIG)
 }
-# Applied in this order: configs exist before the ClusterManagementAddOn points at them.
+# Created in this order: configs exist before the ClusterManagementAddOn points at them.
 _ORDER = {"AddOnDeploymentConfig": 0, "AddOnTemplate": 1, "ClusterManagementAddOn": 2}
 
 
@@ -47,25 +58,75 @@ def load_addon_objects(folder: Path) -> list[dict[str, Any]]:
     return sorted(objects, key=lambda o: _ORDER.get(str(o.get("kind")), 9))
 
 
+def _describe(obj: dict[str, Any]) -> str:
+    metadata = obj.get("metadata") or {}
+    namespace = metadata.get("namespace")
+    name = f"{namespace}/{metadata.get('name')}" if namespace else str(metadata.get("name"))
+    return f"{obj.get('kind')} {name}"
+
+
 async def register_addon(api: KubeApi, folder: Path | None) -> list[str]:
-    """Apply the add-on objects; returns `kind/name` of each object applied."""
+    """Create the add-on objects that do not exist yet; returns `kind/name` of each created.
+
+    Raises the API's error for the first object that can be neither found nor created.
+    """
     if folder is None:
         return []
     objects = load_addon_objects(folder)
     if not objects:
         log.warning("no add-on objects found in %s; skipping add-on registration", folder)
         return []
-    applied: list[str] = []
+    created: list[str] = []
     for obj in objects:
         res = ADDON_KINDS[(str(obj["apiVersion"]), str(obj["kind"]))]
         metadata = obj.get("metadata") or {}
-        namespace = metadata.get("namespace")
-        if res.namespaced and namespace:
-            await ensure_namespace(api, str(namespace))
-        await api.apply(res, obj, field_manager=keys.HUB_FIELD_MANAGER)
-        applied.append(f"{res.kind}/{metadata.get('name')}")
-    log.info("add-on registered: %s", ", ".join(applied))
-    return applied
+        name = str(metadata.get("name"))
+        namespace = str(metadata["namespace"]) if res.namespaced else None
+        if await api.get_or_none(res, name, namespace=namespace) is not None:
+            continue
+        if namespace:
+            await ensure_namespace(api, namespace)
+        try:
+            await api.create(res, obj, namespace=namespace)
+        except Conflict as exc:
+            if not exc.already_exists:
+                raise
+            continue  # created meanwhile (kubectl apply, another replica): theirs
+        created.append(f"{res.kind}/{name}")
+    if created:
+        log.info("add-on registered: created %s", ", ".join(created))
+    else:
+        log.info("add-on objects already exist; left as they are")
+    return created
+
+
+@dataclass
+class AddonRegistration:
+    """Registers the add-on in the background, retrying with backoff until it succeeds."""
+
+    api: KubeApi
+    folder: Path | None
+    policy: BackoffPolicy = field(default_factory=lambda: BackoffPolicy(base=1.0, cap=300.0))
+    done: bool = False
+    error: str | None = None
+
+    async def run(self) -> None:
+        backoff = Backoff(self.policy)
+        while True:
+            try:
+                await register_addon(self.api, self.folder)
+            except (ApiError, OSError, ValueError) as exc:
+                self.error = str(exc)
+                delay = backoff.next()
+                log.warning(
+                    "add-on registration failed (retrying in %.0fs; jobs are still driven): %s",
+                    delay,
+                    exc,
+                )
+                await asyncio.sleep(delay)
+                continue
+            self.done, self.error = True, None
+            return
 
 
 async def ensure_namespace(api: KubeApi, name: str) -> None:

@@ -17,7 +17,7 @@ from fl_kube.health import HealthServer
 from fl_kube.informer import Informer
 from fl_kube.leader import LeaderElector
 from hub_manager import agent_rbac
-from hub_manager.addon import ensure_namespace, register_addon
+from hub_manager.addon import AddonRegistration, ensure_namespace
 from hub_manager.agent_rbac import AgentRbacReconciler
 from hub_manager.metrics import HubMetrics
 from hub_manager.round_driver import FederatedLearningReconciler
@@ -38,9 +38,14 @@ class HubManager:
         self.synced = False
         self.fl_controller: Controller[tuple[str, str]] | None = None
         self.metrics_port: int | None = None
+        self.registration: AddonRegistration | None = None
 
     def ready(self) -> bool:
-        return self.synced or (self.settings.leader_election and not self.leading)
+        """Leading: caches synced and the add-on registered. Standing by: always."""
+        if self.settings.leader_election and not self.leading:
+            return True
+        registered = self.registration is None or self.registration.done
+        return self.synced and registered
 
     async def run(self) -> None:
         api = await KubeApi.from_kubeconfig(self.settings.kubeconfig)
@@ -77,9 +82,11 @@ class HubManager:
     async def _lead(self, api: KubeApi) -> None:
         """Everything that writes: only one replica runs this at a time."""
         self.leading = True
+        self.registration = AddonRegistration(api, self.settings.addon_templates_dir)
         try:
-            await register_addon(api, self.settings.addon_templates_dir)
-            await self._run_controllers(api)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.registration.run(), name="addon-registration")
+                group.create_task(self._run_controllers(api), name="controllers")
         finally:
             self.leading = False
             self.synced = False

@@ -15,6 +15,7 @@ from fl_kube.process import (
     validate_settings,
 )
 from spoke_agent.app import run_agent
+from spoke_agent.cleanup import run_cleanup
 from spoke_agent.settings import DEFAULT_HUB_KUBECONFIG, DEFAULT_METRICS_BIND, AgentSettings
 
 PROG = "fl-spoke-agent"
@@ -54,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-bind-address",
         help=f"metrics/health address, 0 disables [env METRICS_BIND_ADDRESS; default {DEFAULT_METRICS_BIND}]",
     )
+    parser.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="withdraw this agent's dataset claims and health Lease, then exit (the "
+        "add-on's pre-delete hook Job); needs no hub kubeconfig",
+    )
     add_log_level_argument(parser)
     return parser
 
@@ -73,17 +80,29 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Agent
             raise UsageError(f"{flag} is required (or set {' or '.join(env_names)})")
     flags = {field: flag for field, (flag, _env) in _FLAGS.items()}
     settings = validate_settings(AgentSettings, values, flags=flags)
-    for path, flag in (
-        (settings.hub_kubeconfig, "--hub-kubeconfig"),
-        (settings.kubeconfig, "--kubeconfig"),
-    ):
+    checked = [(settings.kubeconfig, "--kubeconfig")]
+    if not getattr(args, "cleanup", False):
+        checked.append((settings.hub_kubeconfig, "--hub-kubeconfig"))
+    for path, flag in checked:
         if path is not None and not Path(path).is_file():
             raise UsageError(f"{flag} {path}: no such file; pass the kubeconfig file's path")
     return settings
 
 
+async def _cleanup(settings: AgentSettings) -> None:
+    try:
+        await run_cleanup(settings.kubeconfig, settings.namespace)
+    except TimeoutError as exc:
+        print(f"{PROG} --cleanup: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_main(build_parser(), argv, settings_from=settings_from, run=run_agent)
+    parser = build_parser()
+    cleanup = "--cleanup" in (sys.argv[1:] if argv is None else argv)
+    return run_main(
+        parser, argv, settings_from=settings_from, run=_cleanup if cleanup else run_agent
+    )
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ class Agent:
         )
         self.claims = ClaimPublisher(
             spoke,
+            namespace=settings.namespace,
             catalogue_path=settings.datasets,
             status=self.status,
             metrics=self.metrics,
@@ -61,7 +62,7 @@ class Agent:
             identity=settings.identity,
             duration_seconds=settings.lease_duration_seconds,
             renew_seconds=settings.lease_renew_seconds,
-            healthy=self.healthy,
+            healthy=lambda: self.healthy() and not self.claims.withdrawn,
         )
         self.health: HealthServer | None = None
         if settings.metrics_enabled:

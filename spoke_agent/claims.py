@@ -3,6 +3,8 @@
 The klusterlet copies ClusterClaims into the hub's ManagedCluster status, where a Placement's
 `claimSelector` can pick the clusters that hold a dataset. Claims the agent owns carry
 `keys.LABEL_CLAIM_OWNER`; claims without it belong to someone else and are never touched.
+While the add-on's cleanup Job runs (the add-on is being disabled) nothing is published:
+the Job withdraws the claims (spoke_agent/cleanup.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from fl_kube.controller import TemporaryError
 from fl_kube.errors import Conflict, is_temporary
 from spoke_agent import conditions as cond
 from spoke_agent.catalogue import CatalogueSnapshot, read_catalogue
+from spoke_agent.cleanup import uninstalling
 from spoke_agent.metrics import AgentMetrics
 from spoke_agent.reporting import StatusWriter
 
@@ -96,12 +99,14 @@ class ClaimPublisher:
         self,
         spoke: KubeApi,
         *,
+        namespace: str,
         catalogue_path: Path | None,
         status: StatusWriter,
         metrics: AgentMetrics,
         poll_seconds: float,
     ) -> None:
         self._spoke = spoke
+        self._namespace = namespace
         self._path = catalogue_path
         self._status = status
         self._metrics = metrics
@@ -115,6 +120,8 @@ class ClaimPublisher:
         # stale Degraded condition from before a restart is cleared too.
         self._degraded_written: str | object | None = _UNSET
         self._warned_foreign: set[str] = set()
+        self.withdrawn = False
+        """True while the add-on is being disabled: no claims, no health Lease."""
 
     async def run(self) -> None:
         """Until cancelled: re-read the file and re-check the claims every poll period."""
@@ -147,6 +154,16 @@ class ClaimPublisher:
         if snapshot.catalogue is not None:
             self.catalogue = snapshot.catalogue
         self.loaded.set()
+        withdrawn = await uninstalling(self._spoke, self._namespace)
+        if withdrawn != self.withdrawn:
+            self.withdrawn = withdrawn
+            log.info(
+                "the add-on is being disabled: dataset claims are withdrawn"
+                if withdrawn
+                else "the add-on's cleanup is gone: publishing dataset claims again"
+            )
+        if withdrawn:
+            return
         if snapshot.catalogue is not None:
             await self._publish(snapshot.catalogue)
         await self._write_degraded(snapshot.error)

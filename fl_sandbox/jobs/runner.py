@@ -24,6 +24,7 @@ import datetime as dt
 import logging
 import secrets
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,7 @@ class JobRunner:
         watch_settings: WatchSettings | None = None,
         registry: CollectorRegistry | None = None,
         base_env: dict[str, str] | None = None,
+        pod_credentials: Callable[[str, str], Path] | None = None,
     ) -> None:
         if max_parallel < 1:
             raise ValueError("max_parallel must be >= 1")
@@ -91,6 +93,9 @@ class JobRunner:
         self._config_retry_interval = config_retry_interval
         self._node_name = node_name
         self._base_env = base_env
+        # (namespace, serviceAccountName) -> a kubeconfig of that ServiceAccount: the
+        # sandbox's in-cluster configuration, given to the process as KUBECONFIG.
+        self._pod_credentials = pod_credentials
         self._slots = asyncio.Semaphore(max_parallel)
         self._runs: dict[JobKey, _Run] = {}
         # Jobs this runner finished, until the informer shows their final status: key -> (uid, when)
@@ -307,6 +312,10 @@ class JobRunner:
                 plan = await build_launch_plan(
                     pod, dirs=dirs, read_object=self._read_object, base_env=self._base_env
                 )
+                if self._pod_credentials is not None:
+                    account = str((pod.get("spec") or {}).get("serviceAccountName") or "default")
+                    path = await asyncio.to_thread(self._pod_credentials, namespace, account)
+                    plan.env.setdefault("KUBECONFIG", str(path))
             except UnsupportedPodSpec as exc:
                 outcome = Outcome(128, "StartError", str(exc), now_utc(), now_utc())
                 await self._patch_pod(namespace, pod_name, st.terminated_status(container, outcome))

@@ -55,6 +55,9 @@ class AddonSettings:
 
     install_namespace: str = DEFAULT_INSTALL_NAMESPACE
     variables: dict[str, str] = field(default_factory=dict)
+    # agentInstallNamespace as set (None when unset or empty): only then does the
+    # addon-manager rewrite the template's namespaces and define INSTALL_NAMESPACE.
+    configured_namespace: str | None = None
 
 
 def uses_template(cma: Mapping[str, Any]) -> bool:
@@ -107,8 +110,12 @@ def settings_from(deployment_config: Mapping[str, Any] | None) -> AddonSettings:
         for v in spec.get("customizedVariables") or []
         if v.get("name")
     }
-    namespace = str(spec.get("agentInstallNamespace") or DEFAULT_INSTALL_NAMESPACE)
-    return AddonSettings(install_namespace=namespace, variables=variables)
+    configured = str(spec.get("agentInstallNamespace") or "") or None
+    return AddonSettings(
+        install_namespace=configured or DEFAULT_INSTALL_NAMESPACE,
+        variables=variables,
+        configured_namespace=configured,
+    )
 
 
 def spec_hash(obj: Mapping[str, Any]) -> str:

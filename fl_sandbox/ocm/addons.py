@@ -31,9 +31,14 @@ from fl_sandbox.ocm import addonconfig
 from fl_sandbox.ocm import conditions as cond
 from fl_sandbox.ocm.addon_deploy import (
     ADDON_NAME_LABEL,
+    PRE_DELETE_FINALIZER,
+    AgentWorks,
     RenderError,
     deploy_work,
     deploy_work_name,
+    hook_completed,
+    hook_work_name,
+    registration_namespace,
     render_agent_spec,
 )
 from fl_sandbox.ocm.addon_strategy import InstallStrategy
@@ -175,10 +180,12 @@ class AddonInstaller:
         if cluster not in self._spokes:
             return None
         mca = self.addons.get(name, cluster)
-        if mca is None or (mca.get("metadata") or {}).get("deletionTimestamp"):
+        if mca is None:
             await self._uninstall(key)
             return None
         cma = self.cmas.get(name)
+        if (mca.get("metadata") or {}).get("deletionTimestamp"):
+            return await self._delete(key, mca, cma)
         if cma is None or not addonconfig.uses_template(cma):
             return None
         cluster_available = self._cluster_available(cluster) if self._cluster_available else None
@@ -195,6 +202,74 @@ class AddonInstaller:
                 updates=[dict(cluster_available, type="Available")],
             )
             return None
+        resolved = await self._resolve(mca, cma)
+        if resolved is None:
+            return None
+        template_ref, config_ref, deployment_config, settings = resolved
+        template = self.templates.get(template_ref.name) if template_ref is not None else None
+        namespace = (
+            registration_namespace(template, settings.configured_namespace)
+            if template is not None
+            else settings.install_namespace
+        )
+        works, render_error = self._render(mca, template, settings)
+        if works is not None and works.hook is not None and await self._add_hook_finalizer(mca):
+            return None  # the write brings the add-on back with the finalizer
+        kubeconfig = await self._install(cluster, name, namespace)
+        available, requeue = self._health(cluster, name, namespace)
+        # Everything is in place before status.namespace tells the world the add-on is there.
+        await self._bind_hub_permissions(mca, template)
+        if self._agents is not None:
+            await self._agents.ensure(
+                cluster=cluster, addon=name, namespace=namespace, hub_kubeconfig=kubeconfig
+            )
+        manifest_applied = await self._deploy(mca, template, works, render_error)
+        done = manifest_applied["status"] == "True"
+        refs: list[dict[str, Any]] = []
+        if template_ref is not None:
+            refs.append(template_ref.reference(applied=done))
+        if config_ref is not None and deployment_config is not None:
+            spec_hash = addonconfig.spec_hash(deployment_config)
+            refs.append(config_ref.reference(spec_hash, applied=done))
+        await self._write_status(
+            mca,
+            cma,
+            namespace=namespace,
+            refs=refs,
+            updates=[
+                cond.condition(
+                    "Configured",
+                    True,
+                    reason="ConfigurationsConfigured",
+                    message="Configurations configured",
+                ),
+                cond.condition(
+                    "RegistrationApplied",
+                    True,
+                    reason="SetPermissionApplied",
+                    message="Registration of the addon agent is configured",
+                ),
+                manifest_applied,
+                _progressing(manifest_applied),
+                available,
+            ],
+        )
+        return Result(requeue_after=requeue) if requeue is not None else None
+
+    async def _resolve(
+        self, mca: dict[str, Any], cma: Mapping[str, Any]
+    ) -> (
+        tuple[
+            addonconfig.ConfigRef | None,
+            addonconfig.ConfigRef | None,
+            dict[str, Any] | None,
+            addonconfig.AddonSettings,
+        ]
+        | None
+    ):
+        """The add-on's template and deployment config refs, the config and its settings;
+        None (with ``Configured=False`` written) when a named config does not exist."""
+        cluster = str((mca.get("metadata") or {}).get("namespace"))
         template_ref = addonconfig.resolve_config(
             group=addonconfig.ADDON_GROUP,
             resource=addonconfig.TEMPLATES,
@@ -231,50 +306,95 @@ class AddonInstaller:
                 )
                 return None
         settings = addonconfig.settings_from(deployment_config)
-        namespace = settings.install_namespace
-        kubeconfig = await self._install(cluster, name, namespace)
-        available, requeue = self._health(cluster, name, namespace)
-        template = self.templates.get(template_ref.name) if template_ref is not None else None
-        # Everything is in place before status.namespace tells the world the add-on is there.
-        await self._bind_hub_permissions(mca, template)
-        if self._agents is not None:
-            await self._agents.ensure(
-                cluster=cluster, addon=name, namespace=namespace, hub_kubeconfig=kubeconfig
+        return template_ref, config_ref, deployment_config, settings
+
+    @staticmethod
+    def _render(
+        mca: Mapping[str, Any],
+        template: Mapping[str, Any] | None,
+        settings: addonconfig.AddonSettings,
+    ) -> tuple[AgentWorks | None, str | None]:
+        if template is None:
+            return None, None
+        meta = mca.get("metadata") or {}
+        try:
+            works = render_agent_spec(
+                template,
+                cluster=str(meta.get("namespace")),
+                addon=str(meta.get("name")),
+                configured_namespace=settings.configured_namespace,
+                variables=settings.variables,
             )
-        manifest_applied = await self._deploy(
-            mca, template, namespace=namespace, variables=settings.variables
-        )
-        done = manifest_applied["status"] == "True"
-        refs: list[dict[str, Any]] = []
-        if template_ref is not None:
-            refs.append(template_ref.reference(applied=done))
-        if config_ref is not None and deployment_config is not None:
-            spec_hash = addonconfig.spec_hash(deployment_config)
-            refs.append(config_ref.reference(spec_hash, applied=done))
-        await self._write_status(
-            mca,
-            cma,
-            namespace=namespace,
-            refs=refs,
-            updates=[
-                cond.condition(
-                    "Configured",
-                    True,
-                    reason="ConfigurationsConfigured",
-                    message="Configurations configured",
-                ),
-                cond.condition(
-                    "RegistrationApplied",
-                    True,
-                    reason="SetPermissionApplied",
-                    message="Registration of the addon agent is configured",
-                ),
-                manifest_applied,
-                _progressing(manifest_applied),
-                available,
-            ],
-        )
-        return Result(requeue_after=requeue) if requeue is not None else None
+        except RenderError as exc:
+            return None, str(exc)
+        return works, None
+
+    async def _add_hook_finalizer(self, mca: Mapping[str, Any]) -> bool:
+        """Add the pre-delete hook finalizer, as the addon-manager does; True if it wrote."""
+        meta = mca.get("metadata") or {}
+        finalizers = list(meta.get("finalizers") or [])
+        if PRE_DELETE_FINALIZER in finalizers:
+            return False
+        with contextlib.suppress(NotFound, Conflict):
+            await self._hub.replace(
+                r.MANAGED_CLUSTER_ADDON,
+                dict(mca, metadata=dict(meta, finalizers=[*finalizers, PRE_DELETE_FINALIZER])),
+            )
+        return True
+
+    async def _delete(
+        self, key: Key, mca: dict[str, Any], cma: Mapping[str, Any] | None
+    ) -> Result | None:
+        """A deleted add-on: run its pre-delete hook (the agent keeps running meanwhile),
+        then let it go; without a hook, uninstall at once."""
+        meta = mca.get("metadata") or {}
+        finalizers = list(meta.get("finalizers") or [])
+        if PRE_DELETE_FINALIZER not in finalizers:
+            await self._uninstall(key)
+            return None
+        works = None
+        if cma is not None and addonconfig.uses_template(cma):
+            resolved = await self._resolve(mca, cma)
+            if resolved is not None and resolved[0] is not None:
+                template = self.templates.get(resolved[0].name)
+                works, _ = self._render(mca, template, resolved[3])
+        if works is None or works.hook is None:
+            await self._remove_finalizer(mca, finalizers)
+            return None
+        name = hook_work_name(key[1])
+        work = self.works.get(name, key[0])
+        if work is None:
+            with contextlib.suppress(Conflict):
+                work = await self._hub.create(
+                    r.MANIFEST_WORK, deploy_work(mca, works.hook, name=name)
+                )
+        if hook_completed(work):
+            await self._remove_finalizer(mca, finalizers)
+            return None
+        if cma is not None:
+            await self._write_status(
+                mca,
+                cma,
+                namespace=None,
+                refs=[],
+                updates=[
+                    cond.condition(
+                        "HookManifestCompleted",
+                        False,
+                        reason="HookManifestIsNotCompleted",
+                        message=f"hook manifestWork {name} is not completed.",
+                    )
+                ],
+            )
+        return None  # the hook work's status changes bring it back
+
+    async def _remove_finalizer(self, mca: Mapping[str, Any], finalizers: list[str]) -> None:
+        meta = mca.get("metadata") or {}
+        remaining = [f for f in finalizers if f != PRE_DELETE_FINALIZER]
+        with contextlib.suppress(NotFound):
+            await self._hub.replace(
+                r.MANAGED_CLUSTER_ADDON, dict(mca, metadata=dict(meta, finalizers=remaining))
+            )
 
     async def _install(self, cluster: str, addon: str, namespace: str) -> Path:
         spoke = self._spokes[cluster]
@@ -321,9 +441,8 @@ class AddonInstaller:
         self,
         mca: Mapping[str, Any],
         template: Mapping[str, Any] | None,
-        *,
-        namespace: str,
-        variables: Mapping[str, str],
+        works: AgentWorks | None,
+        render_error: str | None,
     ) -> dict[str, Any]:
         """Keep the deploy ManifestWork rendered; ``ManifestApplied`` from its status."""
         meta = mca.get("metadata") or {}
@@ -336,14 +455,14 @@ class AddonInstaller:
                 message=f"no AddOnTemplate for add-on {addon}: apply it, or fix the "
                 "ClusterManagementAddOn's addontemplates default config",
             )
-        try:
-            spec = render_agent_spec(
-                template, cluster=cluster, addon=addon, namespace=namespace, variables=variables
-            )
-        except RenderError as exc:
+        if works is None:
             return cond.condition(
-                "ManifestApplied", False, reason="AddonManifestRenderFailed", message=str(exc)
+                "ManifestApplied",
+                False,
+                reason="AddonManifestRenderFailed",
+                message=str(render_error),
             )
+        spec = works.deploy
         name = deploy_work_name(addon)
         work = self.works.get(name, cluster)
         if work is None:

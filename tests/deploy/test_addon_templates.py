@@ -140,14 +140,20 @@ def test_agent_deployment_is_hardened_and_its_flags_exist() -> None:
 
     args = build_parser().parse_args(container["args"])
     assert args.cluster_name == "cluster7"
-    assert args.namespace == ADC["spec"]["agentInstallNamespace"]
+    # The install namespace comes from the Pod itself, whatever the addon-manager renamed
+    # the template's literal namespace to.
+    assert args.namespace is None
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert args.hub_kubeconfig == "/managed/hub-kubeconfig/kubeconfig"
 
+    # Probes run in the container against METRICS_PORT; the declared port is its default.
     port = int(args.metrics_bind_address.rsplit(":", 1)[1])
+    assert port == 8081
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["metrics"] == port
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
-        assert container[probe]["httpGet"]["path"] == path
-        assert ports[container[probe]["httpGet"]["port"]] == port
+        assert f"http://127.0.0.1:{port}{path}" in container[probe]["exec"]["command"][-1]
 
     # The catalogue file the agent reads is the ConfigMap the template ships.
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}

@@ -102,7 +102,7 @@ async def test_agent_is_deployed_from_the_template_through_a_manifest_work(
                 is None
             )
 
-        await wait_for(agent_removed, timeout=15, message="deployment removed with the add-on")
+        await wait_for(agent_removed, timeout=60, message="deployment removed with the add-on")
         assert await spoke.get(r.NAMESPACE, DEFAULT_NS)
         assert await spoke.get_or_none(r.SECRET, SECRET, namespace=DEFAULT_NS) is None
 
@@ -261,9 +261,14 @@ async def test_in_process_agent_starts_and_stops_with_the_addon(
         async def stopped() -> bool:
             return sb.running_agents() == []
 
-        await wait_for(stopped, timeout=10, message="agent stopped with its add-on")
+        # The pre-delete cleanup Job runs first: it withdraws the claims and the Lease, so
+        # Placements stop selecting the cluster; only then does the agent go.
+        await wait_for(stopped, timeout=60, message="agent stopped with its add-on")
+        assert not await dataset_claimed()
         async with await KubeApi.from_kubeconfig(sb.cluster_kubeconfig("cluster1")) as spoke:
             assert await spoke.get_or_none(r.SECRET, SECRET, namespace=DEFAULT_NS) is None
+            assert (await spoke.list(r.CLUSTER_CLAIM)).items == []
+            assert await spoke.get_or_none(r.LEASE, ADDON, namespace=DEFAULT_NS) is None
 
 
 async def test_placements_install_strategy(sandbox_factory: SandboxFactory) -> None:

@@ -3,6 +3,7 @@ feedback paths. Table-driven; the controllers around them are tested against API
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from typing import Any
 
@@ -411,14 +412,14 @@ TEMPLATE = {
                         "apiVersion": "v1",
                         "kind": "Namespace",
                         "metadata": {
-                            "name": "{{INSTALL_NAMESPACE}}",
+                            "name": "literal-ns",
                             "annotations": {addon_deploy.ORPHAN_ANNOTATION: ""},
                         },
                     },
                     {
                         "apiVersion": "apps/v1",
                         "kind": "Deployment",
-                        "metadata": {"name": "agent", "namespace": "{{INSTALL_NAMESPACE}}"},
+                        "metadata": {"name": "agent", "namespace": "literal-ns"},
                         "spec": {
                             "template": {
                                 "spec": {
@@ -426,12 +427,20 @@ TEMPLATE = {
                                         {
                                             "name": "a",
                                             "image": "{{IMAGE}}",
-                                            "args": ["{{CLUSTER_NAME}}"],
+                                            "args": ["{{CLUSTER_NAME}}", "{{INSTALL_NAMESPACE}}"],
                                         }
                                     ]
                                 }
                             }
                         },
+                    },
+                    {
+                        "apiVersion": "rbac.authorization.k8s.io/v1",
+                        "kind": "RoleBinding",
+                        "metadata": {"name": "agent", "namespace": "literal-ns"},
+                        "subjects": [
+                            {"kind": "ServiceAccount", "name": "agent", "namespace": "literal-ns"}
+                        ],
                     },
                 ]
             }
@@ -441,17 +450,25 @@ TEMPLATE = {
 
 
 def test_render_agent_spec() -> None:
-    spec = addon_deploy.render_agent_spec(
-        TEMPLATE, cluster="c1", addon="fl", namespace="ns1", variables={"IMAGE": "img:1"}
+    works = addon_deploy.render_agent_spec(
+        TEMPLATE,
+        cluster="c1",
+        addon="fl",
+        configured_namespace="ns1",
+        variables={"IMAGE": "img:1"},
     )
-    namespace, deployment = spec["workload"]["manifests"]
+    spec = works.deploy
+    namespace, deployment, binding = spec["workload"]["manifests"]
     assert namespace["metadata"]["name"] == "ns1"
+    assert deployment["metadata"]["namespace"] == "ns1"
+    assert binding["subjects"][0]["namespace"] == "ns1"
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert (container["image"], container["args"]) == ("img:1", ["c1"])
+    assert (container["image"], container["args"]) == ("img:1", ["c1", "ns1"])
     assert {"name": "hub-kubeconfig", "mountPath": "/managed/hub-kubeconfig"} in container[
         "volumeMounts"
     ]
     assert {"name": "CLUSTER_NAME", "value": "c1"} in container["env"]
+    assert {"name": "INSTALL_NAMESPACE", "value": "ns1"} in container["env"]
     assert deployment["spec"]["template"]["spec"]["volumes"] == [
         {"name": "hub-kubeconfig", "secret": {"secretName": "fl-hub-kubeconfig"}}
     ]
@@ -461,14 +478,94 @@ def test_render_agent_spec() -> None:
             "orphaningRules": [{"group": "", "resource": "namespaces", "name": "ns1"}]
         },
     }
+    assert works.hook is None
 
 
-def test_render_agent_spec_errors_say_what_to_do() -> None:
-    with pytest.raises(addon_deploy.RenderError, match="no value for IMAGE"):
-        addon_deploy.render_agent_spec(
-            TEMPLATE, cluster="c1", addon="fl", namespace="ns1", variables={}
-        )
+def test_render_keeps_literal_namespaces_without_an_install_namespace() -> None:
+    """As upstream: no agentInstallNamespace, no rewriting and no INSTALL_NAMESPACE."""
+    works = addon_deploy.render_agent_spec(
+        TEMPLATE, cluster="c1", addon="fl", configured_namespace=None, variables={"IMAGE": "i"}
+    )
+    namespace, deployment, binding = works.deploy["workload"]["manifests"]
+    assert namespace["metadata"]["name"] == "literal-ns"
+    assert deployment["metadata"]["namespace"] == "literal-ns"
+    assert binding["subjects"][0]["namespace"] == "literal-ns"
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["c1", ""]
+    assert "INSTALL_NAMESPACE" not in {e["name"] for e in container["env"]}
+    assert addon_deploy.registration_namespace(TEMPLATE, None) == "literal-ns"
+    assert addon_deploy.registration_namespace(TEMPLATE, "ns2") == "ns2"
+
+
+def test_render_unknown_variables_become_empty_as_upstream() -> None:
+    works = addon_deploy.render_agent_spec(
+        TEMPLATE, cluster="c1", addon="fl", configured_namespace="ns1", variables={}
+    )
+    deployment = works.deploy["workload"]["manifests"][1]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == ""
+
+
+def test_render_errors_say_what_to_do() -> None:
     with pytest.raises(addon_deploy.RenderError, match="escaping"):
         addon_deploy.render_agent_spec(
-            TEMPLATE, cluster="c1", addon="fl", namespace="ns1", variables={"IMAGE": 'a"b'}
+            TEMPLATE,
+            cluster="c1",
+            addon="fl",
+            configured_namespace="ns1",
+            variables={"IMAGE": 'a"b'},
         )
+
+
+def test_pre_delete_hooks_go_to_their_own_work() -> None:
+    hook = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": "cleanup",
+            "namespace": "literal-ns",
+            "annotations": {addon_deploy.PRE_DELETE_KEY: ""},
+        },
+        "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "{{IMAGE}}"}]}}},
+    }
+    template = copy.deepcopy(TEMPLATE)
+    template["spec"]["agentSpec"]["workload"]["manifests"].append(hook)
+    works = addon_deploy.render_agent_spec(
+        template, cluster="c1", addon="fl", configured_namespace="ns1", variables={"IMAGE": "i"}
+    )
+    kinds = [m["kind"] for m in works.deploy["workload"]["manifests"]]
+    assert "Job" not in kinds
+    assert works.hook is not None
+    (job,) = works.hook["workload"]["manifests"]
+    assert job["metadata"]["namespace"] == "ns1"
+    assert works.hook["manifestConfigs"] == [
+        {
+            "resourceIdentifier": {
+                "group": "batch",
+                "resource": "jobs",
+                "name": "cleanup",
+                "namespace": "ns1",
+            },
+            "feedbackRules": [{"type": "WellKnownStatus"}],
+        }
+    ]
+    work: dict[str, Any] = {"spec": works.hook, "status": {}}
+    assert not addon_deploy.hook_completed(work)
+    work["status"] = {
+        "conditions": [{"type": "Available", "status": "True"}],
+        "resourceStatus": {
+            "manifests": [
+                {
+                    "resourceMeta": {"resource": "jobs", "name": "cleanup", "namespace": "ns1"},
+                    "statusFeedback": {
+                        "values": [
+                            {
+                                "name": "JobComplete",
+                                "fieldValue": {"type": "String", "string": "True"},
+                            }
+                        ]
+                    },
+                }
+            ]
+        },
+    }
+    assert addon_deploy.hook_completed(work)
