@@ -195,6 +195,28 @@ def client_rng(round_number: int, client_index: int) -> np.random.Generator:
     return np.random.default_rng(1000 * round_number + client_index)
 
 
+def fedavg_reference(clusters: int, rounds: int = ROUNDS) -> list[float]:
+    """Test accuracy after each round of a plain numpy FedAvg loop over `clusters`
+    Dirichlet partitions: what a federated job of the reference task must reproduce."""
+    x_train, y_train, _, _ = load_split()
+    parts = _partition(y_train, clusters=clusters, kind="dirichlet", alpha=0.5, seed=0)
+    weights = init_weights()
+    history = []
+    for r in range(1, rounds + 1):
+        models, counts = [], []
+        for i, index in enumerate(parts):
+            new, _ = local_train(weights, x_train[index], y_train[index], rng=client_rng(r, i))
+            models.append(new)
+            counts.append(len(index))
+        total = sum(counts)
+        weights = {
+            k: np.asarray(sum(n * m[k] for n, m in zip(counts, models, strict=True))) / total
+            for k in weights
+        }
+        history.append(evaluate_global(weights)["accuracy"])
+    return history
+
+
 def centralised_baseline(rounds: int = ROUNDS) -> float:
     """Test accuracy of the same model trained on all the training data (one client,
     index 0, same schedule): the line federated runs are compared with."""

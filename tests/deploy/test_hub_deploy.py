@@ -47,7 +47,9 @@ def test_every_yaml_file_parses(path: Path) -> None:
             assert doc["metadata"]["name"]
 
 
-@pytest.mark.parametrize("folder", [DEPLOY, ADDON_TEMPLATES], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "folder", [DEPLOY, DEPLOY / "monitoring", ADDON_TEMPLATES], ids=lambda p: p.name
+)
 def test_kustomize_builds(folder: Path) -> None:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
@@ -57,9 +59,13 @@ def test_kustomize_builds(folder: Path) -> None:
     ).stdout
     docs = [d for d in yaml.safe_load_all(built) if d]
     expected = objects(folder)
+    if folder == DEPLOY / "monitoring":
+        assert [d["kind"] for d in docs] == ["ServiceMonitor"]
+        return
     if folder == DEPLOY:
-        # The samples are applied by hand (or by the demo), not by `make deploy`.
-        expected = [d for d in expected if d["kind"] != keys.FL_KIND]
+        # The samples are applied by hand (or by the demo), and the ServiceMonitor is
+        # opt-in (deploy/monitoring/): neither is part of `make deploy`.
+        expected = [d for d in expected if d["kind"] not in (keys.FL_KIND, "ServiceMonitor")]
         configmap = one(docs, "ConfigMap", "federated-learning-dashboard")
         assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
         assert configmap["metadata"]["namespace"] == NAMESPACE
@@ -113,7 +119,7 @@ def test_service_and_servicemonitor_reach_the_metrics_port() -> None:
     assert service["spec"]["selector"].items() <= pod_labels.items()
     (port,) = service["spec"]["ports"]
     assert port["targetPort"] == "metrics"
-    monitor = one(DOCS, "ServiceMonitor")
+    monitor = one(load_docs(DEPLOY / "monitoring" / "servicemonitor.yaml"), "ServiceMonitor")
     assert (
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     )
