@@ -405,9 +405,9 @@ async def test_examples_beyond_the_published_dataset_are_rejected(sandbox_factor
             found = [
                 c
                 for name in sb.cluster_names
-                for c in (
-                    (await h.hub(sb).get(r.MANAGED_CLUSTER, name)).get("status") or {}
-                ).get("clusterClaims")
+                for c in ((await h.hub(sb).get(r.MANAGED_CLUSTER, name)).get("status") or {}).get(
+                    "clusterClaims"
+                )
                 or []
                 if c.get("name") == claim
             ]
