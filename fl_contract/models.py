@@ -161,6 +161,31 @@ class TrainingResult(_Frozen):
         return cls.model_validate_json(text)
 
 
+class TrainingFailure(_Frozen):
+    """The record a training container writes to its termination message when the round
+    fails: the exception and the last lines of its stderr, so the reason reaches the hub
+    without anyone reading the pod's logs."""
+
+    version: Literal[1] = CONTRACT_VERSION
+    failure: Annotated[str, StringConstraints(min_length=1, max_length=128)]  # ImportError
+    message: Annotated[str, StringConstraints(max_length=1024)] = ""
+    stderr: Annotated[str, StringConstraints(max_length=2048)] = ""
+
+    def to_json(self) -> str:
+        text = self.model_dump_json()
+        if len(text.encode()) > MAX_RESULT_BYTES:
+            raise ValueError(f"training failure record is over {MAX_RESULT_BYTES} bytes")
+        return text
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> TrainingFailure:
+        return cls.model_validate_json(text)
+
+    def summary(self) -> str:
+        """`ImportError: No module named 'nosuch'`."""
+        return f"{self.failure}: {self.message}" if self.message else self.failure
+
+
 class Dataset(_Frozen):
     """One entry of an agent's dataset catalogue. Exactly one of path, host_path, pvc."""
 
@@ -187,6 +212,15 @@ class Dataset(_Frozen):
         parts = {"samples": self.samples, "task": self.task}
         text = ",".join(f"{k}={v}" for k, v in parts.items() if v is not None) or "present"
         return text[:1024]
+
+
+def claimed_samples(claim_value: str) -> int | None:
+    """The `samples=N` of a dataset ClusterClaim value (`Dataset.claim_value`), if any."""
+    for part in claim_value.split(","):
+        key, _, value = part.partition("=")
+        if key.strip() == "samples" and value.strip().isdigit():
+            return int(value.strip())
+    return None
 
 
 class DatasetCatalogue(_Frozen):

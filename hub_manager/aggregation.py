@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from fl_contract.models import RoundReport
+from fl_contract.models import RoundReport, UpdateRef
 from fl_contract.weights import (
     Weights,
     WeightsFormatError,
@@ -26,6 +26,7 @@ from fl_contract.weights import (
 from fl_core.store import IntegrityError, ModelStore, ObjectNotFound
 from fl_core.strategies import Rejected, RoundAggregator, Strategy
 from hub_manager.metrics import HubMetrics
+from hub_manager.reports import DatasetSize
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,17 @@ class RoundResult:
 
 
 class RoundSession:
-    """The aggregator of one round attempt and the outcome of every report it saw."""
+    """The aggregator of one round attempt and the outcome of every report it saw.
+
+    Updates are folded in cluster-name order, whatever order their reports arrive in:
+    floating-point addition is not associative, and the same job run twice must publish
+    the same models. Each update is verified as its report arrives and folded as soon as
+    every participant before it in that order is settled (folded, or finished without an
+    update); a verified update whose turn has not come is dropped from memory and read
+    again from the store when it comes. Memory stays one update at a time. When the round
+    closes, the waiting updates are folded in order, skipping the clusters that never
+    reported.
+    """
 
     def __init__(
         self,
@@ -67,95 +78,157 @@ class RoundSession:
         attempt: int,
         aggregator: RoundAggregator,
         expected_uris: Mapping[str, str],
+        store: ModelStore,
         metrics: HubMetrics,
+        published_samples: Callable[[str], DatasetSize | None] | None = None,
     ) -> None:
         self.job_uid = job_uid
         self.round = round_number
         self.attempt = attempt
         self._aggregator = aggregator
         self._expected_uris = dict(expected_uris)
+        self._store = store
         self._metrics = metrics
+        self._published_samples = published_samples or (lambda _cluster: None)
         self.outcomes: dict[str, Outcome] = {}
-        self._by_sha: dict[str, str] = {}
+        self._order = sorted(self._expected_uris)
+        self._settled = 0  # self._order[:self._settled] are folded or have no update
+        self._waiting: dict[str, UpdateRef] = {}  # verified, not yet folded
+        self._fold_rejections: list[Outcome] = []
         self._duplicates: set[tuple[str, str]] = set()
         self.closed = False
 
     def key(self) -> tuple[str, int, int]:
         return (self.job_uid, self.round, self.attempt)
 
-    async def consider(
-        self, cluster: str, report: RoundReport, *, store: ModelStore
-    ) -> Outcome | None:
+    async def consider(self, cluster: str, report: RoundReport) -> Outcome | None:
         """Take one report of this round attempt; returns the outcome the first time."""
-        if cluster in self.outcomes or self.closed or report.state == "Training":
-            return None
-        outcome = await self._judge(cluster, report, store=store)
-        self.outcomes[cluster] = outcome
-        if outcome.kind == "accepted":
-            self._by_sha[outcome.sha256] = cluster
-            self._metrics.update_accepted()
-        elif outcome.kind == "rejected":
-            self._metrics.update_rejected(outcome.reason)
-            log.warning(
-                "round %d: update of %s rejected (%s): %s",
-                self.round,
-                cluster,
-                outcome.reason,
-                outcome.message,
-            )
-        return outcome
+        new: Outcome | None = None
+        if cluster not in self.outcomes and not self.closed and report.state != "Training":
+            new, folded = await self._judge(cluster, report)
+            self.outcomes[cluster] = new
+            if new.kind == "accepted" and report.update is not None:
+                self._metrics.update_accepted()
+                if not folded:
+                    self._waiting[cluster] = report.update
+            elif new.kind == "rejected":
+                self._note_rejected(new)
+        if not self.closed:
+            await self._fold_ready()
+        return new
 
-    async def _judge(self, cluster: str, report: RoundReport, *, store: ModelStore) -> Outcome:
+    def take_fold_rejections(self) -> list[Outcome]:
+        """Updates accepted on arrival but refused when their turn to fold came."""
+        taken, self._fold_rejections = self._fold_rejections, []
+        return taken
+
+    async def _judge(self, cluster: str, report: RoundReport) -> tuple[Outcome, bool]:
+        """Verify a report's update, and fold it if its turn has come (True)."""
         if report.state == "TrainingFailed":
-            return Outcome(cluster, "failed", "TrainingFailed", report.message[:1024])
+            reason = report.reason or "TrainingFailed"
+            return Outcome(cluster, "failed", reason, report.message[:1024]), False
         update = report.update
         if update is None:
-            return _rejected(cluster, "InvalidReport", "the report names no update")
+            return _rejected(cluster, "InvalidReport", "the report names no update"), False
         if report.cluster != cluster:
             return _rejected(
                 cluster, "ClusterMismatch", f"the report claims to be from {report.cluster!r}"
-            )
+            ), False
         expected = self._expected_uris.get(cluster)
         if update.uri != expected:
             return _rejected(
                 cluster, "UnexpectedUri", f"update at {update.uri!r}, expected {expected!r}"
-            )
-        if update.sha256 in self._by_sha:
+            ), False
+        published = self._published_samples(cluster)
+        if published is not None and update.num_examples > published.samples:
             return _rejected(
-                cluster, "Duplicate", f"the same update as {self._by_sha[update.sha256]!r}"
-            )
+                cluster,
+                "ExamplesExceedDataset",
+                f"the update claims {update.num_examples} examples, but {cluster} publishes "
+                f"{published.samples} samples for dataset {published.dataset!r} "
+                f"(ClusterClaim {published.claim})",
+            ), False
+        turn = self._order[self._settled : self._settled + 1] == [cluster]
         started = time.perf_counter()
         try:
-            buffer = await store.get_buffer(update.uri, sha256=update.sha256)
-        except IntegrityError as exc:
-            return _rejected(cluster, "ChecksumMismatch", str(exc))
-        except ObjectNotFound as exc:
-            return _rejected(cluster, "UpdateMissing", str(exc))
-        self._metrics.aggregation_bytes.inc(len(buffer))
-        try:
-            weights = decode_weights(buffer)
-        except WeightsFormatError as exc:
-            return _rejected(cluster, "Undecodable", str(exc))
-        try:
-            await asyncio.to_thread(
-                self._aggregator.add, weights, num_examples=update.num_examples, client=cluster
-            )
-        except Rejected as exc:
-            return _rejected(cluster, exc.reason, exc.message)
+            weights = await self._read(update)
+            # Its turn: fold it now. Otherwise check it now and fold it (read again) later.
+            step = self._aggregator.add if turn else self._aggregator.check
+            await asyncio.to_thread(step, weights, num_examples=update.num_examples, client=cluster)
+        except (_Refused, Rejected) as exc:
+            return _rejected(cluster, exc.reason, exc.message), False
         finally:
             self._metrics.aggregation_duration.labels(step="fold").observe(
                 time.perf_counter() - started
             )
-        return Outcome(
+        outcome = Outcome(
             cluster,
             "accepted",
             num_examples=update.num_examples,
             sha256=update.sha256,
             metrics=dict(report.metrics),
         )
+        return outcome, turn
+
+    async def _read(self, update: UpdateRef) -> Weights:
+        """The update's weights, read and checked against its sha256; _Refused otherwise."""
+        try:
+            buffer = await self._store.get_buffer(update.uri, sha256=update.sha256)
+        except IntegrityError as exc:
+            raise _Refused("ChecksumMismatch", str(exc)) from None
+        except ObjectNotFound as exc:
+            raise _Refused("UpdateMissing", str(exc)) from None
+        self._metrics.aggregation_bytes.inc(len(buffer))
+        try:
+            return decode_weights(buffer)
+        except WeightsFormatError as exc:
+            raise _Refused("Undecodable", str(exc)) from None
+
+    async def _fold_ready(self, *, closing: bool = False) -> None:
+        """Fold the waiting updates whose turn has come (all of them when closing)."""
+        while self._settled < len(self._order):
+            cluster = self._order[self._settled]
+            if cluster not in self.outcomes and not closing:
+                return
+            update = self._waiting.get(cluster)
+            if update is not None:
+                await self._fold(cluster, update)
+                del self._waiting[cluster]
+            self._settled += 1
+
+    async def _fold(self, cluster: str, update: UpdateRef) -> None:
+        """Read a waiting update again and fold it; refused now, it is rejected after all
+        (the store lost or changed it, or it does not match the first update folded)."""
+        started = time.perf_counter()
+        try:
+            weights = await self._read(update)
+            await asyncio.to_thread(
+                self._aggregator.add, weights, num_examples=update.num_examples, client=cluster
+            )
+        except (_Refused, Rejected) as exc:
+            outcome = _rejected(cluster, exc.reason, exc.message)
+            self.outcomes[cluster] = outcome
+            self._fold_rejections.append(outcome)
+            self._note_rejected(outcome)
+        finally:
+            self._metrics.aggregation_duration.labels(step="fold").observe(
+                time.perf_counter() - started
+            )
+
+    def _note_rejected(self, outcome: Outcome) -> None:
+        self._metrics.update_rejected(outcome.reason)
+        log.warning(
+            "round %d: update of %s rejected (%s): %s",
+            self.round,
+            outcome.cluster,
+            outcome.reason,
+            outcome.message,
+        )
 
     def duplicate(self, cluster: str, report: RoundReport) -> Outcome | None:
-        """A second, different update from a cluster already counted: rejected, once."""
+        """A second, different update from a cluster already counted: rejected, once.
+        (Equal updates from different clusters are fine: identical data, or a trainer that
+        changed nothing, give identical bytes.)"""
         first = self.outcomes.get(cluster)
         update = report.update
         if first is None or first.kind != "accepted" or update is None:
@@ -177,7 +250,9 @@ class RoundSession:
     async def result(
         self, *, evaluate: Callable[[Weights], dict[str, float]] | None
     ) -> tuple[RoundResult, Weights]:
-        """Close the session: the next global model and its metrics."""
+        """Close the session: fold what still waits, then the next global model and its
+        metrics."""
+        await self._fold_ready(closing=True)
         self.closed = True
         started = time.perf_counter()
         weights = await asyncio.to_thread(self._aggregator.result)
@@ -185,7 +260,9 @@ class RoundSession:
         self._metrics.aggregation_duration.labels(step="result").observe(
             time.perf_counter() - started
         )
-        accepted = [o for o in self.outcomes.values() if o.kind == "accepted"]
+        accepted = sorted(
+            (o for o in self.outcomes.values() if o.kind == "accepted"), key=lambda o: o.cluster
+        )
         examples = sum(o.num_examples for o in accepted)
         if evaluate is not None:
             metrics = await asyncio.to_thread(evaluate, weights)
@@ -195,12 +272,21 @@ class RoundSession:
             RoundResult(
                 data=bytes(data),
                 sha256=sha256_hex(data),
-                accepted=tuple(sorted(o.cluster for o in accepted)),
+                accepted=tuple(o.cluster for o in accepted),
                 num_examples=examples,
                 metrics={k: float(v) for k, v in metrics.items()},
             ),
             weights,
         )
+
+
+class _Refused(Exception):
+    """An update that cannot be read as what its report says (missing, corrupt, undecodable)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
 
 
 def weighted_metrics(outcomes: list[Outcome]) -> dict[str, float]:
@@ -226,7 +312,9 @@ def new_session(
     round_number: int,
     attempt: int,
     expected_uris: Mapping[str, str],
+    store: ModelStore,
     metrics: HubMetrics,
+    published_samples: Callable[[str], DatasetSize | None] | None = None,
 ) -> RoundSession:
     return RoundSession(
         job_uid=job_uid,
@@ -234,5 +322,7 @@ def new_session(
         attempt=attempt,
         aggregator=strategy.begin_round(global_weights, round_number=round_number),
         expected_uris=expected_uris,
+        store=store,
         metrics=metrics,
+        published_samples=published_samples,
     )

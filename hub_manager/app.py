@@ -104,7 +104,8 @@ class HubManager:
         )
         roles = Informer(api, r.ROLE, label_selector=agent_rbac.SELECTOR)
         role_bindings = Informer(api, r.ROLE_BINDING, label_selector=agent_rbac.SELECTOR)
-        informers = [jobs, addons, placements, decisions, works, roles, role_bindings]
+        clusters = Informer(api, r.MANAGED_CLUSTER)
+        informers = [jobs, addons, placements, decisions, works, roles, role_bindings, clusters]
 
         driver = FederatedLearningReconciler(
             api,
@@ -115,6 +116,7 @@ class HubManager:
             decisions=decisions,
             works=works,
             metrics=self.metrics,
+            clusters=clusters,
         )
         rbac = AgentRbacReconciler(api, addons=addons, roles=roles, role_bindings=role_bindings)
         fl_controller: Controller[tuple[str, str]] = Controller(

@@ -28,6 +28,7 @@ REJECT_REASONS = (
     "ShapeMismatch",
     "NonFinite",
     "NoExamples",
+    "ExamplesExceedDataset",
     "EmptyUpdate",
     "RoundClosed",
     "ClusterMismatch",

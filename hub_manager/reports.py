@@ -1,4 +1,5 @@
-"""Reading the agents' round reports from their ManagedClusterAddOn conditions."""
+"""Reading what the agents publish: round reports in their ManagedClusterAddOn conditions,
+dataset sizes in their ClusterClaims (copied into the ManagedCluster's status)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from fl_contract import naming
-from fl_contract.models import RoundReport
+from fl_contract.models import RoundReport, claimed_samples
 
 
 @dataclass(frozen=True)
@@ -59,4 +60,23 @@ def read_report(addon: AddonView, *, fl_namespace: str, fl_name: str) -> ReportV
             first = str(exc).splitlines()[0][:200]
             return ReportView(cluster=addon.cluster, report=None, error=first)
         return ReportView(cluster=addon.cluster, report=report)
+    return None
+
+
+@dataclass(frozen=True)
+class DatasetSize:
+    """How many samples a cluster publishes for a dataset, and the claim that says so."""
+
+    dataset: str
+    samples: int
+    claim: str
+
+
+def published_size(managed_cluster: dict[str, Any] | None, dataset: str) -> DatasetSize | None:
+    """The `samples=N` of the cluster's dataset ClusterClaim; None when it publishes none."""
+    claim = naming.dataset_claim_name(dataset)
+    for entry in ((managed_cluster or {}).get("status") or {}).get("clusterClaims") or []:
+        if isinstance(entry, dict) and entry.get("name") == claim:
+            samples = claimed_samples(str(entry.get("value") or ""))
+            return DatasetSize(dataset, samples, claim) if samples is not None else None
     return None

@@ -73,6 +73,7 @@ class FederatedLearningReconciler:
         decisions: Informer,
         works: Informer,
         metrics: HubMetrics,
+        clusters: Informer | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._api = api
@@ -90,7 +91,11 @@ class FederatedLearningReconciler:
         self._applied: dict[tuple[str, str, str], str] = {}
         self._placed = WriteMemo(placements)
         self._cleaner = JobCleaner(api, jobs=jobs, works=works)
-        self._reports = ReportCollector(addon=self._addon, metrics=metrics)
+        self._reports = ReportCollector(
+            addon=self._addon,
+            metrics=metrics,
+            managed_cluster=(lambda name: clusters.get(name)) if clusters is not None else None,
+        )
         self._sender = RoundSender(api, works=works, addon=self._addon, cleaner=self._cleaner)
         self._publisher = Publisher(
             write_status=self._write_status,

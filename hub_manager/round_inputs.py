@@ -19,13 +19,20 @@ from hub_manager import status as st
 from hub_manager.aggregation import RoundSession, new_session
 from hub_manager.job_runtime import JobRuntime, build_strategy, load_weights, model_ref
 from hub_manager.metrics import HubMetrics
-from hub_manager.reports import AddonView, read_report
+from hub_manager.reports import AddonView, DatasetSize, published_size, read_report
 
 
 class ReportCollector:
-    def __init__(self, *, addon: Callable[[str], AddonView], metrics: HubMetrics) -> None:
+    def __init__(
+        self,
+        *,
+        addon: Callable[[str], AddonView],
+        metrics: HubMetrics,
+        managed_cluster: Callable[[str], dict[str, Any] | None] | None = None,
+    ) -> None:
         self._addon = addon
         self._metrics = metrics
+        self._managed_cluster = managed_cluster or (lambda _cluster: None)
 
     async def collect(
         self,
@@ -76,13 +83,13 @@ class ReportCollector:
                 continue
             current = (report.round, report.attempt) == (progress.round, progress.attempt)
             if session is not None and current and cluster in progress.participants:
-                outcome = await session.consider(cluster, report, store=runtime.store)
+                outcome = await session.consider(cluster, report)
                 duplicate = session.duplicate(cluster, report)
-                for bad in (outcome, duplicate):
+                for bad in (outcome, duplicate, *session.take_fold_rejections()):
                     if bad is None or bad.kind != "rejected":
                         continue
                     entry = _rejection(
-                        cluster, report.round, report.attempt, bad.reason, bad.message, now
+                        bad.cluster, report.round, report.attempt, bad.reason, bad.message, now
                     )
                     if not _recorded(status, entry):
                         rejected.append(entry)
@@ -134,6 +141,13 @@ class ReportCollector:
             cluster: update_uri(obj, runtime, progress=progress, cluster=cluster)
             for cluster in progress.participants
         }
+        dataset = runtime.spec.client.dataset
+
+        def published_samples(cluster: str) -> DatasetSize | None:
+            if dataset is None:
+                return None
+            return published_size(self._managed_cluster(cluster), dataset)
+
         runtime.session = new_session(
             strategy=runtime.strategy,
             global_weights=runtime.global_weights,
@@ -141,7 +155,9 @@ class ReportCollector:
             round_number=progress.round,
             attempt=progress.attempt,
             expected_uris=expected,
+            store=runtime.store,
             metrics=self._metrics,
+            published_samples=published_samples,
         )
         return runtime.session
 

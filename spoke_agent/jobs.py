@@ -111,7 +111,9 @@ def build_training_job(
         "env": env,
         "volumeMounts": mounts,
         "terminationMessagePath": keys.TERMINATION_MESSAGE_PATH,
-        "terminationMessagePolicy": "File",
+        # The result (or failure) record; a container that dies without writing one
+        # leaves the tail of its log there instead, so the reason still reaches the hub.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,

@@ -9,6 +9,11 @@ from fl_kube.metrics import ControllerMetrics
 ROUND_RESULTS = ("UpdateReady", "TrainingFailed", "UpdateInvalid")
 REPORT_RESULTS = ("Training", "UpdateReady", "TrainingFailed", "UpdateInvalid", "Cleared", "Health")
 FAILURE_REASONS = (
+    "TrainingFailed",
+    "IntegrityError",
+    "ObjectNotFound",
+    "StoreError",
+    "ExamplesExceedDataset",
     "BackoffLimitExceeded",
     "DeadlineExceeded",
     "ResultMissing",

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from fl_contract.models import RoundSpec, TrainingResult, UpdateRef
+from fl_contract.models import Dataset, RoundSpec, TrainingFailure, TrainingResult, UpdateRef
 from fl_core.store import IntegrityError, ObjectNotFound, StoreError, open_store
 from fl_kube import resources as r
 from fl_kube.client import KubeApi
@@ -31,6 +31,15 @@ _S3_SECRET_KEYS = {
 }
 
 Phase = Literal["Running", "Succeeded", "Failed"]
+MAX_MESSAGE_CHARS = 1024  # a round report's message
+_TAIL_HEADING = "\nstderr:\n"
+# Errors a training container reports that say more than "TrainingFailed": the global
+# model in the store is corrupt, missing or unreachable.
+CONTAINER_FAILURES = {
+    "IntegrityError": "IntegrityError",
+    "ObjectNotFound": "ObjectNotFound",
+    "StoreError": "StoreError",
+}
 
 
 @dataclass(frozen=True)
@@ -107,8 +116,58 @@ def termination_message(pods: list[dict[str, Any]], *, succeeded: bool) -> str |
     return max(candidates)[1]
 
 
-def parse_result(message: str | None, spec: RoundSpec) -> TrainingResult:
-    """The result record, checked against what the round asked for."""
+def training_failure(
+    message: str | None, outcome: JobOutcome, *, limit: int = MAX_MESSAGE_CHARS
+) -> tuple[str, str]:
+    """The reason and message to report for a failed Job, from what its container said.
+
+    `fl-train` leaves a `TrainingFailure` record (the error, then its stderr's last lines);
+    any other container leaves its own words, or the last lines of its log
+    (`terminationMessagePolicy: FallbackToLogsOnError`), whose last line is the error (a
+    traceback's last line is the exception). Only when the container said nothing does the
+    Job's own reason stand in. A Job stopped by its deadline is DeadlineExceeded whatever
+    the container said."""
+    overdue = outcome.reason == "DeadlineExceeded"
+    job_said = f"Job {outcome.reason}" + (f": {outcome.message}" if outcome.message else "")
+    text = (message or "").strip()
+    reason = "DeadlineExceeded" if overdue else "TrainingFailed"
+    if not text:
+        return reason, _bounded(job_said, [], limit)
+    try:
+        record = TrainingFailure.from_json(text)
+    except (ValidationError, ValueError):
+        lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+        cause, tail = lines[-1], lines[:-1]
+    else:
+        cause, tail = record.summary(), record.stderr.splitlines()
+        if not overdue:
+            reason = CONTAINER_FAILURES.get(record.failure, reason)
+    if overdue:
+        cause, tail = job_said, [*tail, cause]
+    return reason, _bounded(cause, tail, limit)
+
+
+def _bounded(cause: str, tail: list[str], limit: int) -> str:
+    """`cause`, then as many of the tail's newest lines as fit in `limit` characters."""
+    cause = " ".join(cause.split())
+    if len(cause) > limit:
+        return cause[: limit - 3] + "..."
+    kept: list[str] = []
+    size = len(cause) + len(_TAIL_HEADING)
+    for line in reversed(tail):
+        if size + len(line) + 1 > limit:
+            break
+        kept.insert(0, line)
+        size += len(line) + 1
+    return cause + (_TAIL_HEADING + "\n".join(kept) if kept else "")
+
+
+def parse_result(
+    message: str | None, spec: RoundSpec, *, dataset: Dataset | None = None
+) -> TrainingResult:
+    """The result record, checked against what the round asked for and, when the catalogue
+    says how many samples the dataset holds, against that (`num_examples` is a claim that
+    weighs the update on the hub)."""
     if not message or not message.strip():
         raise ResultError(
             "ResultMissing", "the training container wrote no result record", invalid=False
@@ -125,6 +184,17 @@ def parse_result(message: str | None, spec: RoundSpec) -> TrainingResult:
         raise ResultError(
             "ResultInvalid",
             f"the update was written to {result.update_uri}, not to {spec.update_uri} as asked",
+            invalid=True,
+        )
+    if (
+        dataset is not None
+        and dataset.samples is not None
+        and result.num_examples > dataset.samples
+    ):
+        raise ResultError(
+            "ExamplesExceedDataset",
+            f"the result record claims {result.num_examples} examples, but the catalogue holds "
+            f"{dataset.samples} samples for dataset {dataset.name!r}",
             invalid=True,
         )
     return result
@@ -152,11 +222,9 @@ async def verify_update(
         raise ResultError(
             "UpdateMissing", f"no update at {result.update_uri} in the model store", invalid=False
         ) from None
-    except IntegrityError:
+    except IntegrityError as exc:
         raise ResultError(
-            "UpdateHashMismatch",
-            f"the update at {result.update_uri} does not hash to the sha256 in the result record",
-            invalid=True,
+            "UpdateHashMismatch", f"the result record's update: {exc}", invalid=True
         ) from None
     except StoreError as exc:
         # The store answered with something other than "absent" or "corrupt" (a network or

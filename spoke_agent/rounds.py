@@ -29,11 +29,13 @@ from spoke_agent.jobs import DeadlinePassed, build_training_job
 from spoke_agent.metrics import AgentMetrics
 from spoke_agent.reporting import StatusWriter
 from spoke_agent.results import (
+    MAX_MESSAGE_CHARS,
     JobOutcome,
     ResultError,
     job_outcome,
     parse_result,
     termination_message,
+    training_failure,
     verify_update,
 )
 from spoke_agent.settings import AgentSettings
@@ -47,12 +49,12 @@ JOB_SELECTOR = (
     f"{keys.LABEL_MANAGED_BY}={keys.AGENT_FIELD_MANAGER}"
 )
 RESULT_GRACE_SECONDS = 10.0  # a finished Job's pod status may trail its Job status briefly
-MAX_REPORT_MESSAGE = 1024
+MAX_REPORT_MESSAGE = MAX_MESSAGE_CHARS
 
 
 @dataclass(frozen=True)
 class _Failure:
-    reason: str  # for metrics and the report message
+    reason: str  # CamelCase: the report's reason, and the failures metric's label
     message: str
     invalid: bool = False
 
@@ -167,10 +169,8 @@ class RoundController:
             return Result(requeue_after=self._settings.resync_seconds)
         if outcome.phase == "Failed":
             message = await self._pod_message(job_name, succeeded=False)
-            detail = f"{outcome.reason}: {outcome.message}"
-            if message:
-                detail += f"; container said: {message.strip()}"
-            await self._fail(spec, outcome, _Failure(outcome.reason, detail))
+            reason, detail = training_failure(message, outcome)
+            await self._fail(spec, outcome, _Failure(reason, detail))
             return None
         return await self._finish(spec, job_name, outcome)
 
@@ -192,7 +192,7 @@ class RoundController:
                 min_deadline_seconds=self._settings.min_active_deadline_seconds,
             )
         except DeadlinePassed as exc:
-            failure = _Failure("DeadlineExceeded", f"DeadlineExceeded: {exc}; no Job was started")
+            failure = _Failure("DeadlineExceeded", f"{exc}; no Job was started")
             await self._fail(spec, JobOutcome("Failed", finished=now), failure)
             return None
         name = manifest["metadata"]["name"]
@@ -213,7 +213,7 @@ class RoundController:
             if waited < RESULT_GRACE_SECONDS:
                 raise TemporaryError(f"Job {job_name} finished; its pod status is not in yet")
         try:
-            result = parse_result(message, spec)
+            result = parse_result(message, spec, dataset=self._dataset_for(spec)[0])
             update = await verify_update(
                 result,
                 spec,
@@ -222,7 +222,7 @@ class RoundController:
                 file_root=self._settings.file_store_root,
             )
         except ResultError as exc:
-            failure = _Failure(exc.reason, f"{exc.reason}: {exc}", invalid=exc.invalid)
+            failure = _Failure(exc.reason, str(exc), invalid=exc.invalid)
             await self._fail(spec, outcome, failure)
             return None
         report = RoundReport(
@@ -259,7 +259,13 @@ class RoundController:
             self._metrics.rounds_trained_total.labels(result=result).inc()
             self._metrics.failure(failure.reason)
             self._observe_duration(outcome)
-            log.warning("%s round %d failed: %s", _job_id(spec), spec.round, failure.message)
+            log.warning(
+                "%s round %d failed: %s: %s",
+                _job_id(spec),
+                spec.round,
+                failure.reason,
+                failure.message,
+            )
 
     async def _report(self, spec: RoundSpec, report: RoundReport, *, invalid: bool = False) -> bool:
         """Write the round's condition; True when something was written."""
@@ -354,7 +360,7 @@ class RoundController:
             round=int(round_text),
             state="TrainingFailed",
             reason="RoundSpecInvalid",
-            message=_bounded(f"RoundSpecInvalid: {problem}"),
+            message=_bounded(problem),
         )
         new = cond.round_condition(report, fl_namespace=ns, fl_name=name, now=cond.now_utc())
         written = await self._status.update(
@@ -377,9 +383,9 @@ class RoundController:
         if found is not None:
             return found, None
         why = (
-            f"DatasetNotFound: dataset {spec.dataset!r} is not in this cluster's catalogue"
+            f"dataset {spec.dataset!r} is not in this cluster's catalogue"
             if catalogue is not None
-            else f"DatasetNotFound: the dataset catalogue is invalid ({self._claims.error})"
+            else f"the dataset catalogue is invalid ({self._claims.error})"
         )
         return None, _Failure("DatasetNotFound", why)
 

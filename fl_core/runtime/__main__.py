@@ -5,8 +5,9 @@
 Reads FL_ROUND_SPEC_PATH (the round spec), FL_DATASET_PATH (the dataset folder, optional),
 FL_WORK_DIR (scratch) and FL_RESULT_PATH (where the result record goes: the container's
 termination message), plus FL_STORE_ROOT (optional: where a file:// store's folder is
-mounted in this container). Exit 0 with the result record written; exit 1 with a one-line
-reason written instead; exit 2 on invalid command-line input. Without --example or
+mounted in this container). Exit 0 with the result record written; exit 1 (the round
+failed) or 2 (invalid command-line input) with a failure record written instead: the
+error, its message and the last lines of stderr (`fl_core.runtime.failure`). Without --example or
 --trainer the digits example runs.
 """
 
@@ -23,6 +24,7 @@ from typing import NoReturn
 from fl_contract import keys
 from fl_contract.models import MAX_RESULT_BYTES, RoundSpec
 from fl_core.runtime.api import Trainer
+from fl_core.runtime.failure import StderrTail, failure_record
 from fl_core.runtime.runner import run_round
 
 ENV_STORE_ROOT = "FL_STORE_ROOT"
@@ -30,7 +32,11 @@ EXAMPLES = ("digits",)
 
 
 class UsageError(Exception):
-    pass
+    """Bad command-line input (exit 2). `failure` names the kind of error in the record."""
+
+    def __init__(self, message: str, *, failure: str = "UsageError") -> None:
+        super().__init__(message)
+        self.failure = failure
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,16 +74,23 @@ def load_trainer(example: str | None, target: str | None) -> Trainer:
     try:
         obj: object = importlib.import_module(module_name)
     except ImportError as exc:
-        raise UsageError(f"--trainer {target!r}: cannot import {module_name!r}: {exc}") from None
+        # "ImportError: No module named 'nosuch' (cannot import --trainer 'nosuch:T')"
+        raise UsageError(
+            f"{exc} (cannot import --trainer {target!r})", failure="ImportError"
+        ) from None
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise UsageError(f"--trainer {target!r}: {module_name!r} has no attribute {attr!r}")
+            raise UsageError(
+                f"module {module_name!r} has no attribute {attr!r} (--trainer {target!r})",
+                failure="AttributeError",
+            )
         obj = getattr(obj, part)
     if isinstance(obj, type):
         obj = obj()
     if not isinstance(obj, Trainer):
         raise UsageError(
-            f"--trainer {target!r}: not a Trainer (needs init_weights, load_data, train, evaluate)"
+            f"--trainer {target!r}: not a Trainer (needs init_weights, load_data, train, evaluate)",
+            failure="TypeError",
         )
     return obj
 
@@ -100,15 +113,39 @@ def _write_result(path: Path, text: str) -> None:
         handle.write(data)
 
 
+def _record_failure(path: Path | None, failure: str, message: str, tail: StderrTail) -> None:
+    """Print the one-line reason and leave the failure record for the agent, if it can."""
+    record = failure_record(failure, message, stderr=tail.tail())
+    print(f"fl-train: {record.summary()}", file=sys.stderr)
+    if path is None:
+        return
+    try:
+        _write_result(path, record.to_json())
+    except OSError as write_error:
+        print(f"fl-train: cannot write {path}: {write_error}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    original = sys.stderr
+    tail = StderrTail(original)
+    sys.stderr = tail
+    try:
+        return _main(argv, tail)
+    finally:
+        sys.stderr = original
+
+
+def _main(argv: list[str] | None, tail: StderrTail) -> int:
+    result_path = _env_path(keys.ENV_RESULT_PATH)
     try:
         args = _parser().parse_args(argv)
         trainer = load_trainer(args.example, args.trainer)
         spec_path = _required_env_path(keys.ENV_ROUND_SPEC_PATH)
-        result_path = _required_env_path(keys.ENV_RESULT_PATH)
+        _required_env_path(keys.ENV_RESULT_PATH)
     except UsageError as exc:
-        print(f"fl-train: {exc}", file=sys.stderr)
+        _record_failure(result_path, exc.failure, str(exc), tail)
         return 2
+    assert result_path is not None
     try:
         spec = RoundSpec.from_json(spec_path.read_bytes())
         result = asyncio.run(
@@ -121,12 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     except Exception as exc:
-        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
-        print(f"fl-train: {reason}", file=sys.stderr)
-        try:
-            _write_result(result_path, reason)
-        except OSError as write_error:
-            print(f"fl-train: cannot write {result_path}: {write_error}", file=sys.stderr)
+        _record_failure(result_path, type(exc).__name__, str(exc), tail)
         return 1
     _write_result(result_path, result.to_json())
     print(

@@ -72,19 +72,7 @@ class RoundAggregator(ABC):
         path uses it to wait for the sha256 still being computed on another thread, so that
         hashing and folding overlap (see `fl_core.ingest`)."""
         with self._lock:
-            if self._closed:
-                raise Rejected("RoundClosed", "the round's result was already computed")
-            if client in self._clients:
-                raise Rejected("DuplicateClient", f"an update from {client!r} was already counted")
-            if (
-                isinstance(num_examples, bool)
-                or not isinstance(num_examples, int)
-                or num_examples < 1
-            ):
-                raise Rejected(
-                    "NoExamples", f"num_examples must be a positive integer, got {num_examples!r}"
-                )
-            spec = validate(update, self._spec)
+            spec = self.check(update, num_examples=num_examples, client=client)
             staged = self._stage(
                 update,
                 num_examples=num_examples,
@@ -101,6 +89,26 @@ class RoundAggregator(ABC):
             staged.commit()
             self._spec = spec
             self._clients.add(client)
+
+    def check(
+        self, update: Mapping[str, npt.NDArray[Any]], *, num_examples: int, client: str
+    ) -> Spec:
+        """Raise Rejected if `add` would refuse `update` now; changes nothing. Lets a caller
+        verify an update as it arrives and fold it later, in an order of its choosing."""
+        with self._lock:
+            if self._closed:
+                raise Rejected("RoundClosed", "the round's result was already computed")
+            if client in self._clients:
+                raise Rejected("DuplicateClient", f"an update from {client!r} was already counted")
+            if (
+                isinstance(num_examples, bool)
+                or not isinstance(num_examples, int)
+                or num_examples < 1
+            ):
+                raise Rejected(
+                    "NoExamples", f"num_examples must be a positive integer, got {num_examples!r}"
+                )
+            return validate(update, self._spec)
 
     def result(self) -> Weights:
         """The next global model, in the model's dtypes. Computed once: later calls return

@@ -25,7 +25,9 @@ FAST_WATCH = WatchSettings(server_timeout=30, inactivity_timeout=40.0)
 # What a training container does, in a few lines: write an update through the model store and
 # the result record to $FL_RESULT_PATH. With a gate file argument, wait for it first (so a test
 # decides when training ends); "fail": exit 1 with a reason as the termination message;
-# "silent": exit 0 without a result record; "badhash": a record whose sha256 is wrong.
+# "crash": log to stderr and exit 3 without writing anything; "silent": exit 0 without a
+# result record; "badhash": a record whose sha256 is wrong; "greedy": a record claiming
+# more examples than the catalogue's dataset holds.
 TRAIN = """
 import asyncio, os, pathlib, sys, time
 import numpy as np
@@ -37,6 +39,12 @@ result_path = pathlib.Path(os.environ["FL_RESULT_PATH"])
 if mode == "fail":
     result_path.write_text("ValueError: the dataset has no rows")
     sys.exit(1)
+if mode == "crash":
+    for step in range(100):
+        print(f"step {step}: loss 0.5", file=sys.stderr)
+    print("Traceback (most recent call last):", file=sys.stderr)
+    print("MemoryError: cannot allocate 12 GiB for the batch", file=sys.stderr)
+    sys.exit(3)
 if mode == "silent":
     sys.exit(0)
 if mode.startswith("gate="):
@@ -47,7 +55,8 @@ spec = RoundSpec.from_json(pathlib.Path(os.environ["FL_ROUND_SPEC_PATH"]).read_t
 data = encode_weights({"w": np.full((2, 2), float(spec.round), dtype=np.float32)})
 ref = asyncio.run(open_store(spec.store).put_uri(spec.update_uri, data))
 sha = "0" * 64 if mode == "badhash" else ref.sha256
-result = TrainingResult(update_uri=ref.uri, sha256=sha, num_examples=5, metrics={"loss": 0.25})
+examples = 10**15 if mode == "greedy" else 5
+result = TrainingResult(update_uri=ref.uri, sha256=sha, num_examples=examples, metrics={"loss": 0.25})
 result_path.write_text(result.to_json())
 """
 

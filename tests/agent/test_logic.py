@@ -7,11 +7,25 @@ from typing import Any
 import pytest
 
 from fl_contract import keys, naming
-from fl_contract.models import DatasetCatalogue, RoundReport, TrainingResult
+from fl_contract.models import (
+    Dataset,
+    DatasetCatalogue,
+    RoundReport,
+    TrainingFailure,
+    TrainingResult,
+    claimed_samples,
+)
 from spoke_agent import conditions as cond
 from spoke_agent.catalogue import CatalogueError, parse_catalogue, read_catalogue
 from spoke_agent.claims import claim_manifest, desired_claims, plan_claims
-from spoke_agent.results import ResultError, job_outcome, parse_result, termination_message
+from spoke_agent.results import (
+    JobOutcome,
+    ResultError,
+    job_outcome,
+    parse_result,
+    termination_message,
+    training_failure,
+)
 from tests.agent.test_job_manifest import make_spec
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -260,3 +274,75 @@ def test_parse_result_checks_the_record_against_the_spec() -> None:
         with pytest.raises(ResultError) as info:
             parse_result(message, spec)
         assert info.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("message", "job_reason", "reason", "expected"),
+    [
+        # fl-train's record: the error first, then the newest lines of its stderr
+        (
+            TrainingFailure(failure="ImportError", message="No module named 'nosuch'").to_json(),
+            "BackoffLimitExceeded",
+            "TrainingFailed",
+            "ImportError: No module named 'nosuch'",
+        ),
+        (
+            TrainingFailure(
+                failure="IntegrityError", message="m: sha256 is 1, expected 2", stderr="a\nb"
+            ).to_json(),
+            "BackoffLimitExceeded",
+            "IntegrityError",
+            "IntegrityError: m: sha256 is 1, expected 2\nstderr:\na\nb",
+        ),
+        # another container's own words, or its log tail (FallbackToLogsOnError)
+        ("ValueError: no rows\n", "BackoffLimitExceeded", "TrainingFailed", "ValueError: no rows"),
+        (
+            "Traceback (most recent call last):\n  File x\nKeyError: 'label'\n",
+            "BackoffLimitExceeded",
+            "TrainingFailed",
+            "KeyError: 'label'\nstderr:\nTraceback (most recent call last):\n  File x",
+        ),
+        # nothing said: the Job's reason
+        (None, "BackoffLimitExceeded", "TrainingFailed", "Job BackoffLimitExceeded: gave up"),
+        # stopped by the deadline, whatever the container said last
+        (
+            "step 9\n",
+            "DeadlineExceeded",
+            "DeadlineExceeded",
+            "Job DeadlineExceeded: gave up\nstderr:\nstep 9",
+        ),
+    ],
+)
+def test_a_failed_job_is_reported_with_what_its_container_said(
+    message: str | None, job_reason: str, reason: str, expected: str
+) -> None:
+    outcome = JobOutcome("Failed", reason=job_reason, message="gave up")
+    assert training_failure(message, outcome) == (reason, expected)
+
+
+def test_a_failure_message_keeps_the_cause_and_the_newest_lines_that_fit() -> None:
+    log = "\n".join(f"line {i:04d} " + "x" * 50 for i in range(500)) + "\nOSError: disk full"
+    outcome = JobOutcome("Failed", reason="BackoffLimitExceeded")
+    reason, message = training_failure(log, outcome, limit=1024)
+    assert reason == "TrainingFailed"
+    assert len(message) <= 1024
+    cause, heading, *tail = message.splitlines()
+    assert (cause, heading) == ("OSError: disk full", "stderr:")
+    assert tail[-1].startswith("line 0499")
+    assert len(tail) == 16  # as many whole lines as fit
+
+
+def test_a_result_claiming_more_examples_than_the_dataset_holds_is_refused() -> None:
+    spec = make_spec()
+    dataset = Dataset(name="digits", path="/data", samples=407)
+    record = TrainingResult(update_uri=spec.update_uri, sha256=SHA, num_examples=408)
+    with pytest.raises(ResultError) as info:
+        parse_result(record.to_json(), spec, dataset=dataset)
+    assert (info.value.reason, info.value.invalid) == ("ExamplesExceedDataset", True)
+    assert "408" in str(info.value)
+    assert "407" in str(info.value)
+    fair = record.model_copy(update={"num_examples": 407})
+    assert parse_result(fair.to_json(), spec, dataset=dataset) == fair
+    unknown = Dataset(name="digits", path="/data")  # no size in the catalogue: no bound
+    assert parse_result(record.to_json(), spec, dataset=unknown) == record
+    assert (claimed_samples(dataset.claim_value()), claimed_samples("present")) == (407, None)

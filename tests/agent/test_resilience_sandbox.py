@@ -34,15 +34,19 @@ async def test_untrustworthy_results_and_specs_are_reported_not_accepted(
 
         condition, report = await reported(hub, cluster, "TrainingFailed", name="badhash")
         assert (condition["status"], condition["reason"]) == ("False", "UpdateInvalid")
-        assert report.message.startswith("UpdateHashMismatch")
+        assert report.reason == "UpdateHashMismatch"
+        assert f"expected {'0' * 64}" in report.message
         assert report.update is None
 
         condition, report = await reported(hub, cluster, "TrainingFailed", name="silent")
         assert condition["reason"] == "TrainingFailed"
-        assert report.message.startswith("ResultMissing")
+        assert (report.reason, report.message) == (
+            "ResultMissing",
+            "the training container wrote no result record",
+        )
 
         condition, report = await reported(hub, cluster, "TrainingFailed", name="broken")
-        assert report.message.startswith("RoundSpecInvalid")
+        assert report.reason == "RoundSpecInvalid"
         assert "key round-spec.json" in report.message
         names = {j["metadata"]["name"] for j in (await spoke.list(r.JOB, namespace=ns)).items}
         assert naming.training_job_name("uid-broken", 1) not in names

@@ -9,7 +9,7 @@ import numpy as np
 
 from fl_contract import keys, naming
 from fl_contract.models import ModelRef, StoreConfig
-from fl_contract.weights import decode_weights
+from fl_contract.weights import decode_weights, sha256_hex
 from fl_core.store import open_store
 from fl_kube import KubeApi
 from fl_kube import resources as r
@@ -169,27 +169,95 @@ async def test_failed_and_timed_out_jobs_are_reported_failed(
             deadline_seconds=2,
         )
         unknown = round_spec(
-            sandbox, cluster=cluster, uid="uid-nodata", name="nodata", dataset="elsewhere"
+            sandbox, cluster=cluster, uid="uid-nodata", name="nodata", dataset="nosuchdata"
         )
         for spec in (failing, slow, unknown):
             await agent_cluster.deliver(spec)
 
         condition, report = await reported(hub, cluster, "TrainingFailed", name="fails")
         assert (condition["status"], condition["reason"]) == ("False", "TrainingFailed")
-        assert report.message.startswith("BackoffLimitExceeded")
-        assert "the dataset has no rows" in report.message
+        assert (report.reason, report.message) == (
+            "TrainingFailed",
+            "ValueError: the dataset has no rows",
+        )
 
         condition, report = await reported(hub, cluster, "TrainingFailed", name="slow")
         assert condition["reason"] == "TrainingFailed"
-        assert report.message.startswith("DeadlineExceeded")
+        assert report.reason == "DeadlineExceeded"
+        assert report.message.startswith("Job DeadlineExceeded")
 
         condition, report = await reported(hub, cluster, "TrainingFailed", name="nodata")
-        assert report.message.startswith("DatasetNotFound")
+        assert (report.reason, report.message) == (
+            "DatasetNotFound",
+            "dataset 'nosuchdata' is not in this cluster's catalogue",
+        )
         names = {j["metadata"]["name"] for j in await jobs_on(spoke, ns)}
         assert naming.training_job_name("uid-nodata", 1) not in names
         failures = running.agent.metrics.failures_total
         assert failures.labels(reason="DeadlineExceeded")._value.get() == 1
-        assert failures.labels(reason="BackoffLimitExceeded")._value.get() == 1
+        assert failures.labels(reason="TrainingFailed")._value.get() == 1
+        assert failures.labels(reason="DatasetNotFound")._value.get() == 1
+    finally:
+        await running.stop()
+
+
+async def test_the_report_says_why_the_container_failed(
+    sandbox: Sandbox, agent_cluster: AgentCluster
+) -> None:
+    """The cause reaches the hub in the report's reason and message: `fl-train`'s failure
+    record (a trainer that cannot be imported, a global model whose sha256 is wrong), the
+    last lines of the log of a container that died without a word
+    (FallbackToLogsOnError), and an update claiming more examples than the catalogue holds."""
+    cluster, hub = agent_cluster.name, agent_cluster.hub
+    running = await start_agent(
+        sandbox, cluster, datasets=agent_cluster.datasets, job_backoff_limit=0
+    )
+    try:
+        noimport = round_spec(sandbox, cluster=cluster, uid="uid-noimport", name="noimport")
+        noimport = noimport.model_copy(
+            update={"command": ["fl-train"], "args": ["--trainer", "nosuch:Trainer"]}
+        )
+        corrupt = round_spec(sandbox, cluster=cluster, uid="uid-corrupt", name="corrupt")
+        model = sandbox.model_store_dir / "team-a/corrupt/rounds/1/global.safetensors"
+        model.parent.mkdir(parents=True, exist_ok=True)
+        model.write_bytes(b"not the model the hub published")
+        corrupt = corrupt.model_copy(
+            update={
+                "command": ["fl-train"],
+                "args": ["--example", "digits"],
+                "round": 2,
+                "global_model": ModelRef(uri=f"file://{model}", sha256="ab" * 32),
+            }
+        )
+        crash = round_spec(sandbox, cluster=cluster, uid="uid-crash", name="crash", mode="crash")
+        greedy = round_spec(
+            sandbox, cluster=cluster, uid="uid-greedy", name="greedy", mode="greedy"
+        )
+        for spec in (noimport, corrupt, crash, greedy):
+            await agent_cluster.deliver(spec)
+
+        _, report = await reported(hub, cluster, "TrainingFailed", name="noimport")
+        assert report.reason == "TrainingFailed"
+        assert report.message.startswith("ImportError: No module named 'nosuch'")
+
+        _, report = await reported(hub, cluster, "TrainingFailed", name="corrupt")
+        assert report.reason == "IntegrityError"
+        assert report.message.startswith("IntegrityError: ")
+        assert f"sha256 is {sha256_hex(model.read_bytes())}, expected {'ab' * 32}" in (
+            report.message
+        )
+
+        _, report = await reported(hub, cluster, "TrainingFailed", name="crash")
+        assert report.reason == "TrainingFailed"
+        cause, *tail = report.message.splitlines()
+        assert cause == "MemoryError: cannot allocate 12 GiB for the batch"
+        assert tail[-2:] == ["step 99: loss 0.5", "Traceback (most recent call last):"]
+        assert len(report.message) <= 1024
+
+        condition, report = await reported(hub, cluster, "TrainingFailed", name="greedy")
+        assert (condition["reason"], report.reason) == ("UpdateInvalid", "ExamplesExceedDataset")
+        assert "claims 1000000000000000 examples" in report.message
+        assert "holds 5 samples for dataset 'digits'" in report.message
     finally:
         await running.stop()
 

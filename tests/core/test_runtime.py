@@ -13,7 +13,15 @@ import numpy as np
 import pytest
 
 from fl_contract import keys, naming
-from fl_contract.models import JobRef, ModelRef, RoundSpec, StoreConfig, TrainingResult
+from fl_contract.models import (
+    MAX_RESULT_BYTES,
+    JobRef,
+    ModelRef,
+    RoundSpec,
+    StoreConfig,
+    TrainingFailure,
+    TrainingResult,
+)
 from fl_contract.weights import decode_weights, encode_weights, sha256_hex
 from fl_core.examples import digits
 from fl_core.runtime import TrainerBase, run_round
@@ -98,7 +106,7 @@ def test_round_one_from_seed_then_round_two_from_the_global_model(tmp_path: Path
     assert second.sha256 != result.sha256
 
 
-def test_corrupt_global_model_fails_with_a_one_line_reason(tmp_path: Path) -> None:
+def test_corrupt_global_model_leaves_a_failure_record(tmp_path: Path) -> None:
     folders = digits.prepare_cluster_datasets(tmp_path / "data", clusters=2)
     model = tmp_path / "models/team-a/digits/rounds/1/global.safetensors"
     model.parent.mkdir(parents=True)
@@ -112,25 +120,74 @@ def test_corrupt_global_model_fails_with_a_one_line_reason(tmp_path: Path) -> No
         dataset=folders[0],
     )
     assert proc.returncode == 1
-    reason = result_file.read_text()
-    assert "\n" not in reason
-    assert "IntegrityError" in reason
-    assert "sha256" in reason
+    record = TrainingFailure.from_json(result_file.read_text())
+    assert record.failure == "IntegrityError"
+    assert "sha256 is " in record.message
+    assert proc.stderr.strip().splitlines()[-1] == f"fl-train: {record.summary()}"
     assert not (tmp_path / "models/team-a/digits/rounds/2").exists()
 
 
+def test_a_trainer_that_cannot_be_imported_says_so_in_the_failure_record(
+    tmp_path: Path,
+) -> None:
+    proc, result_file = _run(tmp_path, _spec(tmp_path), "--trainer", "nosuch:Trainer")
+    assert proc.returncode == 2
+    record = TrainingFailure.from_json(result_file.read_text())
+    assert record.summary().startswith("ImportError: No module named 'nosuch'")
+    assert "--trainer 'nosuch:Trainer'" in record.message
+
+
+def test_the_failure_record_carries_the_last_lines_of_stderr(tmp_path: Path) -> None:
+    """What the trainer printed or logged before it failed travels with the failure, the
+    newest lines kept, bounded to the termination message's 4096 bytes."""
+    (tmp_path / "noisy_trainer.py").write_text(
+        textwrap.dedent(
+            """
+            import logging, sys, warnings
+            from fl_core.runtime import TrainerBase
+
+            class Noisy(TrainerBase):
+                def init_weights(self, seed):
+                    return {}
+                def load_data(self, path):
+                    for i in range(400):
+                        print(f"loading shard {i:03d} " + "x" * 40, file=sys.stderr)
+                    logging.getLogger("noisy").warning("shard 400 is empty")
+                    warnings.warn("falling back to the CPU")
+                    raise FileNotFoundError("/data/train.npz has no rows")
+                def train(self, weights, config, data):
+                    return weights, 0, {}
+            """
+        )
+    )
+    proc, result_file = _run(tmp_path, _spec(tmp_path), "--trainer", "noisy_trainer:Noisy")
+    assert proc.returncode == 1
+    raw = result_file.read_bytes()
+    assert len(raw) <= MAX_RESULT_BYTES
+    record = TrainingFailure.from_json(raw)
+    assert record.summary() == "FileNotFoundError: /data/train.npz has no rows"
+    lines = record.stderr.splitlines()
+    assert "shard 400 is empty" in lines[-3]
+    assert "falling back to the CPU" in record.stderr
+    assert lines[0].startswith("loading shard 3")  # the oldest lines gave way
+    assert "loading shard 399" in record.stderr
+    assert "loading shard 399" in proc.stderr  # written through to the pod's log as well
+
+
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "failure", "message"),
     [
-        (["--example", "mnist"], "invalid choice"),
-        (["--trainer", "nocolon"], "package.module:Attribute"),
-        (["--trainer", "no_such_module_xyz:T"], "cannot import"),
-        (["--example", "digits", "--trainer", "a:b"], "not allowed with"),
+        (["--example", "mnist"], "UsageError", "invalid choice"),
+        (["--trainer", "nocolon"], "UsageError", "package.module:Attribute"),
+        (["--trainer", "no_such_module_xyz:T"], "ImportError", "cannot import"),
+        (["--trainer", "json:NoSuch"], "AttributeError", "has no attribute 'NoSuch'"),
+        (["--example", "digits", "--trainer", "a:b"], "UsageError", "not allowed with"),
     ],
 )
 def test_invalid_command_line_exits_2_with_one_line(
     tmp_path: Path,
     args: list[str],
+    failure: str,
     message: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -141,7 +198,8 @@ def test_invalid_command_line_exits_2_with_one_line(
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1
     assert message in lines[0]
-    assert not (tmp_path / "result").exists()
+    record = TrainingFailure.from_json((tmp_path / "result").read_text())
+    assert (record.failure, lines[0]) == (failure, f"fl-train: {record.summary()}")
 
 
 def test_missing_environment_exits_2(

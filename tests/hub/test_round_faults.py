@@ -9,8 +9,10 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
+from fl_contract import naming
 from fl_contract.weights import decode_weights, encode_weights
 from fl_kube import resources as r
+from fl_kube.waiting import wait_for
 from tests.hub import helpers as h
 
 
@@ -352,7 +354,7 @@ async def test_forged_and_second_updates_are_rejected(sandbox_factory: Any) -> N
             uid = job["metadata"]["uid"]
             first = await c1.train(await c1.wait_spec(uid, round_number=1), shift=1.0)
             spec3 = await c3.wait_spec(uid, round_number=1)
-            await c3.train(spec3, shift=3.0)
+            accepted = await c3.train(spec3, shift=3.0)
             await h.wait_status(
                 sb,
                 "forged",
@@ -361,7 +363,11 @@ async def test_forged_and_second_updates_are_rejected(sandbox_factory: Any) -> N
                     == "Accepted"
                 ),
             )
-            await c3.train(spec3, shift=50.0)  # a second, different update for the round
+            # A second, different update for the round. (Reported, not written over the
+            # first: the first waits in the store for cluster2 and is folded in name order.)
+            assert accepted.update is not None
+            second = accepted.update.model_copy(update={"sha256": "5" * 64})
+            await c3.report(spec3, accepted.model_copy(update={"update": second}))
 
             def duplicate_recorded(status: dict[str, Any]) -> bool:
                 reasons = {u["reason"] for u in status.get("rejectedUpdates") or []}
@@ -380,4 +386,74 @@ async def test_forged_and_second_updates_are_rejected(sandbox_factory: Any) -> N
         weights = decode_weights(
             await h.store_bytes(sb, status["model"]["uri"], status["model"]["sha256"])
         )
-        assert np.allclose(weights["dense/bias"], 2.0)  # mean of 1 and 3; 50 never counted
+        assert np.allclose(weights["dense/bias"], 2.0)  # mean of 1 and 3; the second never counted
+
+
+async def test_examples_beyond_the_published_dataset_are_rejected(sandbox_factory: Any) -> None:
+    """num_examples is a claim: a cluster weighs at most what its dataset ClusterClaim says
+    it holds. Junk weights claiming 10**15 examples would take over FedAvg; they are refused
+    with both numbers, and the model is the honest cluster's."""
+    async with sandbox_factory(clusters=2, datasets=False) as sb, h.manager(sb):
+        claim = naming.dataset_claim_name("digits")
+        for name in sb.cluster_names:
+            await sb.spoke_apis[name].create(
+                r.CLUSTER_CLAIM,
+                {"metadata": {"name": claim}, "spec": {"value": "samples=407,task=classification"}},
+            )
+
+        async def published() -> bool:
+            found = [
+                c
+                for name in sb.cluster_names
+                for c in ((await h.hub(sb).get(r.MANAGED_CLUSTER, name)).get("status") or {}).get(
+                    "clusterClaims"
+                )
+                or []
+                if c.get("name") == claim
+            ]
+            return len(found) == len(sb.cluster_names)
+
+        await wait_for(published, timeout=15, message="dataset claims on the ManagedClusters")
+        cs = await h.clusters(sb)
+        c1, c2 = cs.values()
+        try:
+            job = await h.create_job(
+                sb, "greedy", rounds=1, min_available=2, min_fit=1, client={"dataset": "digits"}
+            )
+            uid = job["metadata"]["uid"]
+            await c1.train(await c1.wait_spec(uid, round_number=1), shift=1.0, examples=407)
+            await c2.train(await c2.wait_spec(uid, round_number=1), shift=1e4, examples=10**15)
+            status = await h.wait_status(sb, "greedy", lambda s: s.get("model") is not None)
+        finally:
+            await h.close_clusters(cs)
+        (rejected,) = status["rejectedUpdates"]
+        assert (rejected["cluster"], rejected["reason"]) == ("cluster2", "ExamplesExceedDataset")
+        assert "1000000000000000" in rejected["message"]
+        assert "407" in rejected["message"]
+        weights = decode_weights(
+            await h.store_bytes(sb, status["model"]["uri"], status["model"]["sha256"])
+        )
+        assert np.allclose(weights["dense/bias"], 1.0)
+
+
+async def test_identical_updates_from_different_clusters_all_count(sandbox_factory: Any) -> None:
+    """Clusters with identical data, or a trainer that returns the model unchanged, send
+    the same bytes: every cluster is accepted and the job goes on."""
+    async with sandbox_factory(clusters=3, datasets=False) as sb, h.manager(sb):
+        cs = await h.clusters(sb)
+        try:
+            job = await h.create_job(sb, "same", rounds=2, min_available=3)
+            uid = job["metadata"]["uid"]
+            for round_number in (1, 2):
+                for cluster in cs.values():
+                    spec = await cluster.wait_spec(uid, round_number=round_number)
+                    await cluster.train(spec, shift=0.5)
+            status = await h.wait_status(sb, "same", h.phase_is("Completed"))
+        finally:
+            await h.close_clusters(cs)
+        assert not status.get("rejectedUpdates")
+        assert [e["accepted"] for e in status["history"]] == [3, 3]
+        weights = decode_weights(
+            await h.store_bytes(sb, status["model"]["uri"], status["model"]["sha256"])
+        )
+        assert np.allclose(weights["dense/bias"], 1.0)
