@@ -527,7 +527,7 @@ def test_pre_delete_hooks_go_to_their_own_work() -> None:
         },
         "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "{{IMAGE}}"}]}}},
     }
-    template = copy.deepcopy(TEMPLATE)
+    template: dict[str, Any] = copy.deepcopy(TEMPLATE)
     template["spec"]["agentSpec"]["workload"]["manifests"].append(hook)
     works = addon_deploy.render_agent_spec(
         template, cluster="c1", addon="fl", configured_namespace="ns1", variables={"IMAGE": "i"}
