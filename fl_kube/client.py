@@ -269,16 +269,20 @@ class KubeApi:
         propagation: Literal["Background", "Foreground", "Orphan"] = "Background",
         resource_version: str | None = None,
         uid: str | None = None,
+        grace_seconds: int | None = None,
     ) -> bool:
         """Delete; False when the object was already gone.
 
-        ``resource_version`` / ``uid`` become delete preconditions (``Conflict`` on mismatch).
+        ``resource_version`` / ``uid`` become delete preconditions (``Conflict`` on mismatch);
+        ``grace_seconds=0`` deletes a Pod at once (its containers are killed).
         """
         options: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "DeleteOptions",
             "propagationPolicy": propagation,
         }
+        if grace_seconds is not None:
+            options["gracePeriodSeconds"] = grace_seconds
         preconditions = {
             key: value
             for key, value in (("resourceVersion", resource_version), ("uid", uid))

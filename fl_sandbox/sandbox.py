@@ -99,6 +99,18 @@ class _InProcessAgents:
         if entry is not None:
             await _cancel(entry[1])
 
+    async def restart(self, cluster: str, addon: str) -> None:
+        """Stop the agent abruptly and start it again with the same settings (a crash and
+        the Deployment's restart)."""
+        entry = self._tasks.pop((cluster, addon), None)
+        if entry is None:
+            raise LookupError(f"no agent runs for {cluster}/{addon}")
+        await _cancel(entry[1])
+        namespace, hub_kubeconfig = entry[0]
+        await self.ensure(
+            cluster=cluster, addon=addon, namespace=namespace, hub_kubeconfig=hub_kubeconfig
+        )
+
     def running(self) -> list[str]:
         return sorted(
             cluster for (cluster, _addon), (_, task) in self._tasks.items() if not task.done()
@@ -244,6 +256,11 @@ class Sandbox:
     def running_agents(self) -> list[str]:
         """Clusters whose in-process agent is running (``agents=True``)."""
         return self._agent_host.running()
+
+    async def restart_agent(self, name: str, addon: str = keys.ADDON_NAME) -> None:
+        """Kill a cluster's in-process agent mid-work and start it again, as a crash would."""
+        self._check_cluster(name)
+        await self._agent_host.restart(name, addon)
 
     def _check_cluster(self, name: str) -> None:
         if name not in self.cluster_names:
