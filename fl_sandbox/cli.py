@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,6 +86,14 @@ def build_parser(*, with_demo: bool = False) -> argparse.ArgumentParser:
         help="do not run the spoke agents in process (start fl-spoke-agent yourself)",
     )
     up.add_argument(
+        "--authorize",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="API servers over https that authenticate every request and enforce RBAC, so "
+        "each kubeconfig (an agent's too) may do only what its identity is granted "
+        "(default on; needs the openssl command)",
+    )
+    up.add_argument(
         "--crd-dir",
         type=_crd_dir,
         action="append",
@@ -110,7 +119,8 @@ def _demo_module() -> Any:
 def ready_line(sandbox: Any) -> str:
     """The one line ``up`` prints when the fleet is ready."""
     clusters = " ".join(f"{n}={sandbox.cluster_kubeconfig(n)}" for n in sandbox.cluster_names)
-    return f"{PROG} ready: hub kubeconfig {sandbox.hub_kubeconfig}; clusters {clusters}"
+    rbac = "RBAC enforced" if sandbox.authorize else "no authorization"
+    return f"{PROG} ready: hub kubeconfig {sandbox.hub_kubeconfig}; clusters {clusters}; {rbac}"
 
 
 async def run_up(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
@@ -118,6 +128,13 @@ async def run_up(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     from fl_sandbox.sandbox import Sandbox
 
     stream = out or sys.stdout
+    if args.authorize and shutil.which("openssl") is None:
+        print(
+            f"{PROG}: --authorize serves https (kubectl sends credentials only over TLS) and "
+            "needs the openssl command: install openssl or pass --no-authorize",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     stopping = asyncio.Event()
     with on_stop_signals(stopping.set):
         crd_dirs = args.crd_dir or ([SHARED_CRD_DIR] if SHARED_CRD_DIR.is_dir() else [])
@@ -127,6 +144,8 @@ async def run_up(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
             crd_dirs=crd_dirs,
             hub_manager=args.hub_manager,
             agents=args.agents,
+            authorize=args.authorize,
+            tls=args.authorize,
         )
         try:
             start = asyncio.create_task(sandbox.start())

@@ -138,7 +138,14 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
 
 
 class Sandbox:
-    """A hub and ``clusters`` managed clusters on loopback; an async context manager."""
+    """A hub and ``clusters`` managed clusters on loopback; an async context manager.
+
+    ``authorize``: every API server authenticates requests and enforces RBAC (agents act
+    with the identities the add-on registration issues them; the emulated controllers, the
+    in-process hub manager and the admin kubeconfigs are ``system:masters``). ``tls``: https
+    with a self-signed certificate per server, trusted by the kubeconfigs (kubectl sends a
+    token only to a TLS server).
+    """
 
     def __init__(
         self,
@@ -150,6 +157,7 @@ class Sandbox:
         agents: bool = False,
         datasets: bool = True,
         authorize: bool = False,
+        tls: bool = False,
         addon: bool = True,
         feedback_interval: float = 2.0,
         addon_lease_grace: float | None = None,
@@ -165,6 +173,7 @@ class Sandbox:
         self.agents = agents
         self.datasets = datasets
         self.authorize = authorize
+        self.tls = tls
         self.addon = addon
         self.feedback_interval = feedback_interval
         self.addon_lease_grace = addon_lease_grace
@@ -296,12 +305,14 @@ class Sandbox:
         (self.workdir / "clusters").mkdir(parents=True, exist_ok=True)
         self.model_store_dir.mkdir(parents=True, exist_ok=True)
 
-        hub = ApiServer(name="hub", crd_dirs=self.crd_dirs, authorize=self.authorize)
+        hub = ApiServer(name="hub", crd_dirs=self.crd_dirs, authorize=self.authorize, tls=self.tls)
         self._hub = hub
         await hub.start()
         hub.write_kubeconfig(self.hub_kubeconfig)
         for name in self.cluster_names:
-            server = ApiServer(name=name, crd_dirs=self.crd_dirs, authorize=self.authorize)
+            server = ApiServer(
+                name=name, crd_dirs=self.crd_dirs, authorize=self.authorize, tls=self.tls
+            )
             self.spokes[name] = server
             await server.start()
             server.write_kubeconfig(self.cluster_kubeconfig(name))

@@ -73,6 +73,16 @@ async def test_up_prints_ready_and_kubectl_lists_available_clusters(
         for row in by_name.values():
             # Rows are "NAME HUB-ACCEPTED [URL] JOINED AVAILABLE AGE": read from the right.
             assert row[-3:-1] == ["True", "True"], row
+
+        # RBAC is enforced by default: cluster1's agent may not touch the jobs.
+        assert line.rstrip().endswith("RBAC enforced"), line
+        agent = workdir / "clusters" / "cluster1" / "federated-learning-hub.kubeconfig"
+        code, err = await _kubectl(kubectl, agent, "delete", "fl", "--all", "-A")
+        assert code != 0
+        assert "Error from server (Forbidden)" in err, err
+        assert 'cannot list resource "federatedlearnings"' in err, err
+        code, err = await _kubectl(kubectl, hub_kubeconfig, "get", "fl", "-A")
+        assert code == 0, err
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
@@ -80,6 +90,20 @@ async def test_up_prints_ready_and_kubectl_lists_available_clusters(
     assert process.returncode == 0, errors.decode()
     assert rest.decode().strip() == ""  # exactly one line on stdout
     assert "Traceback" not in errors.decode()
+
+
+async def _kubectl(kubectl: str, kubeconfig: Path, *args: str) -> tuple[int, str]:
+    """(exit code, stderr) of a kubectl command."""
+    proc = await asyncio.create_subprocess_exec(
+        kubectl,
+        "--kubeconfig",
+        str(kubeconfig),
+        *args,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    return int(proc.returncode or 0), err.decode()
 
 
 @pytest.mark.parametrize(
