@@ -291,6 +291,7 @@ class SandboxTarget(Target):
             addon=False,
             datasets=True,
             authorize=True,
+            tls=True,
         )
         self.clusters = list(self.sandbox.cluster_names)
         self._manager: asyncio.subprocess.Process | None = None
