@@ -11,6 +11,7 @@ from typing import Any
 from fl_contract import keys, naming
 from fl_kube import resources as r
 from fl_kube.client import KubeApi
+from fl_kube.errors import NotFound
 from fl_kube.informer import Informer
 from fl_kube.timestamps import parse_time
 from hub_manager.placement import cluster_sets
@@ -92,9 +93,13 @@ class JobCleaner:
                 "resourceVersion": metadata["resourceVersion"],
             }
         }
-        await self._api.patch(r.FEDERATED_LEARNING, name, patch, namespace=namespace)
+        try:
+            await self._api.patch(r.FEDERATED_LEARNING, name, patch, namespace=namespace)
+        except NotFound:
+            pass  # released by an earlier pass (this one ran on a stale cache): done
+        else:
+            log.info("%s/%s: cleaned up and released", namespace, name)
         self._finalizing.discard(uid)
-        log.info("%s/%s: cleaned up and released", namespace, name)
         return None
 
     def _set_needed_elsewhere(self, namespace: str, cluster_set: str, uid: str) -> bool:

@@ -38,6 +38,7 @@ class Agent:
             addon=settings.addon_name,
             metrics=self.metrics,
             conflict_retries=settings.report_conflict_retries,
+            watch=watch,
         )
         self.claims = ClaimPublisher(
             spoke,
@@ -103,6 +104,7 @@ class Agent:
                 group.create_task(self.claims.run(), name="dataset-claims")
                 group.create_task(self.rounds.run(), name="rounds")
                 group.create_task(self.lease.run(), name="health-lease")
+                group.create_task(self.status.run(), name="addon-informer")
                 self._tasks_alive = True
         finally:
             self._tasks_alive = False

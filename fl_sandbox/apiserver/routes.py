@@ -19,6 +19,7 @@ from .selectors import (
     labels_match,
     parse_field_selector,
     parse_label_selector,
+    selected_name,
 )
 from .store import Obj, Store
 from .tables import table
@@ -152,8 +153,11 @@ class Routes:
         resource = t.rtype.plural + (f"/{t.subresource}" if t.subresource else "")
         request[LOG][:] = [t.rtype.plural, verb]
         if self.authorize:
+            name = t.name
+            if name is None and verb in ("list", "watch"):
+                name = selected_name(request.query.get("fieldSelector"), t.gr)
             self._authz.check(
-                request[IDENTITY], Attributes(verb, t.rtype.group, resource, t.namespace, t.name)
+                request[IDENTITY], Attributes(verb, t.rtype.group, resource, t.namespace, name)
             )
         q = request.query
         if t.rtype.create_only:

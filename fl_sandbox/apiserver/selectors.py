@@ -182,6 +182,20 @@ def parse_field_selector(text: str | None, gr: tuple[str, str]) -> list[FieldReq
     return reqs
 
 
+def selected_name(text: str | None, gr: tuple[str, str]) -> str | None:
+    """The name a list or watch asks for with `metadata.name=<name>`, as kube-apiserver's
+    request info finds it: RBAC then authorizes the request by that resource name."""
+    try:
+        reqs = parse_field_selector(text, gr)
+    except ApiError:
+        return None  # kube-apiserver authorizes an unparsable selector as a plain list
+    for r in reqs:
+        if r.path == "metadata.name" and not r.negate:
+            valid = r.value not in ("", ".", "..") and not any(c in r.value for c in "/%")
+            return r.value if valid else None
+    return None
+
+
 def fields_match(reqs: list[FieldRequirement], obj: Mapping[str, Any]) -> bool:
     for r in reqs:
         actual = _get(r.path)(obj)

@@ -75,3 +75,34 @@ async def test_digits_with_real_agents(sandbox_factory: Any) -> None:
         assert len(status_writes) <= 2 * (2 + 3) + 3, status_writes
         per_cluster_round = (len(works) + len(status_writes)) / (2 * 2)
         print(f"\nmanager writes with real agents: {per_cluster_round:.2f} per cluster per round")
+        assert_reads_come_from_caches(sb)
+
+
+WATCHED_BY_MANAGER = {
+    "federatedlearnings",
+    "managedclusteraddons",
+    "manifestworks",
+    "placements",
+    "placementdecisions",
+    "roles",
+    "rolebindings",
+}
+
+
+def assert_reads_come_from_caches(sb: Any) -> None:
+    """Neither side GETs what it watches: the manager its jobs, works, add-ons and the agents'
+    Roles and RoleBindings; an agent its ManagedClusterAddOn (but once after a 409)."""
+    log = [rec for rec in sb.hub.request_log if rec.verb != "watch"]
+    manager = [rec for rec in log if rec.user == h.MANAGER_USER]
+    assert [
+        rec.path for rec in manager if rec.verb == "get" and rec.resource in WATCHED_BY_MANAGER
+    ] == []
+    agents = [rec for rec in log if ":addon:federated-learning:agent:" in rec.user]
+    addon_gets = [rec for rec in agents if rec.verb == "get"]
+    conflicts = [rec for rec in agents if rec.status == 409]
+    assert len(addon_gets) <= len(conflicts), [rec.path for rec in addon_gets]
+    per = 2 * 2
+    print(
+        f"hub API requests per cluster per round: manager {len(manager) / per:.2f}, "
+        f"agents {len(agents) / per:.2f}"
+    )
