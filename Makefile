@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 CLUSTERS ?= 3
 ROUNDS ?= 10
 
-.PHONY: install test lint demo bench deploy images clean
+.PHONY: install test e2e lint demo bench deploy images clean
 
 install: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The end-to-end suite alone; E2E_TARGET=real runs it against a real hub (README).
+e2e: install
+	$(BIN)/python -m pytest tests/e2e -v -s -p no:cacheprovider
 
 lint: install
 	$(BIN)/ruff check .

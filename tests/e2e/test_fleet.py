@@ -17,7 +17,11 @@ from fl_kube.errors import Forbidden
 from fl_kube.waiting import wait_for
 from tests.e2e.targets import AGENT_NAMESPACE, MANAGER_NAMESPACE, REPO, Target, run
 
-pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.slow,
+    pytest.mark.timeout(900),
+]
 
 JOB_NAMESPACE = "e2e"
 CLAIM = naming.dataset_claim_name("digits")
