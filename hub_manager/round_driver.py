@@ -89,7 +89,7 @@ class FederatedLearningReconciler:
         self._written_at: dict[Key, float] = {}
         self._applied: dict[tuple[str, str, str], str] = {}
         self._placed = WriteMemo(placements)
-        self._cleaner = JobCleaner(api, jobs=jobs, works=works)
+        self._cleaner = JobCleaner(api, jobs=jobs, works=works, settings=settings)
         self._reports = ReportCollector(addon=self._addon, metrics=metrics)
         self._sender = RoundSender(api, works=works, addon=self._addon, cleaner=self._cleaner)
         self._publisher = Publisher(
