@@ -4,6 +4,7 @@ the hub deletes (the retention policy), for s3:// (moto) and file://."""
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -139,7 +140,7 @@ async def test_retention_policy_on_a_file_store(sandbox_factory: Any) -> None:
         assert _files(root / "team-a/default") == ["rounds/1/global.safetensors"]
         for name in ("kept", "default"):
             await h.hub(sb).delete(r.FEDERATED_LEARNING, name, namespace="team-a")
-            await wait_for(lambda n=name: _gone(sb, n), timeout=20, message=f"{name} deleted")
+            await wait_for(functools.partial(_gone, sb, name), timeout=20, message=name)
         assert _files(root / "team-a/kept") == [
             "rounds/3/global.safetensors",
             "rounds/3/updates/cluster1.safetensors",
