@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +15,15 @@ import numpy as np
 import pytest
 
 from fl_contract import naming
+from fl_contract.models import JobRef, RoundSpec, StoreConfig
 from fl_contract.weights import encode_weights, sha256_hex
-from fl_core.store import AccessDenied
+from fl_core.store import AccessDenied, open_store
 from fl_core.store.presigned import PresignedStore
 from fl_kube import resources as r
 from fl_kube.waiting import wait_for
 from fl_sandbox.sandbox import Sandbox
-from hub_manager.store_access import ACCESS_SLACK
+from hub_manager.store_access import ACCESS_SLACK, AccessGranter
+from hub_manager.work import desired_manifest_work
 from tests.hub import helpers as h
 from tests.s3_server import ACCESS_KEY, CREDENTIALS, REGION, SECRET_KEY, S3Server, s3_server
 
@@ -169,3 +171,41 @@ async def test_the_initial_model_outlives_the_job(sandbox_factory: Any) -> None:
         await h.hub(sb).delete(r.FEDERATED_LEARNING, "init", namespace="team-a")
         await wait_for(lambda: _gone(sb, "init"), timeout=20, message="job deleted")
         assert _files(sb.model_store_dir / "team-a/init") == ["rounds/0/global.safetensors"]
+
+
+async def test_grants_are_signed_once_per_round_and_reused_after_a_restart(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    config = StoreConfig(
+        uri=f"s3://{s3_server.new_bucket()}/fl", endpoint=s3_server.endpoint, region=REGION
+    )
+    store = open_store(
+        config, s3_options={"access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY}
+    )
+    obj = {"metadata": {"namespace": "team-a", "name": "j", "uid": "uid-grants"}}
+    key = naming.update_key(namespace="team-a", job="j", round_number=1, cluster="cluster1")
+    spec = RoundSpec(
+        job=JobRef(namespace="team-a", name="j", uid="uid-grants"),
+        cluster="cluster1",
+        round=1,
+        update_uri=store.uri_for(key),
+        store=config,
+        image="trainer",
+        deadline=datetime.now(UTC) + timedelta(minutes=1),
+    )
+    granter = AccessGranter()
+    first = await granter.grant(spec, store=store, current_work=None)
+    assert first.access is not None
+    assert (await granter.grant(spec, store=store, current_work=None)) == first
+    work = desired_manifest_work(
+        obj, cluster="cluster1", agent_namespace="addon-ns", round_spec=first
+    )
+    restarted = AccessGranter()  # a new manager finds the grants in the ManifestWork
+    assert (await restarted.grant(spec, store=store, current_work=work)) == first
+    retry = spec.model_copy(update={"attempt": 2, "update_uri": store.uri_for(key + ".a2")})
+    retried = await restarted.grant(retry, store=store, current_work=work)
+    assert retried.access is not None
+    assert {g.uri for g in retried.access.grants} == {retry.update_uri}
+    files = open_store(StoreConfig(uri=f"file://{tmp_path}"))
+    plain = spec.model_copy(update={"store": StoreConfig(uri=f"file://{tmp_path}")})
+    assert (await granter.grant(plain, store=files, current_work=None)).access is None
