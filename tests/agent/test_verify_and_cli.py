@@ -40,6 +40,16 @@ async def test_verify_update_reads_back_and_checks_the_hash(tmp_path: Path) -> N
     assert (info.value.reason, info.value.invalid) == ("UpdateMissing", False)
 
 
+async def test_an_s3_update_without_grants_is_not_read_with_credentials() -> None:
+    """The agent holds no store credentials: a round spec without grants cannot be checked."""
+    uri = "s3://models/fl/team-a/digits/rounds/3/updates/cluster1.safetensors"
+    spec = make_spec(store=StoreConfig(uri="s3://models/fl"), update_uri=uri)
+    result = TrainingResult(update_uri=uri, sha256="0" * 64, num_examples=7)
+    with pytest.raises(ResultError, match="grants no access") as info:
+        await verify_update(result, spec)
+    assert (info.value.reason, info.value.invalid) == ("UpdateMissing", False)
+
+
 def parse(argv: list[str], env: dict[str, str]) -> object:
     args: argparse.Namespace = build_parser().parse_args(argv)
     return settings_from(args, env)
