@@ -10,7 +10,15 @@ import json
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    field_serializer,
+    field_validator,
+)
 
 CONTRACT_VERSION: Literal[1] = 1
 MAX_REPORT_BYTES = 4096  # well under the 32768 characters a condition message may hold
@@ -56,9 +64,51 @@ class StoreConfig(_Frozen):
     uri: Annotated[str, StringConstraints(pattern=r"^(file|s3)://.+")]
     endpoint: str | None = None
     region: str | None = None
-    # Secret (in the agent namespace) whose keys become the Job's environment
-    # (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...). Never carried in the spec itself.
-    credentials_secret: str | None = None
+
+
+class ObjectGrant(_Frozen):
+    """One presigned URL: `method` on the one object at `uri`, until the access expires.
+
+    The URL is a bearer secret (anyone holding it may use it): it is hidden from `repr`
+    and logs and only written out by `to_json`; messages name the `uri` instead."""
+
+    uri: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    method: Literal["GET", "PUT"]
+    url: SecretStr
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith(("https://", "http://")):
+            raise ValueError("must be an https:// (or http://) URL")
+        return value
+
+    @field_serializer("url", when_used="json")
+    def _reveal(self, value: SecretStr) -> str:
+        return value.get_secret_value()
+
+
+class StoreAccess(_Frozen):
+    """What a cluster may do in the model store for one round: the hub's presigned URLs
+    (GET of the global model, PUT and GET of this cluster's own update), all expiring at
+    `expires` (the round's deadline plus a little slack). Clusters hold no store
+    credentials; a file:// store has no access grants (one machine, plain paths)."""
+
+    expires: datetime
+    grants: Annotated[list[ObjectGrant], Field(max_length=8)]
+
+    @field_validator("expires")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("expires must carry a timezone (UTC)")
+        return value
+
+    def url(self, uri: str, method: Literal["GET", "PUT"]) -> str | None:
+        for grant in self.grants:
+            if grant.uri == uri and grant.method == method:
+                return grant.url.get_secret_value()
+        return None
 
 
 class Resources(_Frozen):
@@ -79,6 +129,8 @@ class RoundSpec(_Frozen):
     global_model: ModelRef | None = None
     update_uri: Annotated[str, StringConstraints(min_length=1)]
     store: StoreConfig
+    # Presigned access to the objects of this round (s3:// stores); None for file://.
+    access: StoreAccess | None = None
     image: Annotated[str, StringConstraints(min_length=1)]
     command: list[str] = Field(default_factory=list)
     args: list[str] = Field(default_factory=list)

@@ -92,17 +92,29 @@ def dataset_from_claim_name(claim_name: str) -> str | None:
     return claim_name[: -len(keys.DATASET_CLAIM_SUFFIX)] or None
 
 
+def job_key_prefix(*, namespace: str, job: str) -> str:
+    """Store key prefix of everything a job's rounds write (models, updates, server state)."""
+    return f"{namespace}/{job}/"
+
+
+def round_key_prefix(*, namespace: str, job: str, round_number: int) -> str:
+    """Store key prefix of one round: its global model, server state and `updates/`."""
+    return f"{job_key_prefix(namespace=namespace, job=job)}rounds/{round_number}/"
+
+
 def model_key(*, namespace: str, job: str, round_number: int) -> str:
     """Store key of the global model that round `round_number` produced (0: the initial one)."""
-    return f"{namespace}/{job}/rounds/{round_number}/global.safetensors"
+    prefix = round_key_prefix(namespace=namespace, job=job, round_number=round_number)
+    return f"{prefix}global.safetensors"
 
 
 def update_key(
     *, namespace: str, job: str, round_number: int, cluster: str, attempt: int = 1
 ) -> str:
-    """Store key of one cluster's update in one round (and attempt)."""
+    """Store key of one cluster's update in one round (and attempt), under `updates/`."""
     suffix = "" if attempt == 1 else f".a{attempt}"
-    return f"{namespace}/{job}/rounds/{round_number}/updates/{cluster}{suffix}.safetensors"
+    prefix = round_key_prefix(namespace=namespace, job=job, round_number=round_number)
+    return f"{prefix}updates/{cluster}{suffix}.safetensors"
 
 
 def _bounded(name: str, *, limit: int) -> str:

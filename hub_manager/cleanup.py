@@ -1,5 +1,6 @@
 """Removing what a job placed in other namespaces: its ManifestWorks, Placement and
-ManagedClusterSetBindings (owner references cannot reach across namespaces)."""
+ManagedClusterSetBindings (owner references cannot reach across namespaces), and its
+objects in the model store (unless its retention policy says Retain)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ from datetime import datetime
 from typing import Any
 
 from fl_contract import keys, naming
+from fl_core.store import StoreError
 from fl_kube import resources as r
 from fl_kube.client import KubeApi
 from fl_kube.errors import NotFound
 from fl_kube.informer import Informer
 from fl_kube.timestamps import parse_time
+from hub_manager import retention
 from hub_manager.placement import cluster_sets
+from hub_manager.settings import HubSettings
 
 log = logging.getLogger(__name__)
 
@@ -23,15 +27,25 @@ REDELETE_AFTER = 10.0  # seconds before a delete the cache has not reflected is 
 # cleaned the spokes), at most this long: an unreachable cluster must not pin the job.
 CLEANUP_WAIT = 120.0
 WORK_GONE_RECHECK = 1.0
+STORE_RETRY = 10.0  # seconds between attempts to delete a deleted job's objects
 
 
 class JobCleaner:
-    def __init__(self, api: KubeApi, *, jobs: Informer, works: Informer) -> None:
+    def __init__(
+        self,
+        api: KubeApi,
+        *,
+        jobs: Informer,
+        works: Informer,
+        settings: HubSettings | None = None,
+    ) -> None:
         self._api = api
         self._jobs = jobs
         self._works = works
+        self._settings = settings  # None: leave the model store alone
         self._deleted: dict[tuple[str, str], float] = {}  # (namespace, name) -> when
         self._finalizing: set[str] = set()
+        self._store_cleaned: set[str] = set()
 
     def works_of(self, uid: str) -> list[dict[str, Any]]:
         return [
@@ -83,6 +97,20 @@ class JobCleaner:
         waited = (now - deleted_at).total_seconds() if deleted_at else CLEANUP_WAIT
         if self.works_of(uid) and waited < CLEANUP_WAIT:
             return WORK_GONE_RECHECK
+        if self._settings is not None and uid not in self._store_cleaned:
+            # After the works: no training Job writes into the job's folder any more.
+            try:
+                await retention.delete_job_objects(
+                    obj,
+                    default_path=self._settings.default_store_path,
+                    file_store_root=self._settings.file_store_root,
+                )
+            except StoreError as exc:
+                if waited < CLEANUP_WAIT:
+                    log.warning("%s/%s: %s; trying again", namespace, name, exc)
+                    return STORE_RETRY
+                log.warning("%s/%s: %s; left in the store", namespace, name, exc)
+            self._store_cleaned.add(uid)
         await self._api.delete(r.PLACEMENT, naming.placement_name(name), namespace=namespace)
         for cluster_set in cluster_sets(spec_placement):
             if not self._set_needed_elsewhere(namespace, cluster_set, uid):
@@ -100,6 +128,7 @@ class JobCleaner:
         else:
             log.info("%s/%s: cleaned up and released", namespace, name)
         self._finalizing.discard(uid)
+        self._store_cleaned.discard(uid)
         return None
 
     def _set_needed_elsewhere(self, namespace: str, cluster_set: str, uid: str) -> bool:

@@ -79,12 +79,22 @@ class S3Spec(_Spec):
     credentials_secret: str | None = None
 
 
+class RetentionSpec(_Spec):
+    """What the hub deletes from the store: updates once published, old global models,
+    the job's objects with the job (defaults: keep no updates, every model, delete)."""
+
+    keep_updates: Annotated[int, Field(ge=0, le=100_000)] = 0
+    keep_rounds: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    on_delete: Literal["Delete", "Retain"] = "Delete"
+
+
 class StorageSpec(_Spec):
     type: Literal["PersistentVolumeClaim", "HostPath", "S3Bucket", "S3"] | None = None
     name: str | None = None
     path: str | None = None
     size: str | None = None
     s3: S3Spec | None = None
+    retention: RetentionSpec = Field(default_factory=RetentionSpec)
 
     @model_validator(mode="after")
     def _consistent(self) -> StorageSpec:
@@ -140,6 +150,10 @@ class ServerSpec(_Spec):
     @property
     def evaluator(self) -> str | None:
         return self.evaluation.evaluator if self.evaluation else None
+
+    @property
+    def retention(self) -> RetentionSpec:
+        return self.storage.retention if self.storage is not None else RetentionSpec()
 
 
 class ResourcesSpec(_Spec):
@@ -207,6 +221,15 @@ class FederatedLearningSpec(_Spec):
             ignored.append("spec.server.listeners (agents pull their work; nothing listens)")
         if self.server.image:
             ignored.append("spec.server.image (the hub manager aggregates itself)")
+        if (
+            self.server.storage
+            and self.server.storage.s3
+            and self.server.storage.s3.credentials_secret
+        ):
+            ignored.append(
+                "spec.server.storage.s3.credentialsSecret (deprecated: the hub signs with the "
+                "credentials of its own environment; clusters get presigned URLs)"
+            )
         return ignored
 
 

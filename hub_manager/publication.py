@@ -15,7 +15,7 @@ from typing import Any
 from fl_contract import naming
 from fl_contract.weights import encode_weights, sha256_hex
 from fl_kube.timestamps import format_time, parse_time
-from hub_manager import rounds
+from hub_manager import retention, rounds
 from hub_manager import status as st
 from hub_manager.cleanup import JobCleaner
 from hub_manager.job_runtime import JobRuntime, server_state_key
@@ -179,6 +179,9 @@ class Publisher:
             round_number,
             pending["sha256"][:12],
             shown or "",
+        )
+        await retention.apply_after_publication(
+            runtime.store, runtime.spec, namespace=namespace, job=name, published=round_number
         )
         return obj
 

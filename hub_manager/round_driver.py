@@ -90,7 +90,7 @@ class FederatedLearningReconciler:
         self._written_at: dict[Key, float] = {}
         self._applied: dict[tuple[str, str, str], str] = {}
         self._placed = WriteMemo(placements)
-        self._cleaner = JobCleaner(api, jobs=jobs, works=works)
+        self._cleaner = JobCleaner(api, jobs=jobs, works=works, settings=settings)
         self._reports = ReportCollector(
             addon=self._addon,
             metrics=metrics,

@@ -16,6 +16,7 @@ from hub_manager.cleanup import JobCleaner
 from hub_manager.job_runtime import JobRuntime
 from hub_manager.reports import AddonView
 from hub_manager.round_inputs import global_model, update_uri
+from hub_manager.store_access import AccessGranter
 from hub_manager.work import build_round_spec, desired_manifest_work, work_matches
 
 
@@ -33,6 +34,7 @@ class RoundSender:
         self._addon = addon
         self._cleaner = cleaner
         self._sent = WriteMemo(works)
+        self._access = AccessGranter()
 
     async def send(self, obj: dict[str, Any], status: dict[str, Any], runtime: JobRuntime) -> None:
         """Each participant's ManifestWork carries this round's spec; others have none."""
@@ -60,11 +62,12 @@ class RoundSender:
                 deadline=deadline,
                 client_config=client_config,
             )
+            cached = self._works.get(work_name, cluster)
+            spec = await self._access.grant(spec, store=runtime.store, current_work=cached)
             desired = desired_manifest_work(
                 obj, cluster=cluster, agent_namespace=addon.agent_namespace, round_spec=spec
             )
             fingerprint = repr(desired)
-            cached = self._works.get(work_name, cluster)
             slot = (uid, cluster)
             if self._sent.needs_write(
                 slot, fingerprint, cached_matches=work_matches(cached, desired)

@@ -29,12 +29,7 @@ def store_config(
         s3 = storage.s3
         prefix = s3.prefix.strip("/")
         uri = f"s3://{s3.bucket_name}" + (f"/{prefix}" if prefix else "")
-        return StoreConfig(
-            uri=uri,
-            endpoint=s3.endpoint,
-            region=s3.region,
-            credentials_secret=s3.credentials_secret,
-        )
+        return StoreConfig(uri=uri, endpoint=s3.endpoint, region=s3.region)
     path = storage.path if storage is not None else None
     if file_store_root is not None:
         folder = file_store_root.resolve() / path.strip("/") if path else file_store_root.resolve()

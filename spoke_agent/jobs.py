@@ -3,7 +3,8 @@
 Everything the container needs comes in through files and environment variables named in the
 contract, so the training image works the same on any cluster (and in the sandbox's runner).
 The pod runs as a non-root user with a read-only root filesystem; it only writes to its
-emptyDir work folder, its termination message and the model store.
+emptyDir work folder, its termination message and the model store (an s3:// store through
+the presigned URLs in its round spec: the pod gets no store credentials).
 """
 
 from __future__ import annotations
@@ -125,8 +126,6 @@ def build_training_job(
         container["command"] = list(spec.command)
     if spec.args:
         container["args"] = list(spec.args)
-    if spec.store.credentials_secret:
-        container["envFrom"] = [{"secretRef": {"name": spec.store.credentials_secret}}]
     resources = {
         k: dict(v)
         for k, v in (("requests", spec.resources.requests), ("limits", spec.resources.limits))

@@ -7,8 +7,6 @@ with the sha256 the record claims, before the hub hears about it.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -17,18 +15,9 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from fl_contract.models import Dataset, RoundSpec, TrainingFailure, TrainingResult, UpdateRef
-from fl_core.store import IntegrityError, ObjectNotFound, StoreError, open_store
-from fl_kube import resources as r
-from fl_kube.client import KubeApi
+from fl_core.store import AccessDenied, IntegrityError, ObjectNotFound, StoreError, open_round_store
 from fl_kube.controller import TemporaryError
 from fl_kube.timestamps import parse_time
-
-# Secret keys (as an AWS SDK reads them from the environment) -> obstore S3 options.
-_S3_SECRET_KEYS = {
-    "AWS_ACCESS_KEY_ID": "access_key_id",
-    "AWS_SECRET_ACCESS_KEY": "secret_access_key",
-    "AWS_SESSION_TOKEN": "session_token",
-}
 
 Phase = Literal["Running", "Succeeded", "Failed"]
 MAX_MESSAGE_CHARS = 1024  # a round report's message
@@ -201,17 +190,20 @@ def parse_result(
 
 
 async def verify_update(
-    result: TrainingResult,
-    spec: RoundSpec,
-    *,
-    spoke: KubeApi | None,
-    namespace: str,
-    file_root: Path | None = None,
+    result: TrainingResult, spec: RoundSpec, *, file_root: Path | None = None
 ) -> UpdateRef:
-    """Read the update back from the store and check its sha256; the reference to report."""
-    options = await _s3_options(spec, spoke=spoke, namespace=namespace)
+    """Read the update back from the store and check its sha256; the reference to report.
+
+    An s3:// update is read through the presigned GET of its own update that the round
+    spec grants: the agent holds no store credentials."""
+    if spec.access is None and not spec.store.uri.startswith("file://"):
+        raise ResultError(
+            "UpdateMissing",
+            f"the round spec grants no access to read {result.update_uri} back",
+            invalid=False,
+        )
     try:
-        store = open_store(spec.store, file_root=file_root, s3_options=options)
+        store = open_round_store(spec, file_root=file_root)
     except StoreError as exc:
         raise ResultError(
             "UpdateMissing", f"cannot open the model store: {exc}", invalid=False
@@ -226,6 +218,9 @@ async def verify_update(
         raise ResultError(
             "UpdateHashMismatch", f"the result record's update: {exc}", invalid=True
         ) from None
+    except AccessDenied as exc:
+        # Asking again with the same URL cannot help (expired, or not this update's).
+        raise ResultError("UpdateMissing", str(exc), invalid=False) from None
     except StoreError as exc:
         # The store answered with something other than "absent" or "corrupt" (a network or
         # permission hiccup): look again later rather than fail the round on it.
@@ -233,33 +228,3 @@ async def verify_update(
     finally:
         await store.close()
     return UpdateRef(uri=result.update_uri, sha256=result.sha256, num_examples=result.num_examples)
-
-
-async def _s3_options(
-    spec: RoundSpec, *, spoke: KubeApi | None, namespace: str
-) -> dict[str, str] | None:
-    """Credentials from the round's store Secret, the same ones the Job gets as environment."""
-    if not spec.store.uri.startswith("s3://") or not spec.store.credentials_secret:
-        return None
-    if spoke is None:
-        raise ValueError("reading store credentials needs the managed cluster's API")
-    secret = await spoke.get_or_none(r.SECRET, spec.store.credentials_secret, namespace=namespace)
-    if secret is None:
-        raise ResultError(
-            "UpdateMissing",
-            f"store credentials Secret {namespace}/{spec.store.credentials_secret} not found",
-            invalid=False,
-        )
-    options: dict[str, str] = {}
-    for key, option in _S3_SECRET_KEYS.items():
-        raw = (secret.get("data") or {}).get(key)
-        if raw:
-            try:
-                options[option] = base64.b64decode(raw, validate=True).decode()
-            except (binascii.Error, UnicodeDecodeError):
-                raise ResultError(
-                    "UpdateMissing",
-                    f"store credentials Secret key {key} is not base64 text",
-                    invalid=False,
-                ) from None
-    return options

@@ -214,13 +214,7 @@ class RoundController:
                 raise TemporaryError(f"Job {job_name} finished; its pod status is not in yet")
         try:
             result = parse_result(message, spec, dataset=self._dataset_for(spec)[0])
-            update = await verify_update(
-                result,
-                spec,
-                spoke=self._spoke,
-                namespace=self._ns,
-                file_root=self._settings.file_store_root,
-            )
+            update = await verify_update(result, spec, file_root=self._settings.file_store_root)
         except ResultError as exc:
             failure = _Failure(exc.reason, str(exc), invalid=exc.invalid)
             await self._fail(spec, outcome, failure)

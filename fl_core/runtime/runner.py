@@ -12,7 +12,7 @@ from typing import Any
 from fl_contract.models import MAX_METRICS, RoundSpec, TrainingResult
 from fl_contract.weights import Weights, decode_weights, encode_weights
 from fl_core.runtime.api import Trainer
-from fl_core.store import open_store
+from fl_core.store import open_round_store
 from fl_core.strategies.base import Rejected, spec_of, validate
 
 _METRIC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,62}$")
@@ -32,7 +32,7 @@ async def run_round(
     s3_options: Mapping[str, str] | None = None,
 ) -> TrainingResult:
     """Run one round for `spec` and return the result record (the update is published)."""
-    store = open_store(spec.store, file_root=file_root, s3_options=s3_options)
+    store = open_round_store(spec, file_root=file_root, s3_options=s3_options)
     try:
         if spec.global_model is not None:
             buffer = await store.get_buffer(spec.global_model.uri, sha256=spec.global_model.sha256)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from concurrent.futures import Future
+from datetime import timedelta
+from typing import Literal
 
 import numpy as np
 
@@ -26,12 +29,20 @@ class IntegrityError(StoreError):
     """The object's bytes do not hash to the expected sha256 (corrupt, truncated, replaced)."""
 
 
+class AccessDenied(StoreError):
+    """The store refused the request (no grant for that object, a wrong or expired URL):
+    asking again with the same access cannot help."""
+
+
 class ModelStore(ABC):
     """A flat namespace of keys under one base URI (`file:///models`, `s3://bucket/prefix`).
 
     `put` is atomic: a reader sees either no object or the whole object at the final key,
     never a partial one. `get` hashes while it reads and returns only verified bytes.
     """
+
+    # Whether `presign` works: a cluster then gets presigned URLs instead of credentials.
+    can_presign = False
 
     def __init__(self, base_uri: str) -> None:
         self.base_uri = base_uri.rstrip("/")
@@ -89,9 +100,20 @@ class ModelStore(ABC):
     async def exists(self, uri: str) -> bool:
         return await self._exists(self.key_for(uri))
 
-    async def delete_prefix(self, key_prefix: str) -> None:
-        """Delete every object under a folder-like prefix (`ns/job/`); absent is fine."""
-        await self._delete_prefix(check_key(key_prefix.rstrip("/")) + "/")
+    async def delete_prefix(self, key_prefix: str, *, keep: Collection[str] = ()) -> None:
+        """Delete every object under a folder-like prefix (`ns/job/`) but the `keep` keys;
+        absent is fine."""
+        await self._delete_prefix(
+            check_key(key_prefix.rstrip("/")) + "/", frozenset(check_key(k) for k in keep)
+        )
+
+    async def presign(
+        self, uri: str, *, method: Literal["GET", "PUT"], expires_in: timedelta
+    ) -> str:
+        """A URL that lets whoever holds it do `method` on the one object at `uri`, without
+        credentials, for `expires_in`. A bearer secret: never log it. StoreError where the
+        backend cannot sign (file://, whose clients share the hub's folder)."""
+        raise StoreError(f"the store {self.base_uri} cannot presign URLs")
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections (nothing to do for most backends)."""
@@ -106,7 +128,7 @@ class ModelStore(ABC):
     async def _exists(self, key: str) -> bool: ...
 
     @abstractmethod
-    async def _delete_prefix(self, prefix: str) -> None: ...
+    async def _delete_prefix(self, prefix: str, keep: frozenset[str]) -> None: ...
 
 
 def check_key(key: str) -> str:

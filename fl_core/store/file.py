@@ -52,9 +52,13 @@ class FileStore(ModelStore):
     async def _exists(self, key: str) -> bool:
         return await asyncio.to_thread(self.path_for(key).is_file)
 
-    async def _delete_prefix(self, prefix: str) -> None:
+    async def _delete_prefix(self, prefix: str, keep: frozenset[str]) -> None:
         path = self.path_for(prefix.rstrip("/"))
-        await asyncio.to_thread(shutil.rmtree, path, True)
+        kept = {self.path_for(key) for key in keep if key.startswith(prefix)}
+        try:
+            await asyncio.to_thread(_remove_tree, path, kept)
+        except OSError as exc:
+            raise StoreError(f"cannot delete {self.uri_for(prefix.rstrip('/'))}/: {exc}") from exc
 
     @staticmethod
     def _put_sync(path: Path, data: bytes | bytearray | memoryview) -> str:
@@ -78,6 +82,21 @@ class FileStore(ModelStore):
             raise StoreError(f"cannot write {path}: {exc}") from exc
         _fsync_dir(path.parent)
         return digest.hexdigest()
+
+
+def _remove_tree(path: Path, kept: set[Path]) -> None:
+    """`rm -r path`, except the files in `kept` (and the folders that hold them)."""
+    if not kept:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(path)
+        return
+    for folder, _dirs, files in os.walk(path, topdown=False):
+        for name in files:
+            file = Path(folder, name)
+            if file not in kept:
+                file.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: it holds a kept file
+            Path(folder).rmdir()
 
 
 def read_verified_file(path: Path) -> tuple[memoryview, str]:

@@ -26,7 +26,8 @@ import contextlib
 import os
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, cast
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urlsplit
 
 import obstore
@@ -39,9 +40,13 @@ if TYPE_CHECKING:
     from obstore.store import ClientConfig, S3Config
 
 _HASH_IN_THREAD = 1024 * 1024  # chunks this big are hashed off the event loop
+# SigV4 query signatures are valid for at most 7 days (S3 refuses longer ones).
+MAX_PRESIGN = timedelta(days=7)
 
 
 class S3Store(ModelStore):
+    can_presign = True
+
     def __init__(
         self,
         base_uri: str,
@@ -117,6 +122,21 @@ class S3Store(ModelStore):
             raise StoreError(f"{self.uri_for(key)}: read {pos} of {size} bytes")
         return view, digest.hexdigest()
 
+    async def presign(
+        self, uri: str, *, method: Literal["GET", "PUT"], expires_in: timedelta
+    ) -> str:
+        """A SigV4 presigned URL (obstore's `sign`) with this store's credentials."""
+        key = self.key_for(uri)
+        if not timedelta(seconds=1) <= expires_in <= MAX_PRESIGN:
+            raise StoreError(
+                f"cannot presign {method} {uri} for {expires_in}: S3 allows 1 s to 7 days"
+            )
+        try:
+            # Signing may fetch credentials (web identity, instance metadata): off the loop.
+            return await asyncio.to_thread(obstore.sign, self._store, method, key, expires_in)
+        except Exception as exc:
+            raise StoreError(f"cannot presign {method} {uri}: {exc}") from exc
+
     async def _exists(self, key: str) -> bool:
         try:
             await asyncio.to_thread(obstore.head, self._store, key)
@@ -126,15 +146,15 @@ class S3Store(ModelStore):
             raise StoreError(f"cannot reach {self.uri_for(key)}: {exc}") from exc
         return True
 
-    async def _delete_prefix(self, prefix: str) -> None:
+    async def _delete_prefix(self, prefix: str, keep: frozenset[str]) -> None:
         try:
-            await asyncio.to_thread(self._delete_all, prefix)
+            await asyncio.to_thread(self._delete_all, prefix, keep)
         except Exception as exc:
             raise StoreError(f"cannot delete {self.uri_for(prefix.rstrip('/'))}/: {exc}") from exc
 
-    def _delete_all(self, prefix: str) -> None:
+    def _delete_all(self, prefix: str, keep: frozenset[str]) -> None:
         for batch in obstore.list(self._store, prefix):
-            paths = [meta["path"] for meta in batch]
+            paths = [meta["path"] for meta in batch if meta["path"] not in keep]
             if paths:
                 obstore.delete(self._store, paths)
 

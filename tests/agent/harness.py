@@ -27,13 +27,14 @@ FAST_WATCH = WatchSettings(server_timeout=30, inactivity_timeout=40.0)
 # decides when training ends); "fail": exit 1 with a reason as the termination message;
 # "crash": log to stderr and exit 3 without writing anything; "silent": exit 0 without a
 # result record; "badhash": a record whose sha256 is wrong; "greedy": a record claiming
-# more examples than the catalogue's dataset holds.
+# more examples than the catalogue's dataset holds. A store that refuses the update fails
+# the container with the reason as its termination message.
 TRAIN = """
 import asyncio, os, pathlib, sys, time
 import numpy as np
 from fl_contract.models import RoundSpec, TrainingResult
 from fl_contract.weights import encode_weights
-from fl_core.store import open_store
+from fl_core.store import StoreError, open_round_store
 mode = sys.argv[1] if len(sys.argv) > 1 else "ok"
 result_path = pathlib.Path(os.environ["FL_RESULT_PATH"])
 if mode == "fail":
@@ -53,7 +54,11 @@ if mode.startswith("gate="):
         time.sleep(0.02)
 spec = RoundSpec.from_json(pathlib.Path(os.environ["FL_ROUND_SPEC_PATH"]).read_text())
 data = encode_weights({"w": np.full((2, 2), float(spec.round), dtype=np.float32)})
-ref = asyncio.run(open_store(spec.store).put_uri(spec.update_uri, data))
+try:
+    ref = asyncio.run(open_round_store(spec).put_uri(spec.update_uri, data))
+except StoreError as exc:  # as fl-train does: the reason is the termination message
+    result_path.write_text(f"{type(exc).__name__}: {exc}")
+    sys.exit(1)
 sha = "0" * 64 if mode == "badhash" else ref.sha256
 examples = 10**15 if mode == "greedy" else 5
 result = TrainingResult(update_uri=ref.uri, sha256=sha, num_examples=examples, metrics={"loss": 0.25})

@@ -131,13 +131,15 @@ def test_dataset_must_be_the_one_the_spec_names() -> None:
         build(dataset=Dataset(name="other", path="/x"))
 
 
-def test_store_credentials_and_resources_come_from_the_spec() -> None:
+def test_no_store_credentials_and_resources_from_the_spec() -> None:
+    """An s3:// round's Job gets no Secret: its round spec holds presigned URLs instead."""
     spec = make_spec(
-        store=StoreConfig(uri="s3://models/fl", credentials_secret="store-creds"),
+        store=StoreConfig(uri="s3://models/fl"),
         resources=Resources(requests={"cpu": "500m"}, limits={"memory": "1Gi"}),
     )
     container = build(spec)["spec"]["template"]["spec"]["containers"][0]
-    assert container["envFrom"] == [{"secretRef": {"name": "store-creds"}}]
+    assert "envFrom" not in container
+    assert not [e for e in container["env"] if "valueFrom" in e or e["name"].startswith("AWS_")]
     assert container["resources"] == {"requests": {"cpu": "500m"}, "limits": {"memory": "1Gi"}}
 
 

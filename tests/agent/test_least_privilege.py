@@ -118,6 +118,18 @@ async def test_agent_works_with_the_add_on_permissions_only(
                     subresource="status",
                 )
             assert await round_report(hub, c2) is None
+            # Round specs (and the presigned URLs in them) stay out of the add-on identity's
+            # reach on the hub: it cannot read ManifestWorks, another cluster's or its own.
+            for namespace in (c1, c2):
+                with pytest.raises(Forbidden):
+                    await as_c1.list(r.MANIFEST_WORK, namespace=namespace)
+            # On the spoke the agent reads ConfigMaps in its own namespace only.
+            as_sa = await KubeApi.from_kubeconfig(sa_kubeconfig)
+            try:
+                with pytest.raises(Forbidden):
+                    await as_sa.list(r.CONFIGMAP, namespace="default")
+            finally:
+                await as_sa.close()
         finally:
             await running.stop()
             for api in (hub, as_c1):

@@ -26,17 +26,27 @@ async def test_verify_update_reads_back_and_checks_the_hash(tmp_path: Path) -> N
     store = open_store(store_cfg)
     ref = await store.put_uri(uri, data)
     result = TrainingResult(update_uri=uri, sha256=ref.sha256, num_examples=7)
-    update = await verify_update(result, spec, spoke=None, namespace="ns")
+    update = await verify_update(result, spec)
     assert (update.uri, update.sha256, update.num_examples) == (uri, sha256_hex(data), 7)
 
     wrong = result.model_copy(update={"sha256": "0" * 64})
     with pytest.raises(ResultError) as info:
-        await verify_update(wrong, spec, spoke=None, namespace="ns")
+        await verify_update(wrong, spec)
     assert (info.value.reason, info.value.invalid) == ("UpdateHashMismatch", True)
 
     missing = result.model_copy(update={"update_uri": uri.replace("cluster1", "cluster9")})
     with pytest.raises(ResultError) as info:
-        await verify_update(missing, spec, spoke=None, namespace="ns")
+        await verify_update(missing, spec)
+    assert (info.value.reason, info.value.invalid) == ("UpdateMissing", False)
+
+
+async def test_an_s3_update_without_grants_is_not_read_with_credentials() -> None:
+    """The agent holds no store credentials: a round spec without grants cannot be checked."""
+    uri = "s3://models/fl/team-a/digits/rounds/3/updates/cluster1.safetensors"
+    spec = make_spec(store=StoreConfig(uri="s3://models/fl"), update_uri=uri)
+    result = TrainingResult(update_uri=uri, sha256="0" * 64, num_examples=7)
+    with pytest.raises(ResultError, match="grants no access") as info:
+        await verify_update(result, spec)
     assert (info.value.reason, info.value.invalid) == ("UpdateMissing", False)
 
 

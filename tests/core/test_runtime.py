@@ -27,6 +27,7 @@ from fl_core.examples import digits
 from fl_core.runtime import TrainerBase, run_round
 from fl_core.runtime.__main__ import main as train_main
 from fl_core.store import open_store
+from hub_manager.store_access import AccessGranter
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -268,8 +269,11 @@ class _Scale(TrainerBase):
         return {"w": weights["w"] * 2}, 3, {"steps": 1.0}
 
 
-async def test_round_against_s3(s3_config: StoreConfig, tmp_path: Path) -> None:
-    """The same round with an S3 store (moto over HTTP), credentials from AWS_* env."""
+async def test_round_against_s3(
+    s3_config: StoreConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same round with an S3 store (moto over HTTP): the hub signs, the round runs on
+    its presigned URLs alone, with no credentials in the environment."""
     store = open_store(s3_config)
     initial = await store.put(
         "team-a/digits/rounds/0/global.safetensors", encode_weights(_Scale().init_weights(0))
@@ -280,7 +284,11 @@ async def test_round_against_s3(s3_config: StoreConfig, tmp_path: Path) -> None:
             "update_uri": store.uri_for("team-a/digits/rounds/1/updates/cluster2.safetensors"),
         }
     )
+    spec = await AccessGranter().grant(spec, store=store, current_work=None)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
     result = await run_round(spec, _Scale(), dataset_path=None)
+    assert result.update_uri == spec.update_uri  # the URI, not the URL
     data = await store.get(result.update_uri, sha256=result.sha256)
     np.testing.assert_array_equal(
         decode_weights(data)["w"], np.arange(6, dtype=np.float32).reshape(2, 3) * 2

@@ -223,9 +223,12 @@ def test_manager_rbac_is_least_privilege() -> None:
     assert not _covered(lease, cluster_wide)
 
 
-def test_manager_gets_the_s3_credentials_the_sample_names() -> None:
-    """The hub reads s3:// credentials from its environment: the sample's Secret feeds it."""
+def test_manager_gets_the_s3_credentials_the_sample_tells_to_create() -> None:
+    """The hub reads s3:// credentials from its environment, fed by the Secret the S3
+    sample tells to create; the job names no Secret (clusters get presigned URLs)."""
+    text = (DEPLOY / "samples" / "digits-s3.yaml").read_text()
     (sample,) = load_docs(DEPLOY / "samples" / "digits-s3.yaml")
-    secret = sample["spec"]["server"]["storage"]["s3"]["credentialsSecret"]
+    assert "credentialsSecret" not in sample["spec"]["server"]["storage"]["s3"]
     sources = [e["secretRef"] for e in CONTAINER["envFrom"] if "secretRef" in e]
-    assert {"name": secret, "optional": True} in sources
+    assert {"name": "federated-learning-store", "optional": True} in sources
+    assert "create secret generic \\\n#     federated-learning-store" in text

@@ -16,7 +16,7 @@ import numpy as np
 from fl_contract import keys, naming
 from fl_contract.models import RoundReport, RoundSpec, StoreConfig, UpdateRef
 from fl_contract.weights import decode_weights, encode_weights, sha256_hex
-from fl_core.store import open_store
+from fl_core.store import open_round_store, open_store
 from fl_kube import resources as r
 from fl_kube.client import KubeApi
 from fl_kube.errors import Conflict, NotFound
@@ -214,8 +214,9 @@ class Cluster:
         claimed_sha: str | None = None,
         metrics: dict[str, float] | None = None,
     ) -> RoundReport:
-        """Write an update as the training Job would, then report it."""
-        store = open_store(spec.store)
+        """Write an update as the training Job would (with what the spec grants), then
+        report it."""
+        store = open_round_store(spec)
         try:
             if data is None:
                 if spec.global_model is not None:

@@ -317,7 +317,11 @@ async def test_restart_before_the_result_was_written(sandbox_factory: Any) -> No
         cs = await h.clusters(sb)
         running = h.start_manager(sb)
         try:
-            job = await h.create_job(sb, "lost", rounds=1)
+            # The job is completed first and then set back: keep the round's updates, which
+            # a real crash between recording and writing would not have deleted yet.
+            job = await h.create_job(
+                sb, "lost", rounds=1, server={"storage": {"retention": {"keepUpdates": 1}}}
+            )
             uid = job["metadata"]["uid"]
             await h.train_round(cs, uid, 1)
             done = await h.wait_status(sb, "lost", h.phase_is("Completed"))

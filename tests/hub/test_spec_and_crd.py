@@ -64,6 +64,14 @@ def test_upstream_field_names_are_kept(crd: dict[str, Any]) -> None:
     assert {"bucketName", "prefix", "region"} <= set(
         server["storage"]["properties"]["s3"]["properties"]
     )
+    retention = server["storage"]["properties"]["retention"]
+    assert retention["default"] == {}
+    assert {k: v.get("default") for k, v in retention["properties"].items()} == {
+        "keepUpdates": 0,
+        "keepRounds": None,
+        "onDelete": "Delete",
+    }
+    assert retention["properties"]["onDelete"]["enum"] == ["Delete", "Retain"]
     client = spec["client"]["properties"]
     assert {"image", "placement"} <= set(client)
     assert {"clusterSets", "numberOfClusters", "predicates"} <= set(
@@ -172,6 +180,14 @@ VALID = {"client": {"image": "trainer:1"}}
             "spec.client.trainingConfig.lr: must be a string, a number or a boolean",
         ),
         ({"client": {"image": "t", "dataset": "Digits_Set"}}, "spec.client.dataset"),
+        (
+            {"server": {"storage": {"retention": {"keepRounds": 0}}}},
+            "spec.server.storage.retention.keepRounds: Input should be greater than or equal to 1",
+        ),
+        (
+            {"server": {"storage": {"retention": {"onDelete": "Keep"}}}},
+            "spec.server.storage.retention.onDelete: Input should be 'Delete' or 'Retain'",
+        ),
     ],
 )
 def test_invalid_specs_name_the_field(patch: dict[str, Any], expected: str) -> None:

@@ -122,11 +122,12 @@ def test_store_configs(tmp_path: Path) -> None:
         }
     )
     config = store_config(s3, default_path="/models")
-    assert (config.uri, config.endpoint, config.credentials_secret) == (
-        "s3://models/fl",
-        "http://minio:9000",
-        "creds",
-    )
+    assert (config.uri, config.endpoint) == ("s3://models/fl", "http://minio:9000")
+    assert "creds" not in config.model_dump_json()  # clusters are told no Secret's name
+    assert s3.ignored_fields() == [
+        "spec.server.storage.s3.credentialsSecret (deprecated: the hub signs with the "
+        "credentials of its own environment; clusters get presigned URLs)"
+    ]
 
 
 def test_selection_reads_every_decision_and_the_empty_placement() -> None:
