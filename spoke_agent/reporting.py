@@ -14,6 +14,7 @@ the watch delivers them, so a write right after a write does not meet a 409 of o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import random
@@ -40,6 +41,9 @@ TRANSIENT_BACKOFF = BackoffPolicy(base=0.1, cap=2.0)
 # resourceVersions of the add-on the watch delivered lately: enough to tell whether an object
 # we got from a write or a GET is already in the cache (or older than what is there).
 SEEN_VERSIONS = 64
+# How long the first read waits for the watch to list before it asks with a GET (the watch
+# may be forbidden by an older hub role, or the hub slow): once, at start.
+FIRST_SYNC_WAIT_SECONDS = 10.0
 
 Mutation = Callable[[list[Condition]], MutationResult | Awaitable[MutationResult]]
 
@@ -76,6 +80,7 @@ class StatusWriter:
         self.informer.subscribe(self._on_event)
         self._newer: dict[str, Any] | None = None  # from a write or GET, not yet watched
         self._seen: deque[str] = deque(maxlen=SEEN_VERSIONS)
+        self._waited_for_sync = False
 
     async def run(self) -> None:
         """Watch the add-on until cancelled."""
@@ -139,8 +144,12 @@ class StatusWriter:
         """The add-on as last seen: from the watch, or newer from our own write or GET."""
         if self._newer is not None:
             return self._newer
+        if not self.informer.has_synced and not self._waited_for_sync:
+            self._waited_for_sync = True
+            with contextlib.suppress(TimeoutError):
+                await self.informer.wait_synced(FIRST_SYNC_WAIT_SECONDS)
         if not self.informer.has_synced:
-            return await self._read()  # not listed yet (or the watch is not allowed): ask
+            return await self._read()  # not listed (the watch may not be allowed): ask
         cached = self.informer.get(self._addon, self._cluster)
         if cached is None:
             raise self._not_found()
