@@ -194,13 +194,7 @@ class AddonInstaller:
             # its agent is down with it.
             if self._agents is not None:
                 await self._agents.remove(cluster=cluster, addon=name)
-            await self._write_status(
-                mca,
-                cma,
-                namespace=None,
-                refs=[],
-                updates=[dict(cluster_available, type="Available")],
-            )
+            await self._write_condition(mca, cma, dict(cluster_available, type="Available"))
             return None
         resolved = await self._resolve(mca, cma)
         if resolved is None:
@@ -288,21 +282,17 @@ class AddonInstaller:
         if config_ref is not None:
             deployment_config = self.configs.get(config_ref.name, config_ref.namespace or None)
             if deployment_config is None:
-                await self._write_status(
+                await self._write_condition(
                     mca,
                     cma,
-                    namespace=None,
-                    refs=[],
-                    updates=[
-                        cond.condition(
-                            "Configured",
-                            False,
-                            reason="ConfigurationNotFound",
-                            message=f"AddOnDeploymentConfig {config_ref.namespace}/"
-                            f"{config_ref.name} does not exist: create it or change "
-                            "spec.configs",
-                        )
-                    ],
+                    cond.condition(
+                        "Configured",
+                        False,
+                        reason="ConfigurationNotFound",
+                        message=f"AddOnDeploymentConfig {config_ref.namespace}/"
+                        f"{config_ref.name} does not exist: create it or change "
+                        "spec.configs",
+                    ),
                 )
                 return None
         settings = addonconfig.settings_from(deployment_config)
@@ -372,19 +362,15 @@ class AddonInstaller:
             await self._remove_finalizer(mca, finalizers)
             return None
         if cma is not None:
-            await self._write_status(
+            await self._write_condition(
                 mca,
                 cma,
-                namespace=None,
-                refs=[],
-                updates=[
-                    cond.condition(
-                        "HookManifestCompleted",
-                        False,
-                        reason="HookManifestIsNotCompleted",
-                        message=f"hook manifestWork {name} is not completed.",
-                    )
-                ],
+                cond.condition(
+                    "HookManifestCompleted",
+                    False,
+                    reason="HookManifestIsNotCompleted",
+                    message=f"hook manifestWork {name} is not completed.",
+                ),
             )
         return None  # the hook work's status changes bring it back
 
@@ -640,6 +626,12 @@ class AddonInstaller:
             ),
             None,
         )
+
+    async def _write_condition(
+        self, mca: dict[str, Any], cma: Mapping[str, Any], condition: dict[str, Any]
+    ) -> None:
+        """Set one condition, leaving the rest of the status as it is."""
+        await self._write_status(mca, cma, namespace=None, refs=[], updates=[condition])
 
     async def _write_status(
         self,
