@@ -8,7 +8,7 @@ object, the current global weights and the open round session.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,8 @@ class JobRuntime:
     global_round: int = -1  # the round whose model `global_weights` is (-1: not loaded)
     global_weights: Weights | None = None
     session: RoundSession | None = None
+    refused_attempt: tuple[int, int] = (0, 0)  # the (round, attempt) `refused` belongs to
+    refused: dict[str, str] = field(default_factory=dict)  # cluster -> why its spec was refused
 
     async def close(self) -> None:
         await self.store.close()

@@ -9,6 +9,7 @@ from typing import Any
 from fl_contract import keys, naming
 from fl_kube import resources as r
 from fl_kube.client import KubeApi
+from fl_kube.errors import ApiError
 from fl_kube.informer import Informer
 from hub_manager import status as st
 from hub_manager.cache import WriteMemo
@@ -33,14 +34,23 @@ class RoundSender:
         self._addon = addon
         self._cleaner = cleaner
         self._sent = WriteMemo(works)
+        self._refused: dict[tuple[str, str], tuple[str, str]] = {}  # slot -> (body, why)
 
-    async def send(self, obj: dict[str, Any], status: dict[str, Any], runtime: JobRuntime) -> None:
-        """Each participant's ManifestWork carries this round's spec; others have none."""
+    async def send(
+        self, obj: dict[str, Any], status: dict[str, Any], runtime: JobRuntime
+    ) -> dict[str, str]:
+        """Each participant's ManifestWork carries this round's spec; others have none.
+
+        Returns the participants whose ManifestWork the API refused for good (a 4xx other
+        than a conflict or throttling: admission, validation, permissions), with the API's
+        message. A refused body is not sent again; the next round attempt tries anew.
+        """
         progress = st.progress_of(status)
         uid = str(obj["metadata"]["uid"])
         deadline = progress.deadline
+        refused: dict[str, str] = {}
         if not progress.in_round or deadline is None:
-            return
+            return refused
         client_config = runtime.strategy.client_config(progress.round)
         start_model = global_model(obj, status, progress.round)
         work_name = naming.manifest_work_name(uid)
@@ -66,11 +76,30 @@ class RoundSender:
             fingerprint = repr(desired)
             cached = self._works.get(work_name, cluster)
             slot = (uid, cluster)
+            earlier = self._refused.get(slot)
+            if earlier is not None and earlier[0] == fingerprint:
+                refused[cluster] = earlier[1]
+                continue
             if self._sent.needs_write(
                 slot, fingerprint, cached_matches=work_matches(cached, desired)
             ):
-                written = await self._api.apply(
-                    r.MANIFEST_WORK, desired, field_manager=keys.HUB_FIELD_MANAGER
-                )
+                try:
+                    written = await self._api.apply(
+                        r.MANIFEST_WORK, desired, field_manager=keys.HUB_FIELD_MANAGER
+                    )
+                except ApiError as exc:
+                    if not refused_for_good(exc):
+                        raise
+                    why = f"ManifestWork {cluster}/{work_name}: {exc}"
+                    self._refused[slot] = (fingerprint, why)
+                    refused[cluster] = why
+                    continue
+                self._refused.pop(slot, None)
                 self._sent.wrote(slot, fingerprint, written)
         await self._cleaner.remove_works(uid, keep=set(progress.participants))
+        return refused
+
+
+def refused_for_good(exc: ApiError) -> bool:
+    """A 4xx that the same request would get again: not a conflict, not throttling."""
+    return 400 <= exc.status < 500 and exc.status not in (409, 429)

@@ -194,7 +194,7 @@ def test_decide(
         assert isinstance(decision, Fail)
         assert decision.reason == "QuorumNotReached"
         assert "round 1: 1 of 3" in decision.message
-        assert "minFitClients" in decision.message
+        assert "minFitClients" in decision.advice
     else:
         assert decision == expected
 
