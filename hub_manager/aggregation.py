@@ -107,7 +107,9 @@ class RoundSession:
 
     async def _judge(self, cluster: str, report: RoundReport, *, store: ModelStore) -> Outcome:
         if report.state == "TrainingFailed":
-            return Outcome(cluster, "failed", "TrainingFailed", report.message[:1024])
+            return Outcome(
+                cluster, "failed", report.reason or "TrainingFailed", report.message[:1024]
+            )
         update = report.update
         if update is None:
             return _rejected(cluster, "InvalidReport", "the report names no update")
