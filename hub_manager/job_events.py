@@ -18,6 +18,7 @@ from hub_manager import status as st
 
 # Conditions whose turning False is worth a Warning (and True again a Normal event).
 _WATCHED = (st.SPEC_VALID, st.CLUSTERS_AVAILABLE, st.PROGRESSING, st.ROUND_SPECS_DELIVERED)
+_BEFORE_THE_FIRST_ROUND = ("WaitingForClusters", "ClustersAvailable", "RoundStarted")
 
 
 @dataclass(frozen=True)
@@ -118,10 +119,13 @@ def _failed_participants(old: Mapping[str, Any], new: Mapping[str, Any]) -> list
 
 def _conditions(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[JobEvent]:
     events = []
+    started = bool(old.get("round"))
     for type_ in _WATCHED:
         now = st.condition(new, type_)
         if now is None or (type_ == st.PROGRESSING and new.get("phase") == "Completed"):
             continue
+        if not started and now.get("reason") in _BEFORE_THE_FIRST_ROUND:
+            continue  # a new job waits for its placement: the conditions say so, quietly
         was = st.condition(old, type_) or {}
         same = (was.get("status"), was.get("reason")) == (now.get("status"), now.get("reason"))
         if same:
