@@ -130,8 +130,9 @@ class ParticipantState:
         entry: dict[str, Any] = {"cluster": cluster, "state": self.state}
         if self.reason:
             entry["reason"] = self.reason[:128]
-        if self.message:
-            entry["message"] = self.message[:MAX_PARTICIPANT_MESSAGE]
+        message = self.message.removeprefix(f"{self.reason}: ") if self.reason else self.message
+        if message:
+            entry["message"] = message[:MAX_PARTICIPANT_MESSAGE]
         if self.num_examples:
             entry["numExamples"] = self.num_examples
         return entry
