@@ -17,10 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fl_contract import keys, naming
-from fl_contract.weights import WeightsFormatError
-from fl_core.evaluation import get_evaluator
-from fl_core.store import IntegrityError, ModelStore, ObjectNotFound, StoreError
-from fl_core.strategies import Strategy
+from fl_core.store import StoreError
 from fl_kube import resources as r
 from fl_kube.client import KubeApi
 from fl_kube.controller import Result, TemporaryError
@@ -32,14 +29,9 @@ from hub_manager import rounds
 from hub_manager import status as st
 from hub_manager.cache import WriteMemo, contains
 from hub_manager.cleanup import JobCleaner
-from hub_manager.crd_spec import FederatedLearningSpec, SpecError, parse_spec
+from hub_manager.crd_spec import FederatedLearningSpec, SpecError
 from hub_manager.job_events import events_between
-from hub_manager.job_runtime import (
-    JobRuntime,
-    build_strategy,
-    load_weights,
-    open_job_store,
-)
+from hub_manager.job_runtime import JobRuntime, open_runtime
 from hub_manager.metrics import HubMetrics
 from hub_manager.placement import (
     Selection,
@@ -52,9 +44,8 @@ from hub_manager.placement import (
 from hub_manager.publication import Publisher
 from hub_manager.reports import AddonView
 from hub_manager.round_inputs import ReportCollector
-from hub_manager.round_sender import RoundSender
+from hub_manager.round_sender import RoundSender, note_refused, with_refused
 from hub_manager.settings import HubSettings
-from hub_manager.work import oversized_round_spec, store_config
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +350,7 @@ class FederatedLearningReconciler:
         self._clusters_condition(status, spec, chosen, available, generation, now)
 
         tally = await self._reports.collect(obj, runtime, status, now, selected=chosen.clusters)
-        tally = self._with_refused(status, runtime, tally)
+        tally = with_refused(status, runtime, tally)
         clusters = st.condition(status, st.CLUSTERS_AVAILABLE) or {}
         decision = rounds.decide(
             progress=st.progress_of(status),
@@ -429,7 +420,7 @@ class FederatedLearningReconciler:
         if isinstance(decision, rounds.StartRound):
             return await self._start_round(key, obj, status, runtime, decision, tally, now)
         if isinstance(decision, rounds.AwaitReports):
-            self._note_refused(status, runtime, await self._sender.send(obj, status, runtime))
+            note_refused(status, runtime, await self._sender.send(obj, status, runtime), now=now)
             delay = min(max(decision.requeue_after, 0.05), self._settings.resync_seconds)
             wait = self._coalesce_wait(key, obj, status)
             if wait > 0:  # only per-cluster progress changed: batch it with what follows
@@ -461,52 +452,6 @@ class FederatedLearningReconciler:
         obj = await self._publisher.finish(key, obj, status, now, failed=failed)
         return obj, st.clone(obj.get("status")), None, False
 
-    def _with_refused(
-        self, status: dict[str, Any], runtime: JobRuntime, tally: rounds.Tally
-    ) -> rounds.Tally:
-        """Participants whose round spec the API refused have finished without an update."""
-        progress = st.progress_of(status)
-        if runtime.refused_attempt != (progress.round, progress.attempt) or not runtime.refused:
-            return tally
-        refused = frozenset(runtime.refused) - tally.reported()
-        for cluster in refused:
-            st.set_participant(
-                status,
-                cluster,
-                st.ParticipantState("Failed", "RoundSpecRefused", 0, runtime.refused[cluster]),
-            )
-        return rounds.Tally(
-            accepted=tally.accepted,
-            finished_without_update=tally.finished_without_update | refused,
-        )
-
-    def _note_refused(
-        self, status: dict[str, Any], runtime: JobRuntime, refused: dict[str, str]
-    ) -> None:
-        """Remember which round specs the API refused, and say so in a condition."""
-        progress = st.progress_of(status)
-        runtime.refused_attempt = (progress.round, progress.attempt)
-        runtime.refused = dict(refused)
-        if not refused:
-            st.remove_condition(status, st.ROUND_SPECS_DELIVERED)
-            return
-        for cluster, why in refused.items():
-            st.set_participant(
-                status, cluster, st.ParticipantState("Failed", "RoundSpecRefused", 0, why)
-            )
-        st.set_condition(
-            status,
-            type_=st.ROUND_SPECS_DELIVERED,
-            value=False,
-            reason="ManifestWorkRefused",
-            message=(
-                f"round {progress.round}: the API refused the round spec of "
-                f"{len(refused)} cluster(s): " + "; ".join(sorted(refused.values()))
-            ),
-            generation=int(status.get("observedGeneration") or 0),
-            now=self._clock(),
-        )
-
     # -- spec and runtime --------------------------------------------------------------
 
     async def _runtime(self, key: Key, obj: dict[str, Any]) -> JobRuntime:
@@ -519,88 +464,20 @@ class FederatedLearningReconciler:
         checked = self._spec_checked.get(key)
         if checked is not None and checked[:2] == (uid, generation):
             raise SpecError(checked[2])  # checked already: only an edit changes the answer
-        spec = parse_spec(obj.get("spec"))
-        problems: list[str] = []
-        strategy: Strategy | None = None
         try:
-            strategy = build_strategy(spec)
-        except ValueError as exc:
-            problems.append(f"spec.server.strategy.parameters: {exc}")
-        evaluate = None
-        if spec.server.evaluator:
-            try:
-                evaluate = get_evaluator(spec.server.evaluator)
-            except (ValueError, KeyError) as exc:
-                problems.append(f"spec.server.evaluation.evaluator: {exc}")
-        config = store_config(
-            spec,
-            default_path=self._settings.default_store_path,
-            file_store_root=self._settings.file_store_root,
-        )
-        store: ModelStore | None = None
-        try:
-            store = open_job_store(config, file_root=None)
-        except StoreError as exc:
-            problems.append(f"spec.server.storage: {exc}")
-        runtime: JobRuntime | None = None
-        try:
-            if store is not None:
-                oversized = oversized_round_spec(obj, spec, store=config, uri_for=store.uri_for)
-                if oversized:
-                    problems.append(oversized)
-            if problems or store is None or strategy is None:
-                self._spec_checked[key] = (uid, generation, problems)
-                raise SpecError(problems)
-            runtime = JobRuntime(
-                uid=uid,
-                generation=generation,
-                spec=spec,
-                store_config=config,
-                store=store,
-                strategy=strategy,
-                evaluate=evaluate,
+            runtime = await open_runtime(
+                obj,
+                default_store_path=self._settings.default_store_path,
+                file_store_root=self._settings.file_store_root,
             )
-            problem = await self._load_initial_model(runtime, obj)
-            if problem:
-                self._spec_checked[key] = (uid, generation, [problem])
-                raise SpecError([problem])
-        except BaseException:
-            if store is not None:
-                await store.close()
+        except SpecError as exc:
+            self._spec_checked[key] = (uid, generation, exc.problems)
             raise
         if current is not None:
             await current.close()
         self._spec_checked.pop(key, None)
         self._runtimes[key] = runtime
         return runtime
-
-    async def _load_initial_model(self, runtime: JobRuntime, obj: dict[str, Any]) -> str | None:
-        """Check spec.server.initialModel before round 1 (it must be a weights file in the
-        job's store with that sha256) and keep it loaded as round 1's global model.
-        Returns the problem with its field path; store faults propagate (temporary)."""
-        ref = runtime.spec.server.initial_model
-        published = int(((obj.get("status") or {}).get("model") or {}).get("round") or 0)
-        if ref is None or published > 0:
-            return None
-        field = "spec.server.initialModel"
-        store = runtime.store
-        try:
-            store.key_for(ref.uri)
-        except StoreError:
-            return (
-                f"{field}.uri: {ref.uri!r} is not in the job's model store {store.base_uri}; "
-                "copy the model into that store and give its URI there"
-            )
-        try:
-            runtime.global_weights = await load_weights(store, ref)
-        except ObjectNotFound:
-            return f"{field}.uri: there is no model at {ref.uri}; upload it, or fix the URI"
-        except IntegrityError as exc:
-            return f"{field}.sha256: {exc}; give the sha256 of the file you meant"
-        except WeightsFormatError as exc:
-            return f"{field}.uri: {ref.uri} is not a safetensors weights file: {exc}"
-        runtime.global_round = 0
-        return None
 
     async def _invalid(
         self,
@@ -767,7 +644,7 @@ class FederatedLearningReconciler:
             retry,
             ", ".join(decision.participants),
         )
-        self._note_refused(status, runtime, await self._sender.send(obj, status, runtime))
+        note_refused(status, runtime, await self._sender.send(obj, status, runtime), now=now)
         return obj, status, None, True
 
     def _count_phases(self) -> None:

@@ -4,6 +4,7 @@ in place each round, carrying the spec as a ConfigMap into the agent's namespace
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from fl_contract import keys, naming
@@ -11,6 +12,7 @@ from fl_kube import resources as r
 from fl_kube.client import KubeApi
 from fl_kube.errors import ApiError
 from fl_kube.informer import Informer
+from hub_manager import rounds
 from hub_manager import status as st
 from hub_manager.cache import WriteMemo
 from hub_manager.cleanup import JobCleaner
@@ -103,3 +105,50 @@ class RoundSender:
 def refused_for_good(exc: ApiError) -> bool:
     """A 4xx that the same request would get again: not a conflict, not throttling."""
     return 400 <= exc.status < 500 and exc.status not in (409, 429)
+
+
+def note_refused(
+    status: dict[str, Any], runtime: JobRuntime, refused: dict[str, str], *, now: datetime
+) -> None:
+    """Remember which round specs the API refused (for this round attempt), mark those
+    participants Failed and say so in a condition (removed once every spec went through)."""
+    progress = st.progress_of(status)
+    runtime.refused_attempt = (progress.round, progress.attempt)
+    runtime.refused = dict(refused)
+    if not refused:
+        st.remove_condition(status, st.ROUND_SPECS_DELIVERED)
+        return
+    for cluster, why in refused.items():
+        st.set_participant(
+            status, cluster, st.ParticipantState("Failed", "RoundSpecRefused", 0, why)
+        )
+    st.set_condition(
+        status,
+        type_=st.ROUND_SPECS_DELIVERED,
+        value=False,
+        reason="ManifestWorkRefused",
+        message=(
+            f"round {progress.round}: the API refused the round spec of "
+            f"{len(refused)} cluster(s): " + "; ".join(sorted(refused.values()))
+        ),
+        generation=int(status.get("observedGeneration") or 0),
+        now=now,
+    )
+
+
+def with_refused(status: dict[str, Any], runtime: JobRuntime, tally: rounds.Tally) -> rounds.Tally:
+    """Participants whose round spec the API refused have finished without an update."""
+    progress = st.progress_of(status)
+    if runtime.refused_attempt != (progress.round, progress.attempt) or not runtime.refused:
+        return tally
+    refused = frozenset(runtime.refused) - tally.reported()
+    for cluster in refused:
+        st.set_participant(
+            status,
+            cluster,
+            st.ParticipantState("Failed", "RoundSpecRefused", 0, runtime.refused[cluster]),
+        )
+    return rounds.Tally(
+        accepted=tally.accepted,
+        finished_without_update=tally.finished_without_update | refused,
+    )
