@@ -157,12 +157,15 @@ class Controller(Generic[K]):
         retry_after = None
         if isinstance(exc, TemporaryError | ApiError):
             retry_after = exc.retry_after
-        if isinstance(exc, TemporaryError | ApiError):
-            log.info("%s: %r will be retried: %s", self.name, key, exc)
-        else:
-            log.exception("%s: reconcile of %r failed; retrying with backoff", self.name, key)
         if retry_after:
             self._metrics.workqueue_retries_total.labels(name=self.name).inc()
-            self.queue.add_after(key, max(retry_after, self.queue.rate_limiter.when(key)))
+            delay = max(retry_after, self.queue.rate_limiter.when(key))
+            self.queue.add_after(key, delay)
         else:
-            self.queue.add_rate_limited(key)
+            delay = self.queue.add_rate_limited(key)
+        if isinstance(exc, TemporaryError):  # expected: one line, no traceback
+            log.warning("%s: %r will be retried in %.3gs: %s", self.name, key, delay, exc)
+        elif isinstance(exc, ApiError):
+            log.info("%s: %r will be retried in %.3gs: %s", self.name, key, delay, exc)
+        else:
+            log.exception("%s: reconcile of %r failed; retrying with backoff", self.name, key)

@@ -92,11 +92,14 @@ class WorkQueue(Generic[K]):
         handle = loop.call_at(due, self._fire, key)
         self._waiting[key] = (due, handle)
 
-    def add_rate_limited(self, key: K) -> None:
-        """Queue ``key`` after its per-key backoff (which grows until ``forget``)."""
+    def add_rate_limited(self, key: K) -> float:
+        """Queue ``key`` after its per-key backoff (which grows until ``forget``); returns
+        that backoff in seconds."""
         if self._metrics is not None and self.name:
             self._metrics.workqueue_retries_total.labels(name=self.name).inc()
-        self.add_after(key, self.rate_limiter.when(key))
+        delay = self.rate_limiter.when(key)
+        self.add_after(key, delay)
+        return delay
 
     def forget(self, key: K) -> None:
         """Reset the backoff of ``key`` (after a success)."""

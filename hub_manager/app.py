@@ -132,7 +132,7 @@ class HubManager:
             metrics=self.metrics.controllers,
         )
         self.fl_controller = fl_controller
-        _route(jobs, fl_controller, driver.keys_for_job)
+        _route(jobs, fl_controller, driver.keys_for_job_event)
         _route(addons, fl_controller, driver.keys_for_addon)
         _route(placements, fl_controller, driver.keys_for_placement_object)
         _route(decisions, fl_controller, driver.keys_for_placement_object)

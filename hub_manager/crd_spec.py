@@ -31,6 +31,7 @@ from fl_core.strategies import STRATEGY_NAMES
 S3_TYPES = ("S3Bucket", "S3")
 FILE_TYPES = ("HostPath", "PersistentVolumeClaim")
 MAX_TRAINING_CONFIG = 64
+WAIT_FOR_CLUSTERS_ROUNDS = 3  # default waitForClustersTimeout, in roundTimeouts
 
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _DURATION = re.compile(r"^(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h))+$")
@@ -115,6 +116,7 @@ class ServerSpec(_Spec):
     min_available_clients: Annotated[int, Field(ge=1)] = 1
     min_fit_clients: Annotated[int, Field(ge=1)] | None = None
     round_timeout: timedelta = timedelta(minutes=10)
+    wait_for_clusters_timeout: timedelta | None = None
     max_round_retries: Annotated[int, Field(ge=0, le=100)] = 2
     seed: Annotated[int, Field(ge=0)] = 0
     strategy: StrategySpec = Field(default_factory=StrategySpec)
@@ -123,7 +125,7 @@ class ServerSpec(_Spec):
     listeners: list[dict[str, Any]] = Field(default_factory=list)
     storage: StorageSpec | None = None
 
-    @field_validator("round_timeout", mode="before")
+    @field_validator("round_timeout", "wait_for_clusters_timeout", mode="before")
     @classmethod
     def _duration(cls, value: object) -> object:
         if isinstance(value, str):
@@ -141,6 +143,11 @@ class ServerSpec(_Spec):
                 "lower minFitClients or raise minAvailableClients"
             )
         return self
+
+    @property
+    def wait_for_clusters(self) -> timedelta:
+        """How long a job waits for minAvailableClients before it fails."""
+        return self.wait_for_clusters_timeout or WAIT_FOR_CLUSTERS_ROUNDS * self.round_timeout
 
     @property
     def quorum(self) -> int:

@@ -126,6 +126,9 @@ class Publisher:
         }
         metrics = {m: float(pending[m]) for m in ("loss", "accuracy") if m in pending}
         entry.update(metrics)
+        failures = st.round_failures(status)
+        if failures:
+            entry["failures"] = failures
         st.append_bounded(status, "history", [entry], limit=st.MAX_HISTORY)
         status["model"] = {
             "round": round_number,

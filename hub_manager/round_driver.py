@@ -11,30 +11,27 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from fl_contract import keys, naming
-from fl_core.evaluation import get_evaluator
-from fl_core.store import ModelStore, StoreError
-from fl_core.strategies import Strategy
+from fl_core.store import StoreError
 from fl_kube import resources as r
 from fl_kube.client import KubeApi
-from fl_kube.controller import Result
+from fl_kube.controller import Result, TemporaryError
 from fl_kube.errors import Conflict
+from fl_kube.events import EventRecorder
 from fl_kube.informer import Informer
-from fl_kube.timestamps import format_time
+from fl_kube.timestamps import format_time, parse_time
 from hub_manager import rounds
 from hub_manager import status as st
 from hub_manager.cache import WriteMemo, contains
 from hub_manager.cleanup import JobCleaner
-from hub_manager.crd_spec import FederatedLearningSpec, SpecError, parse_spec
-from hub_manager.job_runtime import (
-    JobRuntime,
-    build_strategy,
-    open_job_store,
-)
+from hub_manager.crd_spec import FederatedLearningSpec, SpecError
+from hub_manager.job_events import events_between
+from hub_manager.job_runtime import JobRuntime, open_runtime
 from hub_manager.metrics import HubMetrics
 from hub_manager.placement import (
     Selection,
@@ -47,16 +44,15 @@ from hub_manager.placement import (
 from hub_manager.publication import Publisher
 from hub_manager.reports import AddonView
 from hub_manager.round_inputs import ReportCollector
-from hub_manager.round_sender import RoundSender
+from hub_manager.round_sender import RoundSender, note_refused, with_refused
 from hub_manager.settings import HubSettings
-from hub_manager.work import (
-    store_config,
-)
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, name)
 MAX_STEPS = 8
+OWN_WRITES = 16  # resourceVersions of our own writes remembered per job
+COMPONENT = "federated-learning-hub-manager"
 
 
 class FederatedLearningReconciler:
@@ -88,6 +84,9 @@ class FederatedLearningReconciler:
         self._runtimes: dict[Key, JobRuntime] = {}
         self._latest: dict[Key, dict[str, Any]] = {}
         self._written_at: dict[Key, float] = {}
+        self._own_writes: dict[Key, deque[str]] = {}
+        self._spec_checked: dict[Key, tuple[str, int, list[str]]] = {}
+        self._events = EventRecorder(api, component=COMPONENT, instance=settings.identity)
         self._applied: dict[tuple[str, str, str], str] = {}
         self._placed = WriteMemo(placements)
         self._cleaner = JobCleaner(api, jobs=jobs, works=works, settings=settings)
@@ -109,6 +108,16 @@ class FederatedLearningReconciler:
     def keys_for_job(self, obj: dict[str, Any]) -> list[Key]:
         metadata = obj.get("metadata") or {}
         return [(str(metadata.get("namespace")), str(metadata.get("name")))]
+
+    def keys_for_job_event(self, obj: dict[str, Any]) -> list[Key]:
+        """A job's own events, except those of our own writes: the reconcile that wrote
+        already decided what comes next (a requeue, a backoff), and an event of its own
+        making must not cut that short."""
+        keys_ = self.keys_for_job(obj)
+        version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+        if version and version in self._own_writes.get(keys_[0], ()):
+            return []
+        return keys_
 
     def keys_for_addon(self, obj: dict[str, Any]) -> list[Key]:
         """Jobs that may care about this cluster's add-on: every job not yet finished."""
@@ -171,11 +180,47 @@ class FederatedLearningReconciler:
             await self._forget(key)
             return None
         obj = await self._ensure_finalizer(key, obj)
-        for _ in range(MAX_STEPS):
-            obj, result, again = await self._step(key, obj)
-            if not again:
-                return result
+        # One status for the whole pass: each step works on it, and it is written only
+        # where the protocol needs it on record (a round start, a result before its
+        # publication) and at the end, as a diff, so that a pass that changes nothing
+        # (a retry of the same fault) writes nothing.
+        status = st.clone(obj.get("status"))
+        try:
+            for _ in range(MAX_STEPS):
+                obj, status, result, again = await self._step(key, obj, status)
+                if not again:
+                    return result
+        except StoreError as exc:
+            await self._store_unavailable(key, obj, status, exc)
         return Result(requeue_after=0.0)
+
+    async def _store_unavailable(
+        self, key: Key, obj: dict[str, Any], status: dict[str, Any], exc: StoreError
+    ) -> None:
+        """An expected fault of the model store: say so in the status (written once per
+        change of the fault) and retry with the key's backoff, which only grows until a
+        pass succeeds."""
+        runtime = self._runtimes.get(key)
+        pending = status.get("pendingModel") or {}
+        if pending.get("uri"):
+            doing = (
+                f"cannot publish the global model of round {pending.get('round')} at "
+                f"{pending.get('uri')}"
+            )
+        else:
+            doing = "model store" + (f" {runtime.store_config.uri}" if runtime else "")
+        message = f"{doing}: {describe_store_error(exc)}; retrying with backoff"
+        st.set_condition(
+            status,
+            type_=st.PROGRESSING,
+            value=False,
+            reason="StoreUnavailable",
+            message=message,
+            generation=int(obj["metadata"].get("generation") or 0),
+            now=self._clock(),
+        )
+        await self._write_status(key, obj, status)
+        raise TemporaryError(f"StoreUnavailable: {message}") from None
 
     def _current(self, key: Key) -> dict[str, Any] | None:
         cached = self._jobs.get(key[1], key[0])
@@ -193,8 +238,12 @@ class FederatedLearningReconciler:
         return latest if newer else cached
 
     async def _forget(self, key: Key) -> None:
-        self._latest.pop(key, None)
+        latest = self._latest.pop(key, None)
+        if latest is not None:
+            self._events.forget(str(latest["metadata"].get("uid")))
         self._written_at.pop(key, None)
+        self._own_writes.pop(key, None)
+        self._spec_checked.pop(key, None)
         runtime = self._runtimes.pop(key, None)
         if runtime is not None:
             await runtime.close()
@@ -219,19 +268,30 @@ class FederatedLearningReconciler:
         updated = await self._api.patch(
             r.FEDERATED_LEARNING, metadata["name"], patch, namespace=metadata["namespace"]
         )
-        self._latest[key] = updated
+        self._wrote(key, updated)
         self._metrics.job_registered(*key)
         return updated
+
+    def _wrote(self, key: Key, updated: dict[str, Any]) -> None:
+        self._latest[key] = updated
+        version = str(updated["metadata"].get("resourceVersion") or "")
+        self._own_writes.setdefault(key, deque(maxlen=OWN_WRITES)).append(version)
 
     async def _write_status(
         self, key: Key, obj: dict[str, Any], status: dict[str, Any]
     ) -> dict[str, Any]:
-        if status == (obj.get("status") or {}):
+        """Write the status if it differs; then record the Events the change stands for."""
+        before = obj.get("status") or {}
+        if status == before:
             return obj
         body = {**obj, "status": status}
         updated = await self._api.replace(r.FEDERATED_LEARNING, body, subresource="status")
-        self._latest[key] = updated
+        self._wrote(key, updated)
         self._written_at[key] = time.monotonic()
+        for event in events_between(before, updated.get("status") or {}):
+            await self._events.record(
+                updated, type_=event.type, reason=event.reason, message=event.message
+            )
         return updated
 
     def _coalesce_wait(self, key: Key, obj: dict[str, Any], status: dict[str, Any]) -> float:
@@ -246,28 +306,19 @@ class FederatedLearningReconciler:
         return max(self._settings.status_coalesce_seconds - since, 0.0)
 
     async def _step(
-        self, key: Key, obj: dict[str, Any]
-    ) -> tuple[dict[str, Any], Result | None, bool]:
-        """One decision and its execution: (object, result, whether to decide again)."""
+        self, key: Key, obj: dict[str, Any], status: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any], Result | None, bool]:
+        """One decision and its execution: (object, status, result, whether to go on)."""
         metadata = obj["metadata"]
         generation = int(metadata.get("generation") or 0)
-        status = st.clone(obj.get("status"))
         now = self._clock()
         try:
             runtime = await self._runtime(key, obj)
         except SpecError as exc:
-            return await self._invalid(key, obj, status, exc.problems, generation, now)
+            obj = await self._invalid(key, obj, status, exc.problems, generation, now)
+            return obj, status, None, False
         spec = runtime.spec
-        progress = st.progress_of(status)
-        spec_condition = st.condition(status, st.SPEC_VALID)
-        if (
-            progress.phase == "Failed"
-            and spec_condition is not None
-            and spec_condition.get("status") == "False"
-        ):  # the spec was fixed: resume where the job stood
-            st.set_phase(status, "Running" if progress.round else "Waiting")
-            status.pop("completionTime", None)
-            st.remove_condition(status, st.SUCCEEDED)
+        self._resume_if_edited(status, spec)
         st.set_condition(
             status,
             type_=st.SPEC_VALID,
@@ -296,7 +347,7 @@ class FederatedLearningReconciler:
 
         if st.progress_of(status).phase in rounds.TERMINAL_PHASES:
             await self._cleaner.remove_works(str(metadata["uid"]))
-            return await self._write_status(key, obj, status), None, False
+            return await self._write_status(key, obj, status), status, None, False
 
         await self._ensure_placement(obj, spec)
         chosen = self._selection(obj)
@@ -304,16 +355,35 @@ class FederatedLearningReconciler:
         self._clusters_condition(status, spec, chosen, available, generation, now)
 
         tally = await self._reports.collect(obj, runtime, status, now, selected=chosen.clusters)
-        progress = st.progress_of(status)
+        tally = with_refused(status, runtime, tally)
+        clusters = st.condition(status, st.CLUSTERS_AVAILABLE) or {}
         decision = rounds.decide(
-            progress=progress,
+            progress=st.progress_of(status),
             policy=_policy(spec),
             available=available,
             tally=tally,
             now=now,
+            unavailable=sorted(set(chosen.clusters) - set(available)),
+            waiting_since=(
+                parse_time(clusters.get("lastTransitionTime"))
+                if clusters.get("status") == "False"
+                else None
+            ),
         )
         log.debug("%s/%s: %s", key[0], key[1], decision)
         return await self._execute(key, obj, status, runtime, decision, tally, now)
+
+    def _resume_if_edited(self, status: dict[str, Any], spec: FederatedLearningSpec) -> None:
+        """Level-based: a Failed job whose spec was fixed goes on where it stood, and a
+        Completed job whose `rounds` was raised trains the extra rounds from its model."""
+        progress = st.progress_of(status)
+        spec_condition = st.condition(status, st.SPEC_VALID) or {}
+        fixed = progress.phase == "Failed" and spec_condition.get("status") == "False"
+        more = progress.phase == "Completed" and spec.server.rounds > progress.published_round
+        if fixed or more:
+            st.set_phase(status, "Running" if progress.round else "Waiting")
+            status.pop("completionTime", None)
+            st.remove_condition(status, st.SUCCEEDED)
 
     async def _execute(
         self,
@@ -324,49 +394,68 @@ class FederatedLearningReconciler:
         decision: rounds.Decision,
         tally: rounds.Tally,
         now: datetime,
-    ) -> tuple[dict[str, Any], Result | None, bool]:
+    ) -> tuple[dict[str, Any], dict[str, Any], Result | None, bool]:
         generation = int(obj["metadata"].get("generation") or 0)
         if isinstance(decision, rounds.Done):
-            return await self._write_status(key, obj, status), None, False
+            return await self._write_status(key, obj, status), status, None, False
         if isinstance(decision, rounds.WaitForClusters):
-            progress = st.progress_of(status)
-            st.set_phase(status, "Running" if progress.round else "Waiting")
+            st.set_phase(status, "Waiting")
+            until = (
+                f"; the job fails at {format_time(decision.until)} unless they return"
+                if decision.until is not None
+                else ""
+            )
             st.set_condition(
                 status,
                 type_=st.PROGRESSING,
                 value=False,
                 reason="WaitingForClusters",
                 message=(
-                    f"round {decision.round} waits for {decision.needed} available clusters "
-                    f"({decision.available} now)"
+                    f"round {decision.round} waits for {decision.needed} available clusters, "
+                    f"{decision.available} available{until}"
                 ),
                 generation=generation,
                 now=now,
             )
             obj = await self._write_status(key, obj, status)
-            return obj, Result(requeue_after=self._settings.waiting_recheck_seconds), False
+            delay = self._settings.waiting_recheck_seconds
+            if decision.until is not None:
+                delay = min(delay, max((decision.until - now).total_seconds(), 0.05))
+            return obj, status, Result(requeue_after=delay), False
         if isinstance(decision, rounds.StartRound):
             return await self._start_round(key, obj, status, runtime, decision, tally, now)
         if isinstance(decision, rounds.AwaitReports):
-            await self._sender.send(obj, status, runtime)
+            note_refused(status, runtime, await self._sender.send(obj, status, runtime), now=now)
             delay = min(max(decision.requeue_after, 0.05), self._settings.resync_seconds)
             wait = self._coalesce_wait(key, obj, status)
             if wait > 0:  # only per-cluster progress changed: batch it with what follows
-                return obj, Result(requeue_after=min(delay, wait)), False
+                return obj, status, Result(requeue_after=min(delay, wait)), False
             obj = await self._write_status(key, obj, status)
-            return obj, Result(requeue_after=delay), False
+            return obj, status, Result(requeue_after=delay), False
         if isinstance(decision, rounds.Aggregate):
             obj = await self._publisher.aggregate(key, obj, status, runtime, decision, now)
-            return obj, None, True
+            return obj, st.clone(obj.get("status")), None, True
         if isinstance(decision, rounds.FinishPublication):
+            pending = status.get("pendingModel") or {}
+            if not await runtime.store.exists(str(pending.get("uri"))):
+                # Recorded but never written: aggregate again, in this same pass (the
+                # record stays as it is when the result is the same, so no write).
+                status.pop("pendingModel", None)
+                runtime.session = None
+                return obj, status, None, True
             obj = await self._publisher.finish_publication(key, obj, status, runtime, now)
-            return obj, None, True
+            return obj, st.clone(obj.get("status")), None, True
         if isinstance(decision, rounds.Complete):
             obj = await self._publisher.finish(key, obj, status, now, failed=None)
-            return obj, None, False
+            return obj, st.clone(obj.get("status")), None, False
         assert isinstance(decision, rounds.Fail)
-        obj = await self._publisher.finish(key, obj, status, now, failed=decision)
-        return obj, None, False
+        causes = st.failure_summary(status) if decision.reason == "QuorumNotReached" else ""
+        message = decision.message + (f": {causes}" if causes else "")
+        if decision.advice:
+            message += f"; {decision.advice}"
+        failed = rounds.Fail(reason=decision.reason, message=message)
+        obj = await self._publisher.finish(key, obj, status, now, failed=failed)
+        return obj, st.clone(obj.get("status")), None, False
 
     # -- spec and runtime --------------------------------------------------------------
 
@@ -377,44 +466,21 @@ class FederatedLearningReconciler:
         current = self._runtimes.get(key)
         if current is not None and current.uid == uid and current.generation == generation:
             return current
-        spec = parse_spec(obj.get("spec"))
-        problems: list[str] = []
-        strategy: Strategy | None = None
+        checked = self._spec_checked.get(key)
+        if checked is not None and checked[:2] == (uid, generation):
+            raise SpecError(checked[2])  # checked already: only an edit changes the answer
         try:
-            strategy = build_strategy(spec)
-        except ValueError as exc:
-            problems.append(f"spec.server.strategy.parameters: {exc}")
-        evaluate = None
-        if spec.server.evaluator:
-            try:
-                evaluate = get_evaluator(spec.server.evaluator)
-            except (ValueError, KeyError) as exc:
-                problems.append(f"spec.server.evaluation.evaluator: {exc}")
-        config = store_config(
-            spec,
-            default_path=self._settings.default_store_path,
-            file_store_root=self._settings.file_store_root,
-        )
-        store: ModelStore | None = None
-        try:
-            store = open_job_store(config, file_root=None)
-        except StoreError as exc:
-            problems.append(f"spec.server.storage: {exc}")
-        if problems or store is None or strategy is None:
-            if store is not None:
-                await store.close()
-            raise SpecError(problems)
+            runtime = await open_runtime(
+                obj,
+                default_store_path=self._settings.default_store_path,
+                file_store_root=self._settings.file_store_root,
+            )
+        except SpecError as exc:
+            self._spec_checked[key] = (uid, generation, exc.problems)
+            raise
         if current is not None:
             await current.close()
-        runtime = JobRuntime(
-            uid=uid,
-            generation=generation,
-            spec=spec,
-            store_config=config,
-            store=store,
-            strategy=strategy,
-            evaluate=evaluate,
-        )
+        self._spec_checked.pop(key, None)
         self._runtimes[key] = runtime
         return runtime
 
@@ -426,7 +492,7 @@ class FederatedLearningReconciler:
         problems: list[str],
         generation: int,
         now: datetime,
-    ) -> tuple[dict[str, Any], Result | None, bool]:
+    ) -> dict[str, Any]:
         """Terminal until the spec changes: a condition, phase Failed, no retry loop."""
         message = "; ".join(problems)
         st.set_condition(
@@ -441,7 +507,7 @@ class FederatedLearningReconciler:
         st.set_phase(status, "Failed", f"invalid spec: {message}")
         status["observedGeneration"] = generation
         await self._cleaner.remove_works(str(obj["metadata"]["uid"]))
-        return await self._write_status(key, obj, status), None, False
+        return await self._write_status(key, obj, status)
 
     # -- placement -----------------------------------------------------------------------
 
@@ -540,7 +606,7 @@ class FederatedLearningReconciler:
         decision: rounds.StartRound,
         tally: rounds.Tally,
         now: datetime,
-    ) -> tuple[dict[str, Any], Result | None, bool]:
+    ) -> tuple[dict[str, Any], dict[str, Any], Result | None, bool]:
         generation = int(obj["metadata"].get("generation") or 0)
         progress = st.progress_of(status)
         if progress.in_round:  # a retry: remember who reported in the abandoned attempt
@@ -583,8 +649,8 @@ class FederatedLearningReconciler:
             retry,
             ", ".join(decision.participants),
         )
-        await self._sender.send(obj, status, runtime)
-        return obj, None, True
+        note_refused(status, runtime, await self._sender.send(obj, status, runtime), now=now)
+        return obj, status, None, True
 
     def _count_phases(self) -> None:
         counts: dict[str, int] = {}
@@ -604,7 +670,19 @@ def _policy(spec: FederatedLearningSpec) -> rounds.RoundPolicy:
         round_timeout=server.round_timeout,
         fraction_fit=spec.client.fraction_fit,
         seed=server.seed,
+        wait_for_clusters=server.wait_for_clusters,
     )
+
+
+def describe_store_error(exc: StoreError) -> str:
+    """The store error in one stable line: an OS error by its number and text only (its
+    file names may hold a random temporary name, which would make every retry's message,
+    and so the status, different)."""
+    text = str(exc)
+    cause = exc.__cause__
+    if isinstance(cause, OSError) and cause.strerror:
+        text = text.replace(str(cause), f"[Errno {cause.errno}] {cause.strerror}")
+    return text
 
 
 def _raw_placement(obj: dict[str, Any]) -> dict[str, Any]:

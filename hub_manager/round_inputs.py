@@ -58,7 +58,7 @@ class ReportCollector:
         session = None
         if progress.in_round:
             session = await self.session(obj, runtime, status, progress)
-        states: dict[str, tuple[str, str, int]] = {}
+        states: dict[str, st.ParticipantState] = {}
         rejected: list[dict[str, Any]] = []
         for cluster in sorted(clusters):
             view = read_report(self._addon(cluster), fl_namespace=namespace, fl_name=name)
@@ -94,7 +94,7 @@ class ReportCollector:
                     if not _recorded(status, entry):
                         rejected.append(entry)
                 if report.state == "Training" and cluster not in session.outcomes:
-                    states[cluster] = ("Training", "", 0)
+                    states[cluster] = st.ParticipantState("Training")
             elif (
                 (report.round, report.attempt) == previous_key
                 and report.state == "UpdateReady"
@@ -119,7 +119,9 @@ class ReportCollector:
             state = {"accepted": "Accepted", "rejected": "Rejected", "failed": "Failed"}[
                 outcome.kind
             ]
-            states[cluster] = (state, outcome.reason, outcome.num_examples)
+            states[cluster] = st.ParticipantState(
+                state, outcome.reason, outcome.num_examples, outcome.message
+            )
         status["participants"] = st.participants_entries(progress.participants, states)
         return rounds.Tally(
             accepted=session.accepted(), finished_without_update=session.finished_without_update()

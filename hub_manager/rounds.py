@@ -29,6 +29,7 @@ class RoundPolicy:
     round_timeout: timedelta
     fraction_fit: float = 1.0
     seed: int = 0
+    wait_for_clusters: timedelta | None = None  # None: wait for clusters without a bound
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class WaitForClusters:
     round: int
     available: int
     needed: int
+    until: datetime | None = None  # when the job fails unless clusters return
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,12 @@ class Aggregate:
 
 @dataclass(frozen=True)
 class Fail:
+    """The job cannot go on: phase Failed. `advice` (what to do) ends the message, after
+    the causes the driver knows of (why each participant gave no update)."""
+
     reason: str
     message: str
+    advice: str = ""
 
 
 Decision = (
@@ -137,16 +143,32 @@ def decide(
     available: Sequence[str],
     tally: Tally,
     now: datetime,
+    unavailable: Sequence[str] = (),
+    waiting_since: datetime | None = None,
 ) -> Decision:
-    """The next step of a job. `available`: selected clusters with the add-on Available."""
+    """The next step of a job. `available`: selected clusters with the add-on Available;
+    `unavailable`: selected ones without; `waiting_since`: since when too few were
+    available (None: enough are).
+
+    A round in progress always finishes, even when `rounds` was lowered below it meanwhile:
+    the job then completes with that round, so its round, history and model agree.
+    """
     if progress.phase in TERMINAL_PHASES:
         return Done()
     if progress.pending_round is not None and progress.pending_round > progress.published_round:
         return FinishPublication(round=progress.pending_round)
-    if progress.published_round >= policy.rounds:
-        return Complete()
+    waiting = _Waiting(unavailable=tuple(unavailable), since=waiting_since or now)
     if not progress.in_round:
-        return _start(progress.published_round + 1, 1, policy=policy, available=available, now=now)
+        if progress.published_round >= policy.rounds:
+            return Complete()
+        return _start(
+            progress.published_round + 1,
+            1,
+            policy=policy,
+            available=available,
+            now=now,
+            waiting=waiting,
+        )
 
     participants = frozenset(progress.participants)
     reported = tally.reported() & participants
@@ -158,20 +180,33 @@ def decide(
             return Aggregate(round=progress.round, attempt=progress.attempt, late=missing)
         if progress.attempt <= policy.max_retries:
             return _start(
-                progress.round, progress.attempt + 1, policy=policy, available=available, now=now
+                progress.round,
+                progress.attempt + 1,
+                policy=policy,
+                available=available,
+                now=now,
+                waiting=waiting,
             )
         why = "by the deadline" if missing else "after every participant reported"
         return Fail(
             reason="QuorumNotReached",
             message=(
                 f"round {progress.round}: {len(accepted)} of {len(participants)} updates "
-                f"accepted {why} (quorum {policy.quorum}) in {progress.attempt} attempt(s); "
-                "check the clusters' training Jobs and the rejected updates, or lower "
-                "spec.server.minFitClients / raise spec.server.roundTimeout"
+                f"accepted {why} (quorum {policy.quorum}) in {progress.attempt} attempt(s)"
+            ),
+            advice=(
+                "fix the causes, or lower spec.server.minFitClients / raise "
+                "spec.server.roundTimeout"
             ),
         )
     assert progress.deadline is not None  # an open round always has one
     return AwaitReports(requeue_after=(progress.deadline - now).total_seconds(), missing=missing)
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    unavailable: tuple[str, ...]
+    since: datetime
 
 
 def _start(
@@ -181,10 +216,27 @@ def _start(
     policy: RoundPolicy,
     available: Sequence[str],
     now: datetime,
-) -> StartRound | WaitForClusters:
+    waiting: _Waiting,
+) -> StartRound | WaitForClusters | Fail:
     if len(available) < policy.min_available:
+        bound = policy.wait_for_clusters
+        until = waiting.since + bound if bound is not None else None
+        if until is not None and now >= until:
+            missing = ", ".join(waiting.unavailable[:10]) or "none selected"
+            return Fail(
+                reason="ClustersUnavailable",
+                message=(
+                    f"round {round_number}: waited {_span(bound)} for "
+                    f"{policy.min_available} available clusters, {len(available)} available "
+                    f"(not available: {missing}); bring them back (their add-on Available) or "
+                    "lower spec.server.minAvailableClients, then create the job again"
+                ),
+            )
         return WaitForClusters(
-            round=round_number, available=len(available), needed=policy.min_available
+            round=round_number,
+            available=len(available),
+            needed=policy.min_available,
+            until=until,
         )
     participants = select_participants(
         available, policy=policy, round_number=round_number, attempt=attempt
@@ -212,3 +264,12 @@ def select_participants(
         return hashlib.sha256(text.encode()).hexdigest()
 
     return tuple(sorted(sorted(clusters, key=rank)[:wanted]))
+
+
+def _span(delta: timedelta | None) -> str:
+    seconds = int((delta or timedelta()).total_seconds())
+    if seconds % 3600 == 0 and seconds:
+        return f"{seconds // 3600}h"
+    if seconds % 60 == 0 and seconds:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,8 @@ from hub_manager.rounds import Phase, Progress
 MAX_HISTORY = 100
 MAX_REJECTED = 50
 MAX_PARTICIPANTS = 1000
+MAX_PARTICIPANT_MESSAGE = 256
+MAX_ROUND_FAILURES = 20
 
 # Condition types on a FederatedLearning.
 SPEC_VALID = "SpecValid"
@@ -24,6 +27,13 @@ CLUSTERS_AVAILABLE = "ClustersAvailable"
 PROGRESSING = "Progressing"
 SUCCEEDED = "Succeeded"
 FIELDS_IGNORED = "FieldsIgnored"
+ROUND_SPECS_DELIVERED = "RoundSpecsDelivered"
+
+# Why a participant gave no update, when it never said so itself.
+_SILENT = {
+    "Pending": ("NoReport", "no report by the deadline"),
+    "Training": ("StillTraining", "still training at the deadline"),
+}
 
 
 def progress_of(status: Mapping[str, Any]) -> Progress:
@@ -107,20 +117,80 @@ def append_bounded(
     status[field] = items[-limit:]
 
 
+@dataclass(frozen=True)
+class ParticipantState:
+    """Where one cluster stands in the current round, and why (when it failed)."""
+
+    state: str = "Pending"
+    reason: str = ""
+    num_examples: int = 0
+    message: str = ""
+
+    def entry(self, cluster: str) -> dict[str, Any]:
+        entry: dict[str, Any] = {"cluster": cluster, "state": self.state}
+        if self.reason:
+            entry["reason"] = self.reason[:128]
+        message = self.message.removeprefix(f"{self.reason}: ") if self.reason else self.message
+        if message:
+            entry["message"] = message[:MAX_PARTICIPANT_MESSAGE]
+        if self.num_examples:
+            entry["numExamples"] = self.num_examples
+        return entry
+
+
 def participants_entries(
-    participants: Iterable[str], states: Mapping[str, tuple[str, str, int]]
+    participants: Iterable[str], states: Mapping[str, ParticipantState]
 ) -> list[dict[str, Any]]:
-    """Per-cluster state of the current round: (state, reason, examples) by cluster."""
-    entries = []
-    for cluster in sorted(participants)[:MAX_PARTICIPANTS]:
-        state, reason, examples = states.get(cluster, ("Pending", "", 0))
-        entry: dict[str, Any] = {"cluster": cluster, "state": state}
-        if reason:
-            entry["reason"] = reason[:128]
-        if examples:
-            entry["numExamples"] = examples
-        entries.append(entry)
-    return entries
+    """Per-cluster state of the current round, by cluster name."""
+    return [
+        states.get(cluster, ParticipantState()).entry(cluster)
+        for cluster in sorted(participants)[:MAX_PARTICIPANTS]
+    ]
+
+
+def set_participant(status: dict[str, Any], cluster: str, state: ParticipantState) -> None:
+    """Replace one participant's entry (a cluster not taking part is left out)."""
+    status["participants"] = [
+        state.entry(cluster) if p.get("cluster") == cluster else p
+        for p in status.get("participants") or []
+    ]
+
+
+def round_failures(status: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Participants of the current round without an accepted update, with the reason and
+    message: what a round's history entry keeps of them (at most MAX_ROUND_FAILURES)."""
+    failures = []
+    for p in status.get("participants") or []:
+        state = str(p.get("state") or "Pending")
+        if state == "Accepted":
+            continue
+        reason, message = _SILENT.get(state, ("", ""))
+        failures.append(
+            {
+                "cluster": p.get("cluster"),
+                "state": state,
+                "reason": str(p.get("reason") or reason or state)[:128],
+                "message": str(p.get("message") or message)[:MAX_PARTICIPANT_MESSAGE],
+            }
+        )
+    return failures[:MAX_ROUND_FAILURES]
+
+
+def failure_summary(status: Mapping[str, Any], *, limit: int = 700) -> str:
+    """Why the current round's participants gave no update, grouped by cause:
+    `cluster2: DatasetNotFound (dataset ...); cluster1, cluster3: TrainingFailed (...)`."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for failure in round_failures(status):
+        cause = (failure["reason"], " ".join(failure["message"].split())[:160])
+        groups.setdefault(cause, []).append(str(failure["cluster"]))
+    parts = []
+    for (reason, message), clusters in groups.items():
+        names = ", ".join(clusters[:5]) + (
+            f" and {len(clusters) - 5} more" if len(clusters) > 5 else ""
+        )
+        parts.append(f"{names}: {reason}" + (f" ({message})" if message else ""))
+    text = "; ".join(parts)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def display_metric(metrics: Mapping[str, float]) -> str | None:

@@ -3,15 +3,28 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from fl_contract import keys, naming
-from fl_contract.models import JobRef, ModelRef, Resources, RoundSpec, StoreConfig
+from fl_contract.models import (
+    JobRef,
+    ModelRef,
+    ObjectGrant,
+    Resources,
+    RoundSpec,
+    StoreAccess,
+    StoreConfig,
+)
 from fl_kube import resources as r
 from hub_manager.crd_spec import FederatedLearningSpec
 from hub_manager.placement import job_labels
+
+MANIFESTS_LIMIT = 500 * 1024
+"""OCM's work webhook refuses a ManifestWork whose manifests exceed 500 KiB in total."""
 
 
 def store_config(
@@ -112,6 +125,69 @@ def desired_manifest_work(
         },
         "spec": {"workload": {"manifests": [configmap]}},
     }
+
+
+# A presigned URL at most: endpoint, a 1024-character key and the signature's query.
+PRESIGNED_URL_BOUND = 2048
+
+
+def manifests_size(work: dict[str, Any]) -> int:
+    """Bytes of a ManifestWork's manifests as OCM's work webhook counts them."""
+    manifests = work["spec"]["workload"]["manifests"]
+    return sum(len(json.dumps(m, separators=(",", ":"))) for m in manifests)
+
+
+def oversized_round_spec(
+    obj: dict[str, Any],
+    spec: FederatedLearningSpec,
+    *,
+    store: StoreConfig,
+    uri_for: Callable[[str], str],
+) -> str | None:
+    """A spec problem (field path, size, limit) when this job's round spec could not be
+    delivered: the ManifestWork of its largest round (longest names and numbers) is
+    rendered and measured against OCM's limit. None when it fits."""
+    longest = "x" * 63  # a cluster or namespace name
+    model = ModelRef(uri=uri_for(f"{longest}/round-100000/model.safetensors"), sha256="0" * 64)
+    round_spec = build_round_spec(
+        obj=obj,
+        spec=spec,
+        cluster=longest,
+        round_number=spec.server.rounds,
+        attempt=spec.server.max_round_retries + 1,
+        global_model=model,
+        update_uri=uri_for(f"{longest}/{longest}/round-100000/{longest}.a101.safetensors"),
+        store=store,
+        deadline=datetime(9999, 12, 30, tzinfo=UTC),
+        client_config={"proximal_mu": 1.0},
+    )
+    if store.uri.startswith("s3://"):  # the per-round presigned URLs travel in the spec too
+        url = "https://" + "x" * PRESIGNED_URL_BOUND
+        update = round_spec.update_uri
+        grants = [
+            ObjectGrant(uri=model.uri, method="GET", url=url),
+            ObjectGrant(uri=update, method="PUT", url=url),
+            ObjectGrant(uri=update, method="GET", url=url),
+        ]
+        access = StoreAccess(expires=datetime(9999, 12, 31, tzinfo=UTC), grants=grants)
+        round_spec = round_spec.model_copy(update={"access": access})
+    work = desired_manifest_work(
+        obj, cluster=longest, agent_namespace=longest, round_spec=round_spec
+    )
+    size = manifests_size(work)
+    if size <= MANIFESTS_LIMIT:
+        return None
+    fields = {
+        "spec.client.trainingConfig": spec.client.training_config,
+        "spec.client.command": spec.client.command,
+        "spec.client.args": spec.client.args,
+    }
+    largest = max(fields, key=lambda name: len(json.dumps(fields[name])))
+    return (
+        f"{largest}: makes each round's ManifestWork {size} bytes of manifests, over OCM's "
+        f"limit of {MANIFESTS_LIMIT} bytes; keep it small (settings, not data: ship data in "
+        "the dataset or the training image)"
+    )
 
 
 def work_matches(current: dict[str, Any] | None, desired: dict[str, Any]) -> bool:

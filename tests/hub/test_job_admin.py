@@ -50,6 +50,19 @@ async def test_invalid_specs_are_reported_and_recover(sandbox_factory: Any) -> N
                 assert field in valid["message"]
             assert "proximal" in h.condition(bad_mu, "SpecValid")["message"].lower()  # type: ignore[index]
 
+            # Each invalid spec is one Warning event on its job.
+            async def warned() -> list[dict[str, Any]] | None:
+                events = (await h.hub(sb).list(r.EVENT, namespace="team-a")).items
+                warnings = [e for e in events if e.get("reason") == "InvalidSpec"]
+                return warnings if len(warnings) >= 3 else None
+
+            warnings = await wait_for(warned, timeout=10, message="InvalidSpec events")
+            assert sorted(e["involvedObject"]["name"] for e in warnings) == [
+                "bad-mu",
+                "bad-quorum",
+                "no-image",
+            ]
+
             # No hot loop: nothing more is written while nothing changes.
             before = manager_writes(sb)
             await _quiet(sb, seconds=1.5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -173,6 +174,20 @@ CASES: list[tuple[str, Progress, tuple[str, ...], Tally, Decision]] = [
         AwaitReports(requeue_after=300.0, missing=("c2", "c3")),
     ),
     (
+        "rounds lowered below the round in progress: that round finishes",
+        running(4, published=3),
+        ABC,
+        tally("c1 c2 c3"),
+        Aggregate(round=4, attempt=1),
+    ),
+    (
+        "rounds lowered below the round in progress, then published: complete",
+        Progress(phase="Running", round=4, attempt=1, published_round=4),
+        ABC,
+        tally(),
+        Complete(),
+    ),
+    (
         "last round published: complete",
         Progress(phase="Running", round=3, attempt=1, published_round=3),
         ABC,
@@ -194,7 +209,7 @@ def test_decide(
         assert isinstance(decision, Fail)
         assert decision.reason == "QuorumNotReached"
         assert "round 1: 1 of 3" in decision.message
-        assert "minFitClients" in decision.message
+        assert "minFitClients" in decision.advice
     else:
         assert decision == expected
 
@@ -251,3 +266,32 @@ def test_select_participants_rotates_between_rounds() -> None:
         for r in range(1, 21)
     }
     assert len(picks) > 5
+
+
+def test_waiting_for_clusters_is_bounded() -> None:
+    """Too few clusters: wait until `wait_for_clusters` after they went, then fail."""
+    policy = RoundPolicy(
+        rounds=3,
+        min_available=3,
+        quorum=3,
+        max_retries=2,
+        round_timeout=timedelta(minutes=5),
+        wait_for_clusters=timedelta(minutes=15),
+    )
+    facts: dict[str, Any] = {
+        "progress": running(1, deadline=EARLIER),
+        "policy": policy,
+        "available": ("c1", "c2"),
+        "unavailable": ("c3",),
+        "tally": tally("c1 c2"),
+    }
+    gone = NOW - timedelta(minutes=10)
+    assert decide(**facts, now=NOW, waiting_since=gone) == WaitForClusters(
+        round=1, available=2, needed=3, until=gone + timedelta(minutes=15)
+    )
+    failed = decide(**facts, now=NOW + timedelta(minutes=5), waiting_since=gone)
+    assert isinstance(failed, Fail)
+    assert failed.reason == "ClustersUnavailable"
+    assert "waited 15m for 3 available clusters, 2 available (not available: c3)" in (
+        failed.message
+    )
