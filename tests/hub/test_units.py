@@ -17,7 +17,7 @@ from hub_manager.agent_rbac import desired_role, desired_role_binding
 from hub_manager.crd_spec import parse_spec
 from hub_manager.placement import cluster_sets, selection
 from hub_manager.settings import default_addon_templates_dir
-from hub_manager.work import store_config
+from hub_manager.work import oversized_round_spec, store_config
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -153,3 +153,26 @@ def test_selection_reads_every_decision_and_the_empty_placement() -> None:
     assert chosen.satisfied_reason == "NoManagedClusterMatched"
     assert cluster_sets({}) == ["global"]
     assert cluster_sets({"clusterSets": ["b", "a", "b"]}) == ["a", "b"]
+
+
+def test_round_spec_size_counts_the_presigned_urls_of_s3_stores() -> None:
+    """An s3:// round spec also carries three presigned URLs: a trainingConfig that fits
+    in a file:// job's ManifestWork can be too large for an s3:// one."""
+    obj = {"metadata": {"name": "j", "namespace": "ns", "uid": "u" * 36}}
+
+    def oversized(size: int, storage: dict[str, Any] | None) -> str | None:
+        server: dict[str, Any] = {"storage": storage} if storage else {}
+        spec = parse_spec(
+            {"client": {"image": "t", "trainingConfig": {"blob": "x" * size}}, "server": server}
+        )
+        config = store_config(spec, default_path="/models")
+        return oversized_round_spec(
+            obj, spec, store=config, uri_for=lambda key: f"{config.uri}/{key}"
+        )
+
+    s3 = {"type": "S3Bucket", "s3": {"bucketName": "models"}}
+    fits = next(n for n in range(505_000, 512_000, 500) if oversized(n + 500, None))
+    assert oversized(fits, None) is None
+    message = oversized(fits, s3)
+    assert message is not None
+    assert message.startswith("spec.client.trainingConfig: ")
