@@ -63,11 +63,19 @@ class EventRecorder:
         self.dropped = 0
 
     async def record(
-        self, obj: dict[str, Any], *, type_: EventType, reason: str, message: str
+        self,
+        obj: dict[str, Any],
+        *,
+        type_: EventType,
+        reason: str,
+        message: str,
+        namespace: str | None = None,
     ) -> None:
+        """Record an event about `obj`, in its namespace (or `namespace`: where events about a
+        cluster-scoped object, or one that could not be created, are listed)."""
         metadata = obj.get("metadata") or {}
         uid = str(metadata.get("uid") or "")
-        namespace = str(metadata.get("namespace") or "default")
+        namespace = namespace or str(metadata.get("namespace") or "default")
         message = message[:MAX_MESSAGE]
         if not self._take_token(uid):
             self.dropped += 1

@@ -29,6 +29,7 @@ from fl_kube import resources as r
 from fl_kube.backoff import Backoff, BackoffPolicy
 from fl_kube.client import KubeApi
 from fl_kube.errors import ApiError, Conflict
+from fl_kube.events import EventRecorder
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +59,21 @@ def load_addon_objects(folder: Path) -> list[dict[str, Any]]:
     return sorted(objects, key=lambda o: _ORDER.get(str(o.get("kind")), 9))
 
 
-def _describe(obj: dict[str, Any]) -> str:
-    metadata = obj.get("metadata") or {}
-    namespace = metadata.get("namespace")
-    name = f"{namespace}/{metadata.get('name')}" if namespace else str(metadata.get("name"))
-    return f"{obj.get('kind')} {name}"
+class RegistrationError(Exception):
+    """An add-on object could be neither found nor created: which one, and the API's word."""
+
+    def __init__(self, obj: dict[str, Any], cause: ApiError) -> None:
+        metadata = obj.get("metadata") or {}
+        namespace = metadata.get("namespace")
+        name = f"{namespace}/{metadata.get('name')}" if namespace else str(metadata.get("name"))
+        super().__init__(f"{obj.get('kind')} {name}: {cause}")
+        self.obj = obj
 
 
 async def register_addon(api: KubeApi, folder: Path | None) -> list[str]:
     """Create the add-on objects that do not exist yet; returns `kind/name` of each created.
 
-    Raises the API's error for the first object that can be neither found nor created.
+    Raises RegistrationError for the first object that can be neither found nor created.
     """
     if folder is None:
         return []
@@ -82,16 +87,18 @@ async def register_addon(api: KubeApi, folder: Path | None) -> list[str]:
         metadata = obj.get("metadata") or {}
         name = str(metadata.get("name"))
         namespace = str(metadata["namespace"]) if res.namespaced else None
-        if await api.get_or_none(res, name, namespace=namespace) is not None:
-            continue
-        if namespace:
-            await ensure_namespace(api, namespace)
         try:
+            if await api.get_or_none(res, name, namespace=namespace) is not None:
+                continue
+            if namespace:
+                await ensure_namespace(api, namespace)
             await api.create(res, obj, namespace=namespace)
         except Conflict as exc:
             if not exc.already_exists:
-                raise
+                raise RegistrationError(obj, exc) from exc
             continue  # created meanwhile (kubectl apply, another replica): theirs
+        except ApiError as exc:
+            raise RegistrationError(obj, exc) from exc
         created.append(f"{res.kind}/{name}")
     if created:
         log.info("add-on registered: created %s", ", ".join(created))
@@ -102,10 +109,16 @@ async def register_addon(api: KubeApi, folder: Path | None) -> list[str]:
 
 @dataclass
 class AddonRegistration:
-    """Registers the add-on in the background, retrying with backoff until it succeeds."""
+    """Registers the add-on in the background, retrying with backoff until it succeeds.
+
+    Each failure is a WARNING line and a Warning Event (reason AddonRegistrationFailed, in
+    `event_namespace`, about the object that was refused); the manager is not ready
+    meanwhile, and keeps driving jobs."""
 
     api: KubeApi
     folder: Path | None
+    events: EventRecorder | None = None
+    event_namespace: str = "default"
     policy: BackoffPolicy = field(default_factory=lambda: BackoffPolicy(base=1.0, cap=300.0))
     done: bool = False
     error: str | None = None
@@ -115,7 +128,7 @@ class AddonRegistration:
         while True:
             try:
                 await register_addon(self.api, self.folder)
-            except (ApiError, OSError, ValueError) as exc:
+            except (RegistrationError, OSError, ValueError) as exc:
                 self.error = str(exc)
                 delay = backoff.next()
                 log.warning(
@@ -123,6 +136,14 @@ class AddonRegistration:
                     delay,
                     exc,
                 )
+                if self.events is not None and isinstance(exc, RegistrationError):
+                    await self.events.record(
+                        exc.obj,
+                        type_="Warning",
+                        reason="AddonRegistrationFailed",
+                        message=f"{exc}; retrying in {delay:.0f}s",
+                        namespace=self.event_namespace,
+                    )
                 await asyncio.sleep(delay)
                 continue
             self.done, self.error = True, None

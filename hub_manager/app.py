@@ -13,6 +13,7 @@ from fl_kube import resources as r
 from fl_kube.client import KubeApi
 from fl_kube.controller import Controller
 from fl_kube.errors import ApiError
+from fl_kube.events import EventRecorder
 from fl_kube.health import HealthServer
 from fl_kube.informer import Informer
 from fl_kube.leader import LeaderElector
@@ -20,7 +21,7 @@ from hub_manager import agent_rbac
 from hub_manager.addon import AddonRegistration, ensure_namespace
 from hub_manager.agent_rbac import AgentRbacReconciler
 from hub_manager.metrics import HubMetrics
-from hub_manager.round_driver import FederatedLearningReconciler
+from hub_manager.round_driver import COMPONENT, FederatedLearningReconciler
 from hub_manager.settings import HubSettings
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,12 @@ class HubManager:
     async def _lead(self, api: KubeApi) -> None:
         """Everything that writes: only one replica runs this at a time."""
         self.leading = True
-        self.registration = AddonRegistration(api, self.settings.addon_templates_dir)
+        self.registration = AddonRegistration(
+            api,
+            self.settings.addon_templates_dir,
+            events=EventRecorder(api, component=COMPONENT, instance=self.settings.identity),
+            event_namespace=self.settings.leader_election_namespace,
+        )
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.registration.run(), name="addon-registration")

@@ -43,7 +43,7 @@ TRANSIENT_BACKOFF = BackoffPolicy(base=0.1, cap=2.0)
 SEEN_VERSIONS = 64
 # How long the first read waits for the watch to list before it asks with a GET (the watch
 # may be forbidden by an older hub role, or the hub slow): once, at start.
-FIRST_SYNC_WAIT_SECONDS = 10.0
+FIRST_SYNC_WAIT_SECONDS = 3.0
 
 Mutation = Callable[[list[Condition]], MutationResult | Awaitable[MutationResult]]
 

@@ -100,9 +100,18 @@ async def test_failed_registration_is_retried_and_jobs_are_still_driven(
             status = await h.wait_status(sb, "no-image", h.phase_is("Failed"))
             assert status["phase"] == "Failed"
             assert await _readyz(unused_tcp_port) == 503
+
+            async def warned() -> list[dict[str, Any]]:
+                events = (await api.list(r.EVENT, namespace=ADC_NAMESPACE)).items
+                return [e for e in events if e.get("reason") == "AddonRegistrationFailed"]
+
+            (event,) = await wait_for(warned, timeout=20, message="registration event")
+            assert event["type"] == "Warning"
+            assert event["involvedObject"]["kind"] == "AddOnTemplate"
+            assert "AddOnTemplate federated-learning-broken" in event["message"]
+            assert "addonName" in event["message"]  # the API server's own words
         assert not await h.exists(sb, r.CLUSTER_MANAGEMENT_ADDON, "federated-learning-broken")
         assert not await h.exists(sb, r.ADDON_TEMPLATE, "federated-learning-broken")
-        del api
 
 
 async def _is(expected: int, probe: Any) -> bool:
