@@ -12,6 +12,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
+from . import embedded
 from .metadata import Cause, parse_time
 
 Schema = dict[str, Any]
@@ -39,10 +40,14 @@ def prune(
     root: bool = False,
     pruned: list[str] | None = None,
 ) -> Any:
-    """Return value without the fields the schema does not declare (list pruned paths)."""
+    """Return value without the fields the schema does not declare (list pruned paths);
+    embedded resources' metadata is pruned to ObjectMeta (EmbeddedTypeError if it does not
+    decode)."""
     if schema is None:
         return value
     if isinstance(value, dict):
+        if _embedded(schema) and not root:
+            value = embedded.coerce(value, path=path, unknown=pruned if pruned is not None else [])
         props: dict[str, Schema] = schema.get("properties") or {}
         additional = schema.get("additionalProperties")
         keep_meta = root or _embedded(schema)
@@ -393,17 +398,8 @@ def _validate_object(
                 f"{field}: Invalid value: {len(value)}: {field} in body should have at least {schema['minProperties']} properties",
             )
         )
-    if _embedded(schema):
-        for key in ("apiVersion", "kind"):
-            if not value.get(key):
-                sub_path = _join(path, key)
-                causes.append(
-                    (
-                        "FieldValueRequired",
-                        sub_path,
-                        f"{sub_path}: Required value: must not be empty",
-                    )
-                )
+    if _embedded(schema) and not root:
+        causes += embedded.check(value, path=path)
     additional = schema.get("additionalProperties")
     for key, item in value.items():
         sub_path = _join(path, key)
