@@ -77,12 +77,12 @@ async def test_up_prints_ready_and_kubectl_lists_available_clusters(
         # RBAC is enforced by default: cluster1's agent may not touch the jobs.
         assert line.rstrip().endswith("RBAC enforced"), line
         agent = workdir / "clusters" / "cluster1" / "federated-learning-hub.kubeconfig"
-        code, err = await _kubectl(kubectl, agent, "delete", "fl", "--all", "-A")
+        code, refused = await _kubectl(kubectl, agent, "delete", "fl", "--all", "-A")
         assert code != 0
-        assert "Error from server (Forbidden)" in err, err
-        assert 'cannot list resource "federatedlearnings"' in err, err
-        code, err = await _kubectl(kubectl, hub_kubeconfig, "get", "fl", "-A")
-        assert code == 0, err
+        assert "Error from server (Forbidden)" in refused, refused
+        assert 'cannot list resource "federatedlearnings"' in refused, refused
+        code, admin_err = await _kubectl(kubectl, hub_kubeconfig, "get", "fl", "-A")
+        assert code == 0, admin_err
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
