@@ -5,6 +5,7 @@ Everything speaks HTTP to the API servers through ``fl_kube``, as on real cluste
 only shortcut is that a cluster's add-on agent identity is issued by the hub API server
 directly (what OCM does with a CSR). Layout of ``workdir``::
 
+    .fl-sandbox.lock                        held while a sandbox runs here (its pid)
     hub.kubeconfig                          admin of the hub
     clusters/<name>.kubeconfig              admin of each managed cluster
     clusters/<name>/datasets.yaml           the agent's dataset catalogue
@@ -18,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
 import importlib
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -137,6 +140,43 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
         await task
 
 
+class SandboxBusy(RuntimeError):
+    """Another sandbox runs in this workdir (its kubeconfigs and data would be overwritten)."""
+
+
+class _WorkdirLock:
+    """An exclusive ``flock`` on ``<workdir>/.fl-sandbox.lock``, holding the owner's pid.
+
+    The kernel drops the lock when its holder exits, however it exits, so a crashed sandbox
+    never leaves a stale lock behind.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        self.path = workdir / ".fl-sandbox.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise SandboxBusy(
+                f"{self.path.parent} is in use by another sandbox (pid {holder}): stop it or "
+                "choose another folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the lock
+            self._fd = None
+
+
 class Sandbox:
     """A hub and ``clusters`` managed clusters on loopback; an async context manager.
 
@@ -194,6 +234,7 @@ class Sandbox:
         self._agent_host = _InProcessAgents(self)
         self._hub_manager_task: asyncio.Task[None] | None = None
         self._started = False
+        self._lock = _WorkdirLock(self.workdir)
 
     # -- servers and clients -----------------------------------------------------------
 
@@ -291,7 +332,8 @@ class Sandbox:
 
     async def start(self) -> None:
         """Start servers and controllers; return once every cluster is joined and available
-        (and, with ``addon=True``, every add-on has its install namespace)."""
+        (and, with ``addon=True``, every add-on has its install namespace). SandboxBusy when
+        another sandbox runs in ``workdir``."""
         if self._started:
             raise RuntimeError("this sandbox is already started")
         self._started = True
@@ -302,6 +344,7 @@ class Sandbox:
             raise
 
     async def _start(self) -> None:
+        self._lock.acquire()
         (self.workdir / "clusters").mkdir(parents=True, exist_ok=True)
         self.model_store_dir.mkdir(parents=True, exist_ok=True)
 
@@ -552,6 +595,7 @@ class Sandbox:
         for server in servers:
             if server is not None:
                 await server.stop()
+        self._lock.release()
 
 
 def _count_samples(path: Path) -> int:
@@ -580,4 +624,4 @@ def _addon_documents(folder: Path) -> list[dict[str, Any]]:
     return documents
 
 
-__all__ = ["DEFAULT_INSTALL_NAMESPACE", "Sandbox"]
+__all__ = ["DEFAULT_INSTALL_NAMESPACE", "Sandbox", "SandboxBusy"]
