@@ -126,7 +126,7 @@ class LeaderElector:
                 continue
             delay = self._backoff.next()
             log.warning(
-                "%s: cannot acquire lease %s/%s: %s; retrying in %.1fs",
+                "%s: cannot acquire lease %s/%s: %s; retrying in %.3gs",
                 self.identity,
                 self.namespace,
                 self.name,

@@ -246,7 +246,7 @@ async def test_an_unreachable_api_is_retried_with_backoff_and_warnings(
                 for rec in caplog.records
                 if (
                     m := re.search(
-                        r"cannot acquire lease default/unreachable: .*; retrying in ([0-9.]+)s$",
+                        r"cannot acquire lease default/unreachable: .*; retrying in ([0-9.e+-]+)s$",
                         rec.getMessage(),
                     )
                 )
