@@ -117,9 +117,18 @@ def _decode(
         if item is None:
             continue
         if not _type_ok(item, go_type):
+            # A map or list of the wrong elements fails on its first wrong element.
+            wrong, expected = item, go_type
+            if go_type in (_MAP, _LIST) and isinstance(item, dict | list):
+                elements = item.values() if isinstance(item, dict) else item
+                wrong = next(v for v in elements if not isinstance(v, str) and v is not None)
+                expected = _STRING
+            elif go_type in (_OWNERS, _ENTRIES) and isinstance(item, list):
+                wrong = next(v for v in item if not isinstance(v, dict))
+                expected = go_type.removeprefix("[]")
             raise EmbeddedTypeError(
-                f"json: cannot unmarshal {_json_type(item)} into Go struct field "
-                f"{struct}.{key} of type {go_type}"
+                f"json: cannot unmarshal {_json_type(wrong)} into Go struct field "
+                f"{struct}.{key} of type {expected}"
             )
         if go_type == _INT:
             item = int(item)

@@ -53,10 +53,11 @@ def generated_name(prefix: str) -> str:
 
 
 def show(value: Any) -> str:
-    """A value the way field errors print it (Go's %q for strings, JSON otherwise)."""
+    """A value the way field errors print it (Go's %q for strings, JSON with sorted keys, as
+    Go encodes a map, otherwise)."""
     if isinstance(value, str):
         return json.dumps(value)
-    return json.dumps(value, separators=(",", ":"), default=str)
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
 
 
 def invalid(field: str, value: Any, why: str) -> Cause:
@@ -84,8 +85,8 @@ _QUALIFIED_MSG = (
 )
 
 
-def _too_long(limit: int) -> str:
-    return f"must be no more than {limit} characters"
+def _too_long(limit: int, unit: str = "characters") -> str:
+    return f"must be no more than {limit} {unit}"
 
 
 def dns1123_label_errors(value: str) -> list[str]:
@@ -106,8 +107,10 @@ def dns1123_label_errors(value: str) -> list[str]:
     return errs
 
 
-def dns1123_subdomain_errors(value: str) -> list[str]:
-    errs = [_too_long(253)] if len(value) > 253 else []
+def dns1123_subdomain_errors(value: str, *, unit: str = "characters") -> list[str]:
+    """``unit="bytes"``: as kube's newer validators (label keys, so annotation keys and
+    finalizers too) count and say; names and namespaces are checked by the older ones."""
+    errs = [_too_long(253, unit)] if len(value.encode()) > 253 else []
     if not _DNS_SUBDOMAIN.match(value):
         errs.append(
             _regex_error(
@@ -151,11 +154,11 @@ def qualified_name_errors(value: str) -> list[str]:
         if not prefix:
             errs.append("prefix part must be non-empty")
         else:
-            errs += [f"prefix part {m}" for m in dns1123_subdomain_errors(prefix)]
+            errs += [f"prefix part {m}" for m in dns1123_subdomain_errors(prefix, unit="bytes")]
     if not name:
         errs.append("name part must be non-empty")
-    elif len(name) > 63:
-        errs.append(f"name part {_too_long(63)}")
+    elif len(name.encode()) > 63:
+        errs.append(f"name part {_too_long(63, 'bytes')}")
     if not _QUALIFIED.match(name):
         errs.append(
             "name part "
@@ -165,7 +168,7 @@ def qualified_name_errors(value: str) -> list[str]:
 
 
 def label_value_errors(value: str) -> list[str]:
-    errs = [_too_long(63)] if len(value) > 63 else []
+    errs = [_too_long(63, "bytes")] if len(value.encode()) > 63 else []
     if not _LABEL_VALUE.match(value):
         errs.append(
             _regex_error(

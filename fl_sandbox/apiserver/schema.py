@@ -416,9 +416,39 @@ def _validate_object(
             _validate(item, additional, sub_path, False, causes)
 
 
+# Causes after which kube-apiserver does not evaluate a CRD's CEL rules (and says so).
+_BLOCKING = frozenset(
+    {
+        "FieldValueNotSupported",
+        "FieldValueRequired",
+        "FieldValueTooLong",
+        "FieldValueTooMany",
+        "FieldValueTypeInvalid",
+    }
+)
+_NOT_CHECKED: Cause = (
+    "FieldValueInvalid",
+    "<nil>",
+    "<nil>: Invalid value: null: some validation rules were not checked because the object "
+    "was invalid; correct the existing errors to complete validation",
+)
+
+
+@lru_cache(maxsize=256)
+def _has_cel_rules(schema_json: str) -> bool:
+    return '"x-kubernetes-validations"' in schema_json
+
+
 def process(obj: dict[str, Any], schema: Schema) -> tuple[dict[str, Any], list[str], list[Cause]]:
-    """Prune, default and validate a whole custom resource; returns (obj, pruned, causes)."""
+    """Prune, default and validate a whole custom resource; returns (obj, pruned, causes).
+    CEL rules are not evaluated, but a schema that has them gets kube's cause saying they
+    were not checked when a blocking error was found."""
     pruned: list[str] = []
     out = prune(obj, schema, root=True, pruned=pruned)
     out = apply_defaults(out, schema, root=True)
-    return out, pruned, validate(out, schema, root=True)
+    causes = validate(out, schema, root=True)
+    if any(reason in _BLOCKING for reason, _, _ in causes) and _has_cel_rules(
+        json.dumps(schema, sort_keys=True)
+    ):
+        causes.append(_NOT_CHECKED)
+    return out, pruned, causes

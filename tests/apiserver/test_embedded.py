@@ -1,6 +1,9 @@
 """Embedded resources (the manifests of ManifestWorks and AddOnTemplates) as kube-apiserver
 treats them: ObjectMeta validated like a top-level object's (422 naming the field), pruned
-to ObjectMeta's fields (with a warning), and refused with 400 when it does not decode."""
+to ObjectMeta's fields (with a warning), and refused with 400 when it does not decode.
+
+Each expected status, field and message is what kube-apiserver 1.36 answered to the same
+request (a dry-run create on a real hub with the same CRDs)."""
 
 from __future__ import annotations
 
@@ -104,6 +107,12 @@ async def test_addon_template_with_a_placeholder_namespace_is_refused(
     assert manifests[1]["metadata"]["namespace"] == "open-cluster-management-agent-addon"
 
 
+NOT_CHECKED = (
+    "FieldValueInvalid",
+    "<nil>",
+    "Invalid value: null: some validation rules were not checked because the object was "
+    "invalid; correct the existing errors to complete validation",
+)
 QUALIFIED_NAME_PART = (
     "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end "
     "with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for "
@@ -171,7 +180,7 @@ QUALIFIED_NAME_PART = (
         pytest.param(
             config_map(labels={"app": "v" * 64}),
             f"{MANIFEST}.metadata.labels",
-            "must be no more than 63 characters",
+            "must be no more than 63 bytes",
             id="label-value-too-long",
         ),
         pytest.param(
@@ -239,8 +248,12 @@ async def test_embedded_metadata_is_validated_like_kube_apiserver(
             *WORK, "default", "manifestworks", work(manifest)
         )
     found = causes(exc.value)
-    assert [f for _, f, _ in found] == [field], found
+    # (ManifestWork's CRD has a CEL rule: kube says it was not checked after a blocking
+    # error, in a cause of its own.)
+    assert [f for _, f, _ in found if f != "<nil>"] == [field], found
     assert message in found[0][2], found
+    blocking = found[0][0] in ("FieldValueRequired", "FieldValueTooLong")
+    assert (found[-1] == NOT_CHECKED) == blocking, found
 
 
 async def test_embedded_metadata_is_pruned_to_object_meta_with_a_warning(
@@ -270,7 +283,8 @@ async def test_embedded_metadata_is_pruned_to_object_meta_with_a_warning(
     [
         pytest.param(
             config_map(labels={"app": 1}),
-            "into Go struct field ObjectMeta.labels of type map[string]string",
+            'metadata: Invalid value: {"labels":{"app":1},"name":"cm","namespace":"agents"}: '
+            "json: cannot unmarshal number into Go struct field ObjectMeta.labels of type string",
             id="labels",
         ),
         pytest.param(
