@@ -119,7 +119,7 @@ def _decode(
         if not _type_ok(item, go_type):
             # A map or list of the wrong elements fails on its first wrong element.
             wrong, expected = item, go_type
-            if go_type in (_MAP, _LIST) and isinstance(item, dict | list):
+            if (go_type, type(item)) in ((_MAP, dict), (_LIST, list)):
                 elements = item.values() if isinstance(item, dict) else item
                 wrong = next(v for v in elements if not isinstance(v, str) and v is not None)
                 expected = _STRING

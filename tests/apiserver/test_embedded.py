@@ -288,6 +288,11 @@ async def test_embedded_metadata_is_pruned_to_object_meta_with_a_warning(
             id="labels",
         ),
         pytest.param(
+            config_map(finalizers={"a": "b"}),
+            "cannot unmarshal object into Go struct field ObjectMeta.finalizers of type []string",
+            id="finalizers-not-a-list",
+        ),
+        pytest.param(
             config_map(name=7), "into Go struct field ObjectMeta.name of type string", id="name"
         ),
         pytest.param({**config_map(), "kind": 3}, f"{MANIFEST}.kind: Invalid value: 3", id="kind"),
