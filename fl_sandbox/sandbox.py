@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import functools
 import importlib
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -44,6 +42,7 @@ from fl_sandbox.ocm.placement import PlacementController
 from fl_sandbox.ocm.registration import Registration
 from fl_sandbox.ocm.runtime import Runtime
 from fl_sandbox.ocm.workagent import WorkAgent
+from fl_sandbox.workdir_lock import SandboxBusy, WorkdirLock
 
 log = logging.getLogger(__name__)
 
@@ -140,43 +139,6 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
         await task
 
 
-class SandboxBusy(RuntimeError):
-    """Another sandbox runs in this workdir (its kubeconfigs and data would be overwritten)."""
-
-
-class _WorkdirLock:
-    """An exclusive ``flock`` on ``<workdir>/.fl-sandbox.lock``, holding the owner's pid.
-
-    The kernel drops the lock when its holder exits, however it exits, so a crashed sandbox
-    never leaves a stale lock behind.
-    """
-
-    def __init__(self, workdir: Path) -> None:
-        self.path = workdir / ".fl-sandbox.lock"
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise SandboxBusy(
-                f"{self.path.parent} is in use by another sandbox (pid {holder}): stop it or "
-                "choose another folder"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor drops the lock
-            self._fd = None
-
-
 class Sandbox:
     """A hub and ``clusters`` managed clusters on loopback; an async context manager.
 
@@ -234,7 +196,7 @@ class Sandbox:
         self._agent_host = _InProcessAgents(self)
         self._hub_manager_task: asyncio.Task[None] | None = None
         self._started = False
-        self._lock = _WorkdirLock(self.workdir)
+        self._lock = WorkdirLock(self.workdir)
 
     # -- servers and clients -----------------------------------------------------------
 
