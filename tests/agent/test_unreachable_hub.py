@@ -40,6 +40,7 @@ async def test_claims_back_off_while_the_hub_is_unreachable(
         catalogue_poll_seconds=0.05,
     )
     caplog.set_level(logging.INFO, logger="spoke_agent.claims")
+    caplog.set_level(logging.INFO, logger="fl_kube.controller")
     agent = asyncio.create_task(run_agent(settings))
     try:
 
@@ -55,6 +56,10 @@ async def test_claims_back_off_while_the_hub_is_unreachable(
         assert all(later > earlier * 1.3 for earlier, later in itertools.pairwise(first)), first
         retries = [r for r in caplog.records if RETRY.match(r.getMessage())]
         assert {r.levelname for r in retries} == {"WARNING"}
+        # The round controller's retries of its reads from the hub say so at WARNING too.
+        rounds = [r for r in caplog.records if " will be retried in " in r.getMessage()]
+        assert rounds, "the round controller did not retry"
+        assert {r.levelname for r in rounds} == {"WARNING"}
     finally:
         agent.cancel()
         with contextlib.suppress(asyncio.CancelledError):
