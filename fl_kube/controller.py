@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from fl_kube.backoff import RateLimiter
-from fl_kube.errors import ApiError
+from fl_kube.errors import ApiError, is_temporary
 from fl_kube.metrics import ControllerMetrics
 from fl_kube.workqueue import ShutDown, WorkQueue
 
@@ -163,7 +163,9 @@ class Controller(Generic[K]):
             self.queue.add_after(key, delay)
         else:
             delay = self.queue.add_rate_limited(key)
-        if isinstance(exc, TemporaryError):  # expected: one line, no traceback
+        # Expected faults are one line without a traceback: WARNING when something is wrong
+        # (an API out of reach or failing), INFO for the API's ordinary answers (409, 404...).
+        if isinstance(exc, TemporaryError) or is_temporary(exc):
             log.warning("%s: %r will be retried in %.3gs: %s", self.name, key, delay, exc)
         elif isinstance(exc, ApiError):
             log.info("%s: %r will be retried in %.3gs: %s", self.name, key, delay, exc)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+
+class ListenError(Exception):
+    """The address cannot be listened on (in use, not local, not permitted): a setting to
+    fix, not a fault to retry."""
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -44,7 +50,14 @@ class HealthServer:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self._host, self._port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ListenError(
+                f"cannot listen on {self._host}:{self._port}: {reason.lower()}"
+            ) from None
         self._runner = runner
         address = runner.addresses[0]
         self.port = int(address[1])

@@ -6,6 +6,10 @@ change, so clock skew between replicas does not matter). Every write carries the
 resourceVersion, so two candidates can never both win. The leader renews every
 ``retry_period``; if it cannot renew for ``renew_deadline`` it cancels its work and contends
 again. On a clean stop it releases the Lease so a successor need not wait.
+
+A candidate that cannot reach the API (or is refused) retries with exponential backoff from
+``retry_period`` up to ``max_retry_backoff``, with one WARNING per attempt; one that finds the
+Lease held by a live leader simply checks again every ``retry_period``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from fl_kube.backoff import Backoff, BackoffPolicy
 from fl_kube.client import KubeApi
 from fl_kube.errors import Conflict, NotFound
 from fl_kube.resources import LEASE
@@ -44,6 +49,7 @@ class LeaderElector:
         lease_duration: float = 15,
         renew_deadline: float = 10,
         retry_period: float = 2,
+        max_retry_backoff: float = 30,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not identity:
@@ -62,6 +68,10 @@ class LeaderElector:
         self._observed: dict[str, Any] | None = None  # last lease spec seen
         self._observed_at = 0.0
         self._lease_rv: str | None = None
+        self._backoff = Backoff(
+            BackoffPolicy(base=retry_period, cap=max(retry_period, max_retry_backoff))
+        )
+        self.error: Exception | None = None  # why the last attempt failed, if it was an error
         self.transitions = 0  # times this elector became leader
 
     @property
@@ -108,8 +118,22 @@ class LeaderElector:
     async def _acquire(self) -> None:
         while True:
             if await self._try_acquire_or_renew():
+                self._backoff.reset()
                 return
-            await asyncio.sleep(self.retry_period)
+            if self.error is None:  # held by a live leader: look again next period
+                self._backoff.reset()
+                await asyncio.sleep(self.retry_period)
+                continue
+            delay = self._backoff.next()
+            log.warning(
+                "%s: cannot acquire lease %s/%s: %s; retrying in %.3gs",
+                self.identity,
+                self.namespace,
+                self.name,
+                self.error,
+                delay,
+            )
+            await asyncio.sleep(delay)
 
     async def _keep_renewing(self) -> None:
         """Returns when leadership is lost."""
@@ -121,17 +145,27 @@ class LeaderElector:
                 continue
             if self.observed_holder not in ("", self.identity):
                 return  # someone else holds it now
+            if self.error is not None:
+                log.warning(
+                    "%s: cannot renew lease %s/%s: %s",
+                    self.identity,
+                    self.namespace,
+                    self.name,
+                    self.error,
+                )
             if self._clock() - last_renew >= self.renew_deadline:
                 return
 
     async def _try_acquire_or_renew(self) -> bool:
+        """True when this process holds the Lease now; ``error`` says why not, if it failed."""
+        self.error = None
         now = dt.datetime.now(dt.UTC)
         try:
             lease = await self._api.get(LEASE, self.name, namespace=self.namespace)
         except NotFound:
             return await self._create(now)
         except Exception as exc:  # any failure to read is a failure to renew
-            log.info("%s: cannot read lease %s: %s", self.identity, self.name, exc)
+            self.error = exc
             return False
         spec = dict(lease.get("spec") or {})
         self._observe(spec)
@@ -155,7 +189,7 @@ class LeaderElector:
         except Conflict:
             return False
         except Exception as exc:
-            log.info("%s: cannot update lease %s: %s", self.identity, self.name, exc)
+            self.error = exc
             return False
         self._observe(dict(updated.get("spec") or {}))
         return True
@@ -173,8 +207,10 @@ class LeaderElector:
         }
         try:
             created = await self._api.create(LEASE, body, namespace=self.namespace)
-        except Exception as exc:  # Conflict: someone else created it first
-            log.info("%s: cannot create lease %s: %s", self.identity, self.name, exc)
+        except Conflict:  # someone else created it first
+            return False
+        except Exception as exc:
+            self.error = exc
             return False
         self._observe(dict(created.get("spec") or {}))
         return True

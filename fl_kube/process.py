@@ -16,10 +16,12 @@ import re
 import signal
 import socket
 import sys
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Annotated, Any, NoReturn, TypeVar
 
 from pydantic import AfterValidator, BaseModel, Field, ValidationError
+
+from fl_kube.health import ListenError
 
 EXIT_USAGE = 2
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -123,8 +125,9 @@ def run_main(
     settings_from: Callable[[argparse.Namespace, Mapping[str, str]], S],
     run: Callable[[S], Coroutine[Any, Any, None]],
 ) -> int:
-    """Parse the flags and read the settings (flags over the environment; a UsageError is
-    one line and exit 2), log at ``--log-level``, then run until SIGTERM or SIGINT."""
+    """Parse the flags and read the settings (flags over the environment; a UsageError,
+    then or while starting, is one line and exit 2), log at ``--log-level``, then run until
+    SIGTERM or SIGINT."""
     args = parser.parse_args(argv)
     try:
         settings = settings_from(args, os.environ)
@@ -132,5 +135,19 @@ def run_main(
         print(f"{parser.prog}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     logging.basicConfig(level=args.log_level, format=LOG_FORMAT)
-    asyncio.run(run_until_signalled(run(settings)))
+    try:
+        asyncio.run(run_until_signalled(run(settings)))
+    except UsageError as exc:  # found only on start, such as a port in use
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return 0
+
+
+async def metrics_listening(work: Awaitable[None], *, bind: str) -> None:
+    """Run ``work``; its metrics server failing to listen is a UsageError naming the flag."""
+    try:
+        await work
+    except ListenError as exc:
+        raise UsageError(
+            f"--metrics-bind-address {bind}: {exc}; free the port or choose another"
+        ) from None

@@ -1,8 +1,8 @@
 """``fl-sandbox``: run a local OCM fleet (``up``) or the federated learning demo (``demo``).
 
 ``up`` starts the hub and N managed clusters, prints one line when they are ready (with
-the kubeconfig paths) and runs until SIGINT or SIGTERM, then stops everything. Bad options
-get one line on stderr and exit code 2.
+the kubeconfig paths) and runs until SIGINT or SIGTERM, then stops everything. Bad options,
+and a ``--dir`` another sandbox is running in, get one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def ready_line(sandbox: Any) -> str:
 
 async def run_up(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     """Start the sandbox, print the ready line, wait for SIGINT/SIGTERM, stop."""
-    from fl_sandbox.sandbox import Sandbox
+    from fl_sandbox.sandbox import Sandbox, SandboxBusy
 
     stream = out or sys.stdout
     if args.authorize and shutil.which("openssl") is None:
@@ -159,6 +159,9 @@ async def run_up(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
             waiter.cancel()
             try:
                 start.result()
+            except SandboxBusy as exc:
+                print(f"{PROG}: --dir {exc}", file=sys.stderr)
+                return EXIT_USAGE
             except Exception as exc:
                 print(f"{PROG}: could not start the sandbox: {exc}", file=sys.stderr)
                 return EXIT_FAILED

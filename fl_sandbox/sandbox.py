@@ -5,6 +5,7 @@ Everything speaks HTTP to the API servers through ``fl_kube``, as on real cluste
 only shortcut is that a cluster's add-on agent identity is issued by the hub API server
 directly (what OCM does with a CSR). Layout of ``workdir``::
 
+    .fl-sandbox.lock                        held while a sandbox runs here (its pid)
     hub.kubeconfig                          admin of the hub
     clusters/<name>.kubeconfig              admin of each managed cluster
     clusters/<name>/datasets.yaml           the agent's dataset catalogue
@@ -41,6 +42,7 @@ from fl_sandbox.ocm.placement import PlacementController
 from fl_sandbox.ocm.registration import Registration
 from fl_sandbox.ocm.runtime import Runtime
 from fl_sandbox.ocm.workagent import WorkAgent
+from fl_sandbox.workdir_lock import SandboxBusy, WorkdirLock
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +196,7 @@ class Sandbox:
         self._agent_host = _InProcessAgents(self)
         self._hub_manager_task: asyncio.Task[None] | None = None
         self._started = False
+        self._lock = WorkdirLock(self.workdir)
 
     # -- servers and clients -----------------------------------------------------------
 
@@ -291,7 +294,8 @@ class Sandbox:
 
     async def start(self) -> None:
         """Start servers and controllers; return once every cluster is joined and available
-        (and, with ``addon=True``, every add-on has its install namespace)."""
+        (and, with ``addon=True``, every add-on has its install namespace). SandboxBusy when
+        another sandbox runs in ``workdir``."""
         if self._started:
             raise RuntimeError("this sandbox is already started")
         self._started = True
@@ -302,6 +306,7 @@ class Sandbox:
             raise
 
     async def _start(self) -> None:
+        self._lock.acquire()
         (self.workdir / "clusters").mkdir(parents=True, exist_ok=True)
         self.model_store_dir.mkdir(parents=True, exist_ok=True)
 
@@ -552,6 +557,7 @@ class Sandbox:
         for server in servers:
             if server is not None:
                 await server.stop()
+        self._lock.release()
 
 
 def _count_samples(path: Path) -> int:
@@ -580,4 +586,4 @@ def _addon_documents(folder: Path) -> list[dict[str, Any]]:
     return documents
 
 
-__all__ = ["DEFAULT_INSTALL_NAMESPACE", "Sandbox"]
+__all__ = ["DEFAULT_INSTALL_NAMESPACE", "Sandbox", "SandboxBusy"]

@@ -11,6 +11,7 @@ from fl_kube.process import (
     OneLineParser,
     UsageError,
     add_log_level_argument,
+    metrics_listening,
     parse_bool,
     run_main,
     validate_settings,
@@ -106,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _run(settings: HubSettings) -> None:
     from hub_manager.app import run_hub_manager
 
-    await run_hub_manager(settings)
+    await metrics_listening(run_hub_manager(settings), bind=settings.metrics_bind_address)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from fl_kube.process import (
     OneLineParser,
     UsageError,
     add_log_level_argument,
+    metrics_listening,
     run_main,
     validate_settings,
 )
@@ -100,9 +101,11 @@ async def _cleanup(settings: AgentSettings) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     cleanup = "--cleanup" in (sys.argv[1:] if argv is None else argv)
-    return run_main(
-        parser, argv, settings_from=settings_from, run=_cleanup if cleanup else run_agent
-    )
+    return run_main(parser, argv, settings_from=settings_from, run=_cleanup if cleanup else _run)
+
+
+async def _run(settings: AgentSettings) -> None:
+    await metrics_listening(run_agent(settings), bind=settings.metrics_bind_address)
 
 
 if __name__ == "__main__":

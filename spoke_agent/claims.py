@@ -18,6 +18,7 @@ from typing import Any
 from fl_contract import keys, naming
 from fl_contract.models import DatasetCatalogue
 from fl_kube import resources as r
+from fl_kube.backoff import Backoff, BackoffPolicy
 from fl_kube.client import KubeApi
 from fl_kube.controller import TemporaryError
 from fl_kube.errors import Conflict, is_temporary
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 CLAIM_OWNER = keys.ADDON_NAME
 MAX_SYNCED_CLAIMS = 20  # the klusterlet copies only the first 20 custom claims by default
+MAX_RETRY_SECONDS = 60.0  # longest wait between attempts while the hub or spoke API fails
 _UNSET = object()
 
 
@@ -124,17 +126,23 @@ class ClaimPublisher:
         """True while the add-on is being disabled: no claims, no health Lease."""
 
     async def run(self) -> None:
-        """Until cancelled: re-read the file and re-check the claims every poll period."""
+        """Until cancelled: re-read the file and re-check the claims every poll period; after
+        a failure (an API out of reach), wait longer each time, up to MAX_RETRY_SECONDS."""
+        backoff = Backoff(BackoffPolicy(base=self._poll, cap=max(self._poll, MAX_RETRY_SECONDS)))
         while True:
             try:
                 await self.sync_once()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                delay = backoff.next()
                 if is_temporary(exc) or isinstance(exc, Conflict | TemporaryError):
-                    log.info("dataset claims: will retry: %s", exc)
+                    log.warning("dataset claims: will retry in %.3gs: %s", delay, exc)
                 else:
-                    log.exception("dataset claims: sync failed; will retry")
+                    log.exception("dataset claims: sync failed; will retry in %.3gs", delay)
+                await asyncio.sleep(delay)
+                continue
+            backoff.reset()
             await asyncio.sleep(self._poll)
 
     async def sync_once(self) -> None:

@@ -165,7 +165,11 @@ def parse_result(
         result = TrainingResult.from_json(message.strip())
     except (ValidationError, ValueError) as exc:
         first = exc.errors()[0] if isinstance(exc, ValidationError) else None
-        detail = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}" if first else str(exc)
+        detail = (
+            ": ".join(filter(None, (".".join(map(str, first["loc"])), first["msg"])))
+            if first
+            else str(exc)
+        )
         raise ResultError(
             "ResultInvalid", f"the result record is not a TrainingResult ({detail})", invalid=True
         ) from None

@@ -1,15 +1,16 @@
 """Fixtures shared by every test folder: the upstream CRDs and sandboxes built on them.
 
-``crd_dir`` is ``../shared/ocm-crds`` beside the repository (skipped, with the reason, when
-absent). ``sandbox_factory`` builds a started ``Sandbox`` in the test's ``tmp_path`` with
-those CRDs (so every object written is validated against the upstream schemas) and stops
-it afterwards, whatever happened; ``sandbox`` is the common case: 2 clusters, the add-on
-enabled, no hub manager, no agents.
+``crd_dir`` is ``../shared/ocm-crds`` beside the repository, or ``$FL_OCM_CRDS`` (skipped,
+with the reason, when absent). ``sandbox_factory`` builds a started ``Sandbox`` in the
+test's ``tmp_path`` with those CRDs (so every object written is validated against the
+upstream schemas) and stops it afterwards, whatever happened; ``sandbox`` is the common
+case: 2 clusters, the add-on enabled, no hub manager, no agents.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ import pytest
 from fl_sandbox.sandbox import Sandbox
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CRD_DIR = REPO_ROOT.parent / "shared" / "ocm-crds"
+# FL_OCM_CRDS points elsewhere (a missing folder shows what runs without the upstream CRDs).
+CRD_DIR = Path(os.environ.get("FL_OCM_CRDS") or REPO_ROOT.parent / "shared" / "ocm-crds")
 
 SandboxFactory = Callable[..., contextlib.AbstractAsyncContextManager[Sandbox]]
 

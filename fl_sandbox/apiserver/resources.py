@@ -18,6 +18,7 @@ from .builtin_fields import prune_builtin
 from .builtin_rules import apply_builtin_rules
 from .builtin_types import ResourceType
 from .crds import CRD_GROUP, check_crd, crd_status
+from .embedded import EmbeddedTypeError
 from .fields import record_update, server_side_apply
 from .metadata import (
     LABEL_NAMED,
@@ -170,7 +171,13 @@ class Resources:
             check_crd(obj)
             obj["status"] = crd_status(obj)
         if rtype.validate and rtype.schema is not None:
-            obj, pruned, schema_causes = process(obj, rtype.schema)
+            try:
+                obj, pruned, schema_causes = process(obj, rtype.schema)
+            except EmbeddedTypeError as exc:
+                raise errors.bad_request(
+                    f'{rtype.kind} in version "{rtype.version}" cannot be handled as a '
+                    f"{rtype.kind}: {exc}"
+                ) from None
             self._unknown_fields(pruned, opts)
             causes += schema_causes
         if causes:

@@ -12,6 +12,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
+from . import embedded
 from .metadata import Cause, parse_time
 
 Schema = dict[str, Any]
@@ -39,10 +40,14 @@ def prune(
     root: bool = False,
     pruned: list[str] | None = None,
 ) -> Any:
-    """Return value without the fields the schema does not declare (list pruned paths)."""
+    """Return value without the fields the schema does not declare (list pruned paths);
+    embedded resources' metadata is pruned to ObjectMeta (EmbeddedTypeError if it does not
+    decode)."""
     if schema is None:
         return value
     if isinstance(value, dict):
+        if _embedded(schema) and not root:
+            value = embedded.coerce(value, path=path, unknown=pruned if pruned is not None else [])
         props: dict[str, Schema] = schema.get("properties") or {}
         additional = schema.get("additionalProperties")
         keep_meta = root or _embedded(schema)
@@ -393,17 +398,8 @@ def _validate_object(
                 f"{field}: Invalid value: {len(value)}: {field} in body should have at least {schema['minProperties']} properties",
             )
         )
-    if _embedded(schema):
-        for key in ("apiVersion", "kind"):
-            if not value.get(key):
-                sub_path = _join(path, key)
-                causes.append(
-                    (
-                        "FieldValueRequired",
-                        sub_path,
-                        f"{sub_path}: Required value: must not be empty",
-                    )
-                )
+    if _embedded(schema) and not root:
+        causes += embedded.check(value, path=path)
     additional = schema.get("additionalProperties")
     for key, item in value.items():
         sub_path = _join(path, key)
@@ -420,9 +416,39 @@ def _validate_object(
             _validate(item, additional, sub_path, False, causes)
 
 
+# Causes after which kube-apiserver does not evaluate a CRD's CEL rules (and says so).
+_BLOCKING = frozenset(
+    {
+        "FieldValueNotSupported",
+        "FieldValueRequired",
+        "FieldValueTooLong",
+        "FieldValueTooMany",
+        "FieldValueTypeInvalid",
+    }
+)
+_NOT_CHECKED: Cause = (
+    "FieldValueInvalid",
+    "<nil>",
+    "<nil>: Invalid value: null: some validation rules were not checked because the object "
+    "was invalid; correct the existing errors to complete validation",
+)
+
+
+@lru_cache(maxsize=256)
+def _has_cel_rules(schema_json: str) -> bool:
+    return '"x-kubernetes-validations"' in schema_json
+
+
 def process(obj: dict[str, Any], schema: Schema) -> tuple[dict[str, Any], list[str], list[Cause]]:
-    """Prune, default and validate a whole custom resource; returns (obj, pruned, causes)."""
+    """Prune, default and validate a whole custom resource; returns (obj, pruned, causes).
+    CEL rules are not evaluated, but a schema that has them gets kube's cause saying they
+    were not checked when a blocking error was found."""
     pruned: list[str] = []
     out = prune(obj, schema, root=True, pruned=pruned)
     out = apply_defaults(out, schema, root=True)
-    return out, pruned, validate(out, schema, root=True)
+    causes = validate(out, schema, root=True)
+    if any(reason in _BLOCKING for reason, _, _ in causes) and _has_cel_rules(
+        json.dumps(schema, sort_keys=True)
+    ):
+        causes.append(_NOT_CHECKED)
+    return out, pruned, causes

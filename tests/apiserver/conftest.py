@@ -14,8 +14,9 @@ from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from fl_sandbox.apiserver import ApiServer
+from tests.conftest import CRD_DIR
 
-OCM_CRDS = Path(__file__).resolve().parents[1].parent.parent / "shared" / "ocm-crds"
+OCM_CRDS = CRD_DIR
 REPO_CRDS = Path(__file__).resolve().parents[2] / "deploy" / "crds"
 
 T = TypeVar("T")

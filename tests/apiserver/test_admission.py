@@ -36,7 +36,7 @@ def cm(name: str, **extra: Any) -> dict[str, Any]:
         (work(), "manifests should not be empty"),
         (work(cm("")), "name must be set in manifest"),
         (work(cm("x", generateName="x-")), "generateName must not be set in manifest"),
-        (work(cm("big", data={"k": "x" * (500 * 1024)})), "exceeds the 512000 limit"),
+        (work({**cm("big"), "data": {"k": "x" * (500 * 1024)}}), "exceeds the 512000 limit"),
     ],
 )
 async def test_manifest_work_webhook(

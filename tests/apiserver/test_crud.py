@@ -79,6 +79,36 @@ async def test_invalid_names_and_labels_are_422(core: client.CoreV1Api) -> None:
     assert bad_label.value.status == 422
 
 
+async def test_finalizers_and_owner_references_are_validated(core: client.CoreV1Api) -> None:
+    """kube-apiserver's ObjectMeta rules, with its field paths and wording."""
+    with_finalizer = client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="f", finalizers=["example.com/a b"])
+    )
+    with pytest.raises(ApiException) as exc:
+        await core.create_namespaced_config_map("default", with_finalizer)
+    (cause,) = status_of(exc.value)["details"]["causes"]
+    assert cause["field"] == "metadata.finalizers"
+    assert cause["message"].startswith('Invalid value: "example.com/a b": name part must consist')
+    orphan = client.V1ObjectMeta(name="o", finalizers=["orphan", "foregroundDeletion"])
+    with pytest.raises(ApiException) as both:
+        await core.create_namespaced_config_map("default", client.V1ConfigMap(metadata=orphan))
+    assert (
+        "finalizer orphan and foregroundDeletion cannot be both set"
+        in (status_of(both.value)["message"])
+    )
+    owner = {"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": ""}
+    with pytest.raises(ApiException) as no_uid:
+        await core.create_namespaced_config_map(
+            "default",
+            {"metadata": {"name": "w", "ownerReferences": [owner]}},  # type: ignore[arg-type]  # a plain dict: the client sends it as is
+        )
+    (cause,) = status_of(no_uid.value)["details"]["causes"]
+    assert (cause["field"], cause["message"]) == (
+        "metadata.ownerReferences.uid",
+        'Invalid value: "": must not be empty',
+    )
+
+
 async def test_stale_put_and_patch_conflict(core: client.CoreV1Api) -> None:
     made = await core.create_namespaced_config_map("default", cm("c"))
     made.data = {"k": "v2"}

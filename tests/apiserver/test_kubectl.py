@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes_asyncio import client
 
 from fl_sandbox.apiserver import ApiServer
@@ -53,8 +54,9 @@ def kubectl(server: ApiServer, tmp_path: Path) -> Kubectl:
 
 
 async def test_get_namespaces_and_managed_clusters(
-    kubectl: Kubectl, custom: client.CustomObjectsApi
+    kubectl: Kubectl, custom: client.CustomObjectsApi, crd_dir: Path
 ) -> None:
+    """(The printer columns come from the upstream ManagedCluster CRD: skipped without it.)"""
     out = await kubectl("get", "ns")
     assert out.splitlines()[0].split() == ["NAME", "STATUS", "AGE"]
     assert any(line.split()[:2] == ["default", "Active"] for line in out.splitlines())
@@ -189,3 +191,44 @@ async def test_kubectl_with_rbac_over_tls(tmp_path: Path) -> None:
             await api.close()
     finally:
         await secured.stop()
+
+
+def _crd_schema(path: Path) -> dict[str, Any]:
+    (crd,) = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def _words(text: str) -> list[str]:
+    """kubectl wraps descriptions: compare word by word."""
+    return text.split()
+
+
+async def test_explain_shows_the_field_docs_of_our_crd(kubectl: Kubectl) -> None:
+    server = _crd_schema(REPO_CRDS / "federatedlearnings.yaml")["properties"]["spec"]["properties"][
+        "server"
+    ]
+    out = await kubectl("explain", "fl.spec.server")
+    assert "KIND:       FederatedLearning" in out
+    assert "FIELD: server <Object>" in out
+    assert _words(server["description"]) == _words(out.split("DESCRIPTION:")[1].split("FIELDS:")[0])
+    for name, field in server["properties"].items():
+        assert f"  {name}\t<" in out, name
+        assert " ".join(_words(field["description"])) in " ".join(_words(out)), name
+    labels = await kubectl("explain", "fl.metadata.labels")
+    assert "FIELD: labels <map[string]string>" in labels
+
+
+async def test_explain_ocm_kinds_and_builtins(kubectl: Kubectl, crd_dir: Path) -> None:
+    schema = _crd_schema(
+        crd_dir / "0000_00_clusters.open-cluster-management.io_managedclusters.crd.yaml"
+    )
+    accepts = schema["properties"]["spec"]["properties"]["hubAcceptsClient"]
+    out = await kubectl("explain", "managedclusters.spec.hubAcceptsClient")
+    assert "FIELD: hubAcceptsClient <boolean>" in out
+    assert _words(accepts["description"]) == _words(out.split("DESCRIPTION:")[1])
+    manifests = await kubectl("explain", "addontemplates.spec.agentSpec.workload.manifests")
+    assert "FIELD: manifests <[]Object>" in manifests
+    config_map = await kubectl("explain", "configmaps")
+    assert "KIND:       ConfigMap" in config_map
+    assert "  metadata\t<ObjectMeta>" in config_map

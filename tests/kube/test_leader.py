@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import logging
+import re
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypedDict
 
 import pytest
 
 from fl_kube import resources as r
+from fl_kube.client import KubeApi
 from fl_kube.leader import LeaderElector, micro_time
 from fl_kube.waiting import wait_for
 from fl_sandbox.apiserver import ApiServer
@@ -207,3 +212,58 @@ def test_rejects_inconsistent_timings() -> None:
             lease_duration=1,
             renew_deadline=2,
         )
+
+
+async def test_an_unreachable_api_is_retried_with_backoff_and_warnings(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No API server on the port: attempts space out exponentially, each one WARNING line;
+    once a server answers there again, the candidate takes the Lease."""
+    down = ApiServer(name="down")
+    await down.start()
+    port = int(down.url.rsplit(":", 1)[1])
+    kubeconfig = down.write_kubeconfig(tmp_path / "kubeconfig")
+    await down.stop()
+    api = await KubeApi.from_kubeconfig(kubeconfig, request_timeout=5)
+    elector = LeaderElector(
+        api,
+        namespace="default",
+        name="unreachable",
+        identity="me",
+        lease_duration=1.0,
+        renew_deadline=0.6,
+        retry_period=0.05,
+    )
+    leadership = Leadership()
+    caplog.set_level(logging.INFO, logger="fl_kube.leader")
+    task = asyncio.create_task(elector.run(leadership.lead("me")))
+    up: ApiServer | None = None
+    try:
+
+        def retries() -> list[float]:
+            return [
+                float(m.group(1))
+                for rec in caplog.records
+                if (
+                    m := re.search(
+                        r"cannot acquire lease default/unreachable: .*; retrying in ([0-9.e+-]+)s$",
+                        rec.getMessage(),
+                    )
+                )
+            ]
+
+        await wait_for(lambda: len(retries()) >= 4, timeout=10)
+        delays = retries()
+        assert all(later > earlier * 1.3 for earlier, later in itertools.pairwise(delays[:4]))
+        leader_logs = [rec for rec in caplog.records if rec.name == "fl_kube.leader"]
+        assert {rec.levelname for rec in leader_logs} == {"WARNING"}
+
+        up = ApiServer(name="back")
+        await up.start(port=port)
+        up.write_kubeconfig(tmp_path / "unused.kubeconfig")
+        await wait_for(lambda: leadership.history == ["me"], timeout=10)
+    finally:
+        await _stop(task)
+        await api.close()
+        if up is not None:
+            await up.stop()

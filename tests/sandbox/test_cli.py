@@ -1,9 +1,12 @@
-"""``fl-sandbox up`` as a user runs it: one ready line, kubectl sees available clusters,
-SIGTERM stops it cleanly; bad options are one line and exit code 2."""
+"""``fl-sandbox up`` as a user runs it: one ready line, kubectl sees available clusters and
+RBAC is enforced, a second ``up`` in the same folder is refused, SIGTERM stops it cleanly;
+bad options are one line and exit code 2."""
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import shutil
 import signal
 import sys
@@ -29,18 +32,7 @@ async def test_up_prints_ready_and_kubectl_lists_available_clusters(
         pytest.skip("kubectl is not installed")
     workdir = tmp_path / "sb"
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "fl_sandbox",
-        "up",
-        "--clusters",
-        "2",
-        "--dir",
-        str(workdir),
-        "--no-hub-manager",
-        "--no-agents",
-        "--crd-dir",
-        str(crd_dir),
+        *_up(workdir, crd_dir),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -77,12 +69,26 @@ async def test_up_prints_ready_and_kubectl_lists_available_clusters(
         # RBAC is enforced by default: cluster1's agent may not touch the jobs.
         assert line.rstrip().endswith("RBAC enforced"), line
         agent = workdir / "clusters" / "cluster1" / "federated-learning-hub.kubeconfig"
-        code, err = await _kubectl(kubectl, agent, "delete", "fl", "--all", "-A")
+        code, refused = await _kubectl(kubectl, agent, "delete", "fl", "--all", "-A")
         assert code != 0
-        assert "Error from server (Forbidden)" in err, err
-        assert 'cannot list resource "federatedlearnings"' in err, err
-        code, err = await _kubectl(kubectl, hub_kubeconfig, "get", "fl", "-A")
-        assert code == 0, err
+        assert "Error from server (Forbidden)" in refused, refused
+        assert 'cannot list resource "federatedlearnings"' in refused, refused
+        code, admin_err = await _kubectl(kubectl, hub_kubeconfig, "get", "fl", "-A")
+        assert code == 0, admin_err
+
+        # A second sandbox in the same folder is refused in one line; the first goes on.
+        second = await asyncio.create_subprocess_exec(
+            *_up(workdir, crd_dir), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        second_out, second_err = await asyncio.wait_for(second.communicate(), timeout=60)
+        assert second.returncode == 2
+        assert second_out == b""
+        assert second_err.decode().splitlines() == [
+            f"fl-sandbox: --dir {workdir.resolve()} is in use by another sandbox "
+            f"(pid {process.pid}): stop it or choose another folder"
+        ]
+        code, _ = await _kubectl(kubectl, hub_kubeconfig, "get", "managedclusters")
+        assert code == 0
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
@@ -90,6 +96,29 @@ async def test_up_prints_ready_and_kubectl_lists_available_clusters(
     assert process.returncode == 0, errors.decode()
     assert rest.decode().strip() == ""  # exactly one line on stdout
     assert "Traceback" not in errors.decode()
+    # The lock went with the process: the folder is free for the next sandbox.
+    fd = os.open(workdir / ".fl-sandbox.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
+
+
+def _up(workdir: Path, crd_dir: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "fl_sandbox",
+        "up",
+        "--clusters",
+        "2",
+        "--dir",
+        str(workdir),
+        "--no-hub-manager",
+        "--no-agents",
+        "--crd-dir",
+        str(crd_dir),
+    ]
 
 
 async def _kubectl(kubectl: str, kubeconfig: Path, *args: str) -> tuple[int, str]:
