@@ -280,7 +280,9 @@ async def test_a_job_waits_for_lost_clusters_but_not_forever(sandbox_factory: An
                     is None
                 )
 
-            await wait_for(gone, timeout=60, message="cluster3's add-on removed (after its cleanup Job)")
+            await wait_for(
+                gone, timeout=60, message="cluster3's add-on removed (after its cleanup Job)"
+            )
 
         def waiting(status: dict[str, Any]) -> bool:
             return status.get("phase") == "Waiting" and progressing("WaitingForClusters")(status)
