@@ -176,7 +176,7 @@ def test_manager_holds_what_it_grants_each_agent() -> None:
         assert _covered(rule, cluster_wide), rule
 
 
-def test_manager_may_apply_exactly_the_shipped_addon_objects() -> None:
+def test_manager_may_create_exactly_the_shipped_addon_objects_and_never_change_them() -> None:
     cluster_wide, own_namespace = _manager_rules()
     from hub_manager.addon import load_addon_objects
 
@@ -190,14 +190,15 @@ def test_manager_may_apply_exactly_the_shipped_addon_objects() -> None:
         plural = obj["kind"].lower() + "s"
         group = obj["apiVersion"].split("/")[0]
         held = own_namespace if obj["metadata"].get("namespace") else cluster_wide
-        for verb in ("get", "create", "patch"):
+        for verb in ("get", "create", "update", "patch"):
             rule = {
                 "apiGroups": [group],
                 "resources": [plural],
                 "verbs": [verb],
                 "resourceNames": [obj["metadata"]["name"]] if verb != "create" else [],
             }
-            assert _covered(rule, held), (obj["kind"], verb)
+            # Once they exist they are the operator's (an image, a catalogue, a strategy).
+            assert _covered(rule, held) == (verb in ("get", "create")), (obj["kind"], verb)
     namespace_rule = {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}
     assert _covered({**namespace_rule, "resourceNames": [NAMESPACE]}, cluster_wide)
 

@@ -102,7 +102,7 @@ async def test_failed_registration_is_retried_and_jobs_are_still_driven(
             assert await _readyz(unused_tcp_port) == 503
 
             async def warned() -> list[dict[str, Any]]:
-                events = (await api.list(r.EVENT, namespace=ADC_NAMESPACE)).items
+                events = (await api.list(r.EVENT)).items  # in the manager's namespace
                 return [e for e in events if e.get("reason") == "AddonRegistrationFailed"]
 
             (event,) = await wait_for(warned, timeout=20, message="registration event")

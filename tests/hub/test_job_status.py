@@ -318,13 +318,11 @@ async def test_a_job_waits_for_lost_clusters_but_not_forever(sandbox_factory: An
                 {"metadata": {"name": keys.ADDON_NAME, "namespace": "cluster3"}, "spec": {}},
             )
 
-            async def installed() -> bool:
-                addon = await api.get(
-                    r.MANAGED_CLUSTER_ADDON, keys.ADDON_NAME, namespace="cluster3"
-                )
-                return bool((addon.get("status") or {}).get("namespace"))
-
-            await wait_for(installed, timeout=10, message="cluster3's add-on installed")
+            await wait_for(
+                lambda: sb.agent_namespace("cluster3"),
+                timeout=30,
+                message="cluster3's add-on installed",
+            )
             await c3.heartbeat()
             await h.wait_status(
                 sb,
