@@ -77,9 +77,10 @@ class Controller(Generic[K]):
         self.reconcile_count = 0
         self._active = 0
 
-    def enqueue(self, key: K) -> None:
-        """Reconcile ``key`` soon (de-duplicated with any pending request)."""
-        self.queue.add(key)
+    def enqueue(self, key: K, *, respect_backoff: bool = False) -> None:
+        """Reconcile ``key`` soon (de-duplicated with any pending request); with
+        ``respect_backoff``, not before a failing key's backoff has passed."""
+        self.queue.add(key, respect_backoff=respect_backoff)
 
     def enqueue_after(self, key: K, delay: float) -> None:
         """Reconcile ``key`` after ``delay`` seconds."""

@@ -5,6 +5,9 @@
   it dirty, and it is queued again when the worker calls ``done``.
 - ``add_after`` delays a key (the earliest pending time wins); ``add_rate_limited`` delays
   it by its own exponential backoff; ``forget`` resets that backoff.
+- ``add(key, respect_backoff=True)`` leaves a failing key waiting out its backoff: events
+  about other objects (a report, a placement) would otherwise retry a persistent fault once
+  per event. The key's own changes (a spec edit) use a plain ``add``.
 """
 
 from __future__ import annotations
@@ -54,9 +57,12 @@ class WorkQueue(Generic[K]):
 
     # -- producers ---------------------------------------------------------------------
 
-    def add(self, key: K) -> None:
-        """Queue ``key`` now (no-op when it is already queued)."""
+    def add(self, key: K, *, respect_backoff: bool = False) -> None:
+        """Queue ``key`` now (no-op when it is already queued). With ``respect_backoff``, a
+        key waiting for a retry after failures keeps waiting (it runs then anyway)."""
         if self._shutting_down:
+            return
+        if respect_backoff and key in self._waiting and self.rate_limiter.retries(key) > 0:
             return
         pending = self._waiting.pop(key, None)
         if pending is not None:

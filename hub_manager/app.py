@@ -138,11 +138,13 @@ class HubManager:
             metrics=self.metrics.controllers,
         )
         self.fl_controller = fl_controller
+        # A job's own changes reconcile it at once; events about the objects around it
+        # (reports, placements, works) wait out the backoff of a job that keeps failing.
         _route(jobs, fl_controller, driver.keys_for_job_event)
-        _route(addons, fl_controller, driver.keys_for_addon)
-        _route(placements, fl_controller, driver.keys_for_placement_object)
-        _route(decisions, fl_controller, driver.keys_for_placement_object)
-        _route(works, fl_controller, driver.keys_for_work)
+        _route(addons, fl_controller, driver.keys_for_addon, respect_backoff=True)
+        _route(placements, fl_controller, driver.keys_for_placement_object, respect_backoff=True)
+        _route(decisions, fl_controller, driver.keys_for_placement_object, respect_backoff=True)
+        _route(works, fl_controller, driver.keys_for_work, respect_backoff=True)
         _route(addons, rbac_controller, rbac.keys_for_event)
         _route(roles, rbac_controller, rbac.keys_for_event)
         _route(role_bindings, rbac_controller, rbac.keys_for_event)
@@ -164,18 +166,21 @@ class HubManager:
             await asyncio.sleep(self.settings.resync_seconds)
             for job in jobs.list():
                 metadata = job.get("metadata") or {}
-                controller.enqueue((str(metadata.get("namespace")), str(metadata.get("name"))))
+                key = (str(metadata.get("namespace")), str(metadata.get("name")))
+                controller.enqueue(key, respect_backoff=True)
 
 
 def _route(
     informer: Informer,
     controller: Controller[K],
     keys_of: Callable[[dict[str, Any]], list[K]],
+    *,
+    respect_backoff: bool = False,
 ) -> None:
     def handler(event_type: str, obj: dict[str, Any]) -> None:
         del event_type
         for key in keys_of(obj):
-            controller.enqueue(key)
+            controller.enqueue(key, respect_backoff=respect_backoff)
 
     informer.subscribe(handler)
 

@@ -79,6 +79,20 @@ async def test_rate_limited_adds_back_off_per_key_until_forgotten() -> None:
     assert queue.num_requeues("a") == 0
 
 
+async def test_events_about_other_objects_do_not_cut_a_failing_keys_backoff_short() -> None:
+    limiter: RateLimiter[str] = RateLimiter(BackoffPolicy(base=30.0, cap=60.0, jitter=0.0))
+    queue: WorkQueue[str] = WorkQueue(rate_limiter=limiter)
+    queue.add_rate_limited("failing")  # a reconcile failed: retry in 30 s
+    queue.add("failing", respect_backoff=True)  # a report about another object arrives
+    assert len(queue) == 0
+    assert queue.pending_delayed() == 1
+    queue.add("fresh", respect_backoff=True)  # a key with no failures runs at once
+    assert await queue.get() == "fresh"
+    queue.add("failing")  # the key's own change (a spec edit) runs at once
+    assert await queue.get() == "failing"
+    assert queue.pending_delayed() == 0
+
+
 async def test_shutdown_wakes_getters() -> None:
     queue: WorkQueue[str] = WorkQueue()
     getters = [asyncio.create_task(queue.get()) for _ in range(3)]
