@@ -261,8 +261,8 @@ class Dataset(_Frozen):
     labels: str | None = None
     # What this cluster's training Jobs get as a Flower app's `context.node_config`
     # (e.g. partition-id, num-partitions, data-path), as FL_NODE_CONFIG.
-    node_config: Annotated[dict[ConfigKey, ScalarValue], Field(max_length=MAX_NODE_CONFIG)] = (
-        Field(default_factory=dict, alias="nodeConfig")
+    node_config: Annotated[dict[ConfigKey, ScalarValue], Field(max_length=MAX_NODE_CONFIG)] = Field(
+        default_factory=dict, alias="nodeConfig"
     )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

@@ -392,16 +392,26 @@ def _weights_of(value: object, *, where: str) -> Weights:
                 f"{where}: the ArrayRecord cannot be read as arrays: {exc}"
             ) from None
     state_dict = getattr(value, "state_dict", None)
-    if callable(state_dict):
-        return _weights_of(ArrayRecord(state_dict()), where=where)
+    if callable(state_dict):  # a torch module: its state_dict, tensors as numpy arrays
+        return _weights_of(state_dict(), where=where)
     if isinstance(value, Mapping):
-        return {str(k): np.asarray(v) for k, v in value.items()}
+        return {str(k): _numpy(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return _by_position(list(value))
     raise TrainingError(
         f"{where} gave a {type(value).__name__}; expected an ArrayRecord, a mapping or list of "
         "arrays, or a module with state_dict()"
     )
+
+
+def _numpy(value: Any) -> Any:
+    """A numpy array of a value: arrays as they are, tensors through `.numpy()` on the CPU."""
+    if isinstance(value, np.ndarray):
+        return value
+    detach = getattr(value, "detach", None)
+    if callable(detach):
+        return np.asarray(detach().cpu().numpy())
+    return np.asarray(value)
 
 
 def _count(value: object, *, where: str) -> int:
