@@ -36,6 +36,7 @@ import hashlib
 import inspect
 import json
 import random
+import re
 import sys
 import time
 import tomllib
@@ -84,7 +85,8 @@ from fl_core.runtime.api import Config, EvalOutput, TrainOutput
 from fl_core.runtime.loading import UsageError, import_target
 from fl_core.runtime.runner import TrainingError
 
-TESTED_FLWR = "1.42"  # the extra pins flwr to this minor version: what the tests run against
+# The Flower minor versions the tests ran against (the `flower` extra pins this range).
+TESTED_FLWR = ((1, 32), (1, 42))
 NUM_EXAMPLES = "num-examples"
 SERVER_ROUND = "server-round"
 ARRAYS = "arrays"
@@ -480,9 +482,11 @@ def _warn_if_untested() -> None:
         version = metadata.version("flwr")
     except metadata.PackageNotFoundError:
         return
-    if version != TESTED_FLWR and not version.startswith(TESTED_FLWR + "."):
+    minor = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+    low, high = TESTED_FLWR
+    if not low <= minor <= high:
         print(
             f"fl-train: flwr {version} is installed; the Flower runtime is tested with "
-            f"{TESTED_FLWR}.x",
+            f"{low[0]}.{low[1]} to {high[0]}.{high[1]}",
             file=sys.stderr,
         )

@@ -24,9 +24,8 @@ from fl_contract.models import JobRef, ModelRef, RoundSpec, StoreConfig, Trainin
 from fl_contract.weights import decode_weights, encode_weights, sha256_hex
 from fl_core.runtime import TrainingError, run_round
 
-flower = pytest.importorskip(
-    "fl_core.runtime.flower", reason="flwr is not installed (pip install -e '.[dev]' brings it)"
-)
+pytest.importorskip("flwr", reason="flwr is not installed (pip install -e '.[dev]' brings it)")
+from fl_core.runtime import flower  # only once flwr is known to be installed
 
 REPO = Path(__file__).resolve().parents[2]
 NODE_CONFIG = {"partition-id": 1, "num-partitions": 3}
