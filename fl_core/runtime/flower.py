@@ -119,9 +119,8 @@ def load_app(
     folder = (app_dir or Path.cwd()).resolve()
     if app_dir is not None and not folder.is_dir():
         raise UsageError(f"--app-dir {app_dir}: no such folder")
-    flwr_table = _flwr_table(folder / PYPROJECT)
-    app_table = flwr_table.get("app") or {}
-    target = client_app or str((app_table.get("components") or {}).get("clientapp") or "")
+    app_table = _table(_flwr_table(folder / PYPROJECT), "app")
+    target = client_app or str(_table(app_table, "components").get("clientapp") or "")
     if not target:
         raise UsageError(
             "no Flower ClientApp named: give --client-app package.module:app, or --app-dir "
@@ -140,7 +139,7 @@ def load_app(
                 failure="TypeError",
             )
         init = found
-    defaults = _flatten(app_table.get("config") or {}, where=f"{folder / PYPROJECT}")
+    defaults = _flatten(_table(app_table, "config"), where=f"{folder / PYPROJECT}")
     return FlowerApp(app=app, name=target, legacy=legacy, run_config=defaults, initial_arrays=init)
 
 
@@ -351,8 +350,12 @@ def _flwr_table(path: Path) -> dict[str, Any]:
         document = tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"{path}: cannot read it as TOML ({exc})") from None
-    table = (document.get("tool") or {}).get("flwr") or {}
-    return table if isinstance(table, dict) else {}
+    return dict(_table(_table(document, "tool"), "flwr"))
+
+
+def _table(parent: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = parent.get(key)
+    return value if isinstance(value, Mapping) else {}
 
 
 def _flatten(table: Mapping[str, Any], *, where: str, prefix: str = "") -> UserConfig:
