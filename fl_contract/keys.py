@@ -62,6 +62,8 @@ ENV_DATASET_PATH: Final = "FL_DATASET_PATH"
 ENV_DATASET_NAME: Final = "FL_DATASET_NAME"
 ENV_RESULT_PATH: Final = "FL_RESULT_PATH"
 ENV_WORK_DIR: Final = "FL_WORK_DIR"
+# The dataset catalogue entry's nodeConfig as a JSON object (a Flower app's node_config).
+ENV_NODE_CONFIG: Final = "FL_NODE_CONFIG"
 ROUND_SPEC_MOUNT: Final = "/etc/federated-learning"
 DATASET_MOUNT: Final = "/data"
 WORK_DIR_MOUNT: Final = "/tmp/fl"  # noqa: S108 - an emptyDir in the Job, not a shared /tmp

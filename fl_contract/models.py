@@ -30,6 +30,11 @@ MetricName = Annotated[
     str, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
 ]
 ScalarValue = str | int | float | bool
+# Frameworks whose client code the training runtime runs itself (spec.framework); None runs
+# a Trainer (`fl-train --trainer`, or the digits example).
+Framework = Literal["flower"]
+MAX_NODE_CONFIG = 64
+ConfigKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")]
 Metrics = Annotated[dict[MetricName, float], Field(max_length=MAX_METRICS)]
 
 
@@ -132,6 +137,9 @@ class RoundSpec(_Frozen):
     # Presigned access to the objects of this round (s3:// stores); None for file://.
     access: StoreAccess | None = None
     image: Annotated[str, StringConstraints(min_length=1)]
+    # "flower": the Job runs a Flower ClientApp (`fl_core.runtime.flower`). Absent for a
+    # Trainer, so agents that predate the field accept those specs unchanged.
+    framework: Framework | None = None
     command: list[str] = Field(default_factory=list)
     args: list[str] = Field(default_factory=list)
     dataset: str | None = None
@@ -251,6 +259,11 @@ class Dataset(_Frozen):
     task: str | None = None
     features: str | None = None
     labels: str | None = None
+    # What this cluster's training Jobs get as a Flower app's `context.node_config`
+    # (e.g. partition-id, num-partitions, data-path), as FL_NODE_CONFIG.
+    node_config: Annotated[dict[ConfigKey, ScalarValue], Field(max_length=MAX_NODE_CONFIG)] = Field(
+        default_factory=dict, alias="nodeConfig"
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -378,7 +378,7 @@ class Sandbox:
             return
         root = self.workdir / "datasets"
         folders = await asyncio.to_thread(prepare, root, clusters=len(self.cluster_names))
-        for name, folder in zip(self.cluster_names, folders, strict=True):
+        for index, (name, folder) in enumerate(zip(self.cluster_names, folders, strict=True)):
             target = self.dataset_dir(name)
             if Path(folder) != target:
                 await asyncio.to_thread(Path(folder).replace, target)
@@ -392,6 +392,11 @@ class Sandbox:
                         "task": "classification",
                         "features": "x",
                         "labels": "y",
+                        # What Flower's simulation gives node i: a Flower app's node_config.
+                        "nodeConfig": {
+                            "partition-id": index,
+                            "num-partitions": len(self.cluster_names),
+                        },
                     }
                 ]
             }

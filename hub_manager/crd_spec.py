@@ -25,7 +25,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from fl_contract.models import ModelRef, ScalarValue
+from fl_contract.models import Framework, ModelRef, ScalarValue
 from fl_core.strategies import STRATEGY_NAMES
 
 S3_TYPES = ("S3Bucket", "S3")
@@ -220,6 +220,11 @@ class FederatedLearningSpec(_Spec):
                 "client.image: is required; set spec.client.image to the training image"
             )
         return self
+
+    @property
+    def client_framework(self) -> Framework | None:
+        """The framework whose client code the training Jobs run (None: a Trainer)."""
+        return "flower" if self.framework == "flower" else None
 
     def ignored_fields(self) -> list[str]:
         """Fields accepted for compatibility that this design cannot honour."""

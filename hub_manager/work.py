@@ -81,6 +81,7 @@ def build_round_spec(
         update_uri=update_uri,
         store=store,
         image=spec.client.image or "",
+        framework=spec.client_framework,
         command=list(spec.client.command),
         args=list(spec.client.args),
         dataset=spec.client.dataset,

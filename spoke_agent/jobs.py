@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from fl_contract import keys, naming
-from fl_contract.models import Dataset, RoundSpec
+from fl_contract.models import Dataset, RoundSpec, compact_json
 
 CONTAINER_NAME = "train"
 RUN_AS_USER = 65532  # the conventional "nonroot" user of distroless images
@@ -103,6 +103,9 @@ def build_training_job(
     if dataset is not None:
         env.append({"name": keys.ENV_DATASET_PATH, "value": keys.DATASET_MOUNT})
         env.append({"name": keys.ENV_DATASET_NAME, "value": dataset.name})
+        if dataset.node_config:
+            # The cluster's own values (a Flower app's context.node_config).
+            env.append({"name": keys.ENV_NODE_CONFIG, "value": compact_json(dataset.node_config)})
         mounts.append({"name": VOLUME_DATASET, "mountPath": keys.DATASET_MOUNT, "readOnly": True})
         volumes.append({"name": VOLUME_DATASET, **dataset_volume_source(dataset)})
     container: dict[str, Any] = {

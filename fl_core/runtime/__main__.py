@@ -1,11 +1,14 @@
 """`fl-train`: run one federated round inside a training Job.
 
     fl-train [--example digits | --trainer package.module:Trainer]
+    fl-train [--app-dir DIR] [--client-app package.module:app] [--initial-arrays MODULE:FN]
 
-Reads FL_ROUND_SPEC_PATH (the round spec), FL_DATASET_PATH (the dataset folder, optional),
+The second form is for Flower jobs (`framework: flower` in the round spec): it runs the
+Flower ClientApp named by --client-app or by the app's pyproject.toml in --app-dir (default:
+the working directory), see `fl_core.runtime.flower`. Reads FL_ROUND_SPEC_PATH (the round spec), FL_DATASET_PATH (the dataset folder, optional),
 FL_WORK_DIR (scratch) and FL_RESULT_PATH (where the result record goes: the container's
 termination message), plus FL_STORE_ROOT (optional: where a file:// store's folder is
-mounted in this container). Exit 0 with the result record written; exit 1 (the round
+mounted in this container) and FL_NODE_CONFIG (optional: a Flower app's node_config). Exit 0 with the result record written; exit 1 (the round
 failed) or 2 (invalid command-line input) with a failure record written instead: the
 error, its message and the last lines of stderr (`fl_core.runtime.failure`). Without --example or
 --trainer the digits example runs.
@@ -15,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import os
 import sys
 from pathlib import Path
@@ -25,18 +27,11 @@ from fl_contract import keys
 from fl_contract.models import MAX_RESULT_BYTES, RoundSpec
 from fl_core.runtime.api import Trainer
 from fl_core.runtime.failure import StderrTail, failure_record
+from fl_core.runtime.loading import UsageError, import_target
 from fl_core.runtime.runner import run_round
 
 ENV_STORE_ROOT = "FL_STORE_ROOT"
 EXAMPLES = ("digits",)
-
-
-class UsageError(Exception):
-    """Bad command-line input (exit 2). `failure` names the kind of error in the record."""
-
-    def __init__(self, message: str, *, failure: str = "UsageError") -> None:
-        super().__init__(message)
-        self.failure = failure
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,6 +52,20 @@ def _parser() -> argparse.ArgumentParser:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--example", choices=EXAMPLES, help="a built-in example trainer")
     which.add_argument("--trainer", metavar="MODULE:ATTR", help="your Trainer class or object")
+    flower = parser.add_argument_group("Flower jobs (spec.framework: flower)")
+    flower.add_argument(
+        "--app-dir", type=Path, help="the Flower app folder (default: the working directory)"
+    )
+    flower.add_argument(
+        "--client-app",
+        metavar="MODULE:ATTR",
+        help="the ClientApp or legacy client_fn (default: the app's pyproject.toml clientapp)",
+    )
+    flower.add_argument(
+        "--initial-arrays",
+        metavar="MODULE:ATTR",
+        help="a function returning the first model, when the job has no initialModel",
+    )
     return parser
 
 
@@ -68,23 +77,7 @@ def load_trainer(example: str | None, target: str | None) -> Trainer:
         if example not in (None, "digits"):
             raise UsageError(f"--example: unknown example {example!r}")
         return DigitsTrainer()
-    module_name, sep, attr = target.partition(":")
-    if not sep or not module_name or not attr:
-        raise UsageError(f"--trainer {target!r}: use the form package.module:Attribute")
-    try:
-        obj: object = importlib.import_module(module_name)
-    except ImportError as exc:
-        # "ImportError: No module named 'nosuch' (cannot import --trainer 'nosuch:T')"
-        raise UsageError(
-            f"{exc} (cannot import --trainer {target!r})", failure="ImportError"
-        ) from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise UsageError(
-                f"module {module_name!r} has no attribute {attr!r} (--trainer {target!r})",
-                failure="AttributeError",
-            )
-        obj = getattr(obj, part)
+    obj = import_target(target, flag="--trainer")
     if isinstance(obj, type):
         obj = obj()
     if not isinstance(obj, Trainer):
@@ -93,6 +86,34 @@ def load_trainer(example: str | None, target: str | None) -> Trainer:
             failure="TypeError",
         )
     return obj
+
+
+def _flower_options(args: argparse.Namespace) -> list[str]:
+    given = [("--app-dir", args.app_dir), ("--client-app", args.client_app)]
+    given.append(("--initial-arrays", args.initial_arrays))
+    return [flag for flag, value in given if value is not None]
+
+
+def load_flower_trainer(args: argparse.Namespace, spec: RoundSpec) -> Trainer:
+    """The Flower app of a `framework: flower` round, as a Trainer (UsageError if not)."""
+    if args.trainer is not None or args.example is not None:
+        raise UsageError(
+            "the round spec says framework: flower, which runs a Flower ClientApp; drop "
+            "--trainer/--example (name the app with --client-app or its pyproject.toml)"
+        )
+    try:
+        from fl_core.runtime import flower
+    except ImportError as exc:
+        raise UsageError(
+            f"{exc}: a framework: flower job needs flwr in the training image "
+            "(pip install 'ocm-federated-learning[flower]')",
+            failure="ImportError",
+        ) from None
+    app = flower.load_app(
+        app_dir=args.app_dir, client_app=args.client_app, initial_arrays=args.initial_arrays
+    )
+    node_config = flower.node_config_from(os.environ.get(keys.ENV_NODE_CONFIG))
+    return flower.FlowerTrainer(app, spec, node_config=node_config)
 
 
 def _env_path(name: str) -> Path | None:
@@ -137,9 +158,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None, tail: StderrTail) -> int:
     result_path = _env_path(keys.ENV_RESULT_PATH)
+    flower_options: list[str] = []
     try:
         args = _parser().parse_args(argv)
-        trainer = load_trainer(args.example, args.trainer)
+        flower_options = _flower_options(args)
+        # A Flower job's app is loaded once the spec says so; a Trainer is checked first.
+        trainer = None if flower_options else load_trainer(args.example, args.trainer)
         spec_path = _required_env_path(keys.ENV_ROUND_SPEC_PATH)
         _required_env_path(keys.ENV_RESULT_PATH)
     except UsageError as exc:
@@ -148,6 +172,21 @@ def _main(argv: list[str] | None, tail: StderrTail) -> int:
     assert result_path is not None
     try:
         spec = RoundSpec.from_json(spec_path.read_bytes())
+        if spec.framework == "flower":
+            trainer = load_flower_trainer(args, spec)
+        elif trainer is None:
+            raise UsageError(
+                f"{', '.join(flower_options)}: for Flower jobs only, and this round spec has "
+                "no framework: flower (set spec.framework: flower on the FederatedLearning)"
+            )
+    except UsageError as exc:
+        _record_failure(result_path, exc.failure, str(exc), tail)
+        return 2
+    except Exception as exc:
+        _record_failure(result_path, type(exc).__name__, str(exc), tail)
+        return 1
+    assert trainer is not None
+    try:
         result = asyncio.run(
             run_round(
                 spec,

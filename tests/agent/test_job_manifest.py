@@ -1,5 +1,6 @@
 """The training Job manifest: name, mounts, environment, security, deadline, ownership."""
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -175,3 +176,27 @@ def test_long_names_are_left_out_of_labels_not_truncated() -> None:
     labels = build(spec)["metadata"]["labels"]
     assert keys.LABEL_JOB_NAME not in labels
     assert labels[keys.LABEL_JOB_NAMESPACE] == "team-a"
+
+
+def test_the_catalogue_entry_node_config_reaches_the_container_as_json() -> None:
+    """A Flower app's node_config: the cluster's own values, from its catalogue entry."""
+    entry = Dataset.model_validate(
+        {
+            "name": "digits",
+            "hostPath": "/srv/data/digits",
+            "nodeConfig": {"partition-id": 2, "num-partitions": 3, "data-path": "/data"},
+        }
+    )
+    env = env_of(build(make_spec(framework="flower", command=[], args=[]), dataset=entry))
+    assert json.loads(env[keys.ENV_NODE_CONFIG]) == {
+        "partition-id": 2,
+        "num-partitions": 3,
+        "data-path": "/data",
+    }
+    assert keys.ENV_NODE_CONFIG not in env_of(build())  # no nodeConfig, no variable
+
+
+@pytest.mark.parametrize("node_config", [{"bad key": 1}, {"k": [1, 2]}])
+def test_a_node_config_is_flat_scalars_under_identifier_keys(node_config: Any) -> None:
+    with pytest.raises(ValueError, match="nodeConfig"):
+        Dataset.model_validate({"name": "d", "pvc": "claim", "nodeConfig": node_config})

@@ -3,6 +3,8 @@ with fl_core, and every invalid spec explained with its field path."""
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +12,11 @@ import jsonschema  # type: ignore[import-untyped]
 import pytest
 import yaml
 
+from fl_contract.models import StoreConfig
 from fl_core.evaluation import EVALUATOR_NAMES
 from fl_core.strategies import STRATEGY_NAMES
 from hub_manager.crd_spec import SpecError, parse_duration, parse_spec
+from hub_manager.work import build_round_spec
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "deploy" / "crds" / "federatedlearnings.yaml"
 SAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "samples"
@@ -220,3 +224,28 @@ def test_durations(text: str, seconds: float) -> None:
 
 def test_known_evaluators() -> None:
     assert "digits" in EVALUATOR_NAMES
+
+
+@pytest.mark.parametrize(("framework", "runs"), [("flower", "flower"), ("other", None)])
+def test_only_a_flower_job_asks_the_clusters_for_the_flower_runtime(
+    framework: str, runs: str | None
+) -> None:
+    """The round spec carries framework only for Flower, so agents that predate the field
+    keep accepting every other job's specs."""
+    spec = parse_spec({"framework": framework, "client": {"image": "trainer:1"}})
+    assert spec.client_framework == runs
+    obj = {"metadata": {"namespace": "team-a", "name": "j", "uid": "u-1"}}
+    round_spec = build_round_spec(
+        obj=obj,
+        spec=spec,
+        cluster="cluster1",
+        round_number=1,
+        attempt=1,
+        global_model=None,
+        update_uri="file:///models/u.safetensors",
+        store=StoreConfig(uri="file:///models"),
+        deadline=datetime.now(UTC) + timedelta(minutes=1),
+        client_config={},
+    )
+    assert round_spec.framework == runs
+    assert ("framework" in json.loads(round_spec.to_json())) == (runs is not None)

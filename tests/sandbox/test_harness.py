@@ -48,11 +48,16 @@ def _alive(pid: int) -> bool:
 
 async def test_layout_datasets_and_catalogue(sandbox: Sandbox) -> None:
     assert sandbox.hub_kubeconfig.is_file()
-    for name in sandbox.cluster_names:
+    for index, name in enumerate(sandbox.cluster_names):
         assert sandbox.cluster_kubeconfig(name).is_file()
         catalogue = yaml.safe_load(sandbox.catalogue_path(name).read_text())
         [entry] = catalogue["datasets"]
         assert entry["name"] == "digits"
+        # a Flower app's node_config, as Flower's simulation gives node `index`
+        assert entry["nodeConfig"] == {
+            "partition-id": index,
+            "num-partitions": len(sandbox.cluster_names),
+        }
         assert Path(entry["hostPath"]) == sandbox.dataset_dir(name)
         with np.load(sandbox.dataset_dir(name) / "train.npz", allow_pickle=False) as data:
             assert entry["samples"] == len(data["y"]) > 0

@@ -1,0 +1,1 @@
+"""The digits reference task (`fl_core.examples.digits`) as a Flower app."""
