@@ -25,6 +25,7 @@ from fl_contract.weights import (
 )
 from fl_core.store import IntegrityError, ModelStore, ObjectNotFound
 from fl_core.strategies import Rejected, RoundAggregator, Strategy
+from hub_manager.crd_spec import SpecError
 from hub_manager.metrics import HubMetrics
 from hub_manager.reports import DatasetSize
 
@@ -265,7 +266,16 @@ class RoundSession:
         )
         examples = sum(o.num_examples for o in accepted)
         if evaluate is not None:
-            metrics = await asyncio.to_thread(evaluate, weights)
+            try:
+                metrics = await asyncio.to_thread(evaluate, weights)
+            except Exception as exc:  # the evaluator does not fit this model: the user's call
+                raise SpecError(
+                    [
+                        "spec.server.evaluation.evaluator: cannot evaluate this job's model "
+                        f"({type(exc).__name__}: {exc}); name an evaluator for this model, "
+                        "or remove it (the clusters' own metrics are reported then)"
+                    ]
+                ) from exc
         else:
             metrics = weighted_metrics(accepted)
         return (

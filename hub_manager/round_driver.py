@@ -371,7 +371,12 @@ class FederatedLearningReconciler:
             ),
         )
         log.debug("%s/%s: %s", key[0], key[1], decision)
-        return await self._execute(key, obj, status, runtime, decision, tally, now)
+        try:
+            return await self._execute(key, obj, status, runtime, decision, tally, now)
+        except SpecError as exc:  # found only while running (an evaluator that cannot cope)
+            self._spec_checked[key] = (str(metadata["uid"]), generation, exc.problems)
+            obj = await self._invalid(key, obj, status, exc.problems, generation, now)
+            return obj, status, None, False
 
     def _resume_if_edited(self, status: dict[str, Any], spec: FederatedLearningSpec) -> None:
         """Level-based: a Failed job whose spec was fixed goes on where it stood, and a

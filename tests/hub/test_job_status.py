@@ -406,3 +406,29 @@ async def test_raising_rounds_on_a_completed_job_trains_on(sandbox_factory: Any)
         assert status["observedGeneration"] == updated["metadata"]["generation"]
         assert status["message"].startswith("2 rounds completed")
         assert h.condition(status, "Succeeded")["status"] == "True"  # type: ignore[index]
+
+
+async def test_an_evaluator_that_does_not_fit_the_model_fails_the_job_once(
+    sandbox_factory: Any,
+) -> None:
+    """The digits evaluator on a model without its W and b: a spec problem the user fixes by
+    editing, said once, not a KeyError retried for ever."""
+    async with sandbox_factory(clusters=2) as sb, h.manager(sb) as running:
+        cs = await h.clusters(sb)
+        try:
+            job = await h.create_job(
+                sb, "wrong-evaluator", server={"evaluation": {"evaluator": "digits"}}
+            )
+            await h.train_round(cs, job["metadata"]["uid"], 1)
+            status = await h.wait_status(sb, "wrong-evaluator", h.phase_is("Failed"))
+        finally:
+            await h.close_clusters(cs)
+        valid = h.condition(status, "SpecValid")
+        assert valid is not None
+        assert valid["status"] == "False"
+        assert valid["message"].startswith("spec.server.evaluation.evaluator: cannot evaluate")
+        assert "KeyError" in valid["message"]
+        errors = running.metrics.controllers.reconcile_errors_total.labels(
+            controller="federatedlearning"
+        )._value.get()
+        assert errors <= 1
