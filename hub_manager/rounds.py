@@ -175,7 +175,13 @@ def decide(
     accepted = tally.accepted & participants
     missing = tuple(sorted(participants - reported))
     deadline_passed = progress.deadline is not None and now >= progress.deadline
-    if not missing or deadline_passed:
+    # Participants whose add-on went away will not report: when the ones left cannot make
+    # the quorum, the attempt ends now (and the next one waits for clusters), not at the
+    # deadline while the status says they are all training.
+    gone = frozenset(missing) - frozenset(available)
+    could_report = accepted | (frozenset(missing) & frozenset(available))
+    hopeless = bool(gone) and len(could_report) < min(policy.quorum, len(participants))
+    if not missing or deadline_passed or hopeless:
         if len(accepted) >= min(policy.quorum, len(participants)) and accepted:
             return Aggregate(round=progress.round, attempt=progress.attempt, late=missing)
         if progress.attempt <= policy.max_retries:
@@ -187,7 +193,12 @@ def decide(
                 now=now,
                 waiting=waiting,
             )
-        why = "by the deadline" if missing else "after every participant reported"
+        if not missing:
+            why = "after every participant reported"
+        elif deadline_passed:
+            why = "by the deadline"
+        else:
+            why = f"with {', '.join(sorted(gone))} gone"
         return Fail(
             reason="QuorumNotReached",
             message=(

@@ -268,6 +268,35 @@ def test_select_participants_rotates_between_rounds() -> None:
     assert len(picks) > 5
 
 
+def test_a_round_that_can_no_longer_reach_its_quorum_ends_at_once() -> None:
+    """c3's add-on went mid-round: c1 and c2 alone cannot make a quorum of 3, so the
+    attempt ends now and the next one waits for clusters, instead of saying three
+    clusters train until the deadline."""
+    policy = RoundPolicy(
+        rounds=3,
+        min_available=3,
+        quorum=3,
+        max_retries=1,
+        round_timeout=timedelta(minutes=5),
+        wait_for_clusters=timedelta(minutes=15),
+    )
+    facts: dict[str, Any] = {
+        "progress": running(1),
+        "policy": policy,
+        "available": ("c1", "c2"),
+        "unavailable": ("c3",),
+        "now": NOW,
+    }
+    assert decide(**facts, tally=tally("c1")) == WaitForClusters(
+        round=1, available=2, needed=3, until=NOW + timedelta(minutes=15)
+    )
+    last = decide(**{**facts, "progress": running(1, attempt=2)}, tally=tally("c1"))
+    assert isinstance(last, Fail)
+    assert "round 1: 1 of 3 updates accepted with c3 gone" in last.message
+    # While every missing participant is still there, the round waits for its reports.
+    assert isinstance(decide(**{**facts, "available": ABC}, tally=tally("c1")), AwaitReports)
+
+
 def test_waiting_for_clusters_is_bounded() -> None:
     """Too few clusters: wait until `wait_for_clusters` after they went, then fail."""
     policy = RoundPolicy(
