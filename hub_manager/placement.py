@@ -23,7 +23,9 @@ def job_labels(obj: dict[str, Any]) -> dict[str, str]:
     metadata = obj["metadata"]
     return {
         keys.LABEL_JOB_UID: str(metadata["uid"]),
-        keys.LABEL_JOB_NAME: str(metadata["name"])[:63],
+        # A label value is at most 63 characters and ends alphanumeric; object names may be
+        # longer (the uid label is the one to select by).
+        keys.LABEL_JOB_NAME: str(metadata["name"])[:63].rstrip("-."),
         keys.LABEL_JOB_NAMESPACE: str(metadata["namespace"]),
         keys.LABEL_MANAGED_BY: keys.HUB_FIELD_MANAGER,
     }

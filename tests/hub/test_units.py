@@ -15,7 +15,7 @@ from hub_manager.__main__ import main
 from hub_manager.addon import load_addon_objects
 from hub_manager.agent_rbac import desired_role, desired_role_binding
 from hub_manager.crd_spec import parse_spec
-from hub_manager.placement import cluster_sets, selection
+from hub_manager.placement import cluster_sets, job_labels, selection
 from hub_manager.settings import default_addon_templates_dir
 from hub_manager.work import oversized_round_spec, store_config
 
@@ -176,3 +176,9 @@ def test_round_spec_size_counts_the_presigned_urls_of_s3_stores() -> None:
     message = oversized(fits, s3)
     assert message is not None
     assert message.startswith("spec.client.trainingConfig: ")
+
+
+def test_job_labels_are_valid_label_values_for_long_names() -> None:
+    name = "a" * 62 + "-b" + "c" * 20  # the 63rd character is a dash
+    labels = job_labels({"metadata": {"name": name, "namespace": "ns", "uid": "u"}})
+    assert labels[keys.LABEL_JOB_NAME] == "a" * 62
