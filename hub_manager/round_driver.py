@@ -363,7 +363,11 @@ class FederatedLearningReconciler:
             available=available,
             tally=tally,
             now=now,
-            unavailable=sorted(set(chosen.clusters) - set(available)),
+            # Selected without the add-on, or in the round and no longer selected (a
+            # disabled add-on withdraws the cluster's dataset claims): name them all.
+            unavailable=sorted(
+                (set(chosen.clusters) | set(st.progress_of(status).participants)) - set(available)
+            ),
             waiting_since=(
                 parse_time(clusters.get("lastTransitionTime"))
                 if clusters.get("status") == "False"
