@@ -7,6 +7,7 @@ ManagedClusterAddOn condition message, a training result in a termination messag
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -69,6 +70,16 @@ class StoreConfig(_Frozen):
     uri: Annotated[str, StringConstraints(pattern=r"^(file|s3)://.+")]
     endpoint: str | None = None
     region: str | None = None
+
+
+# The signature (and credential scope) of a presigned S3 URL: what makes it a bearer secret.
+_PRESIGNED_QUERY = re.compile(r"X-Amz-[A-Za-z-]+=[^&\s'\"]*")
+
+
+def redact_presigned(text: str) -> str:
+    """`text` with every presigned URL's signature query cut out: for messages that reach
+    logs, reports, status or Events (a trainer may print a URL it was given)."""
+    return _PRESIGNED_QUERY.sub("X-Amz-…", text)
 
 
 class ObjectGrant(_Frozen):

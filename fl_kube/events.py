@@ -98,7 +98,7 @@ class EventRecorder:
                     return
                 except NotFound:
                     self._seen.pop(slot, None)  # expired (events have a TTL): write it anew
-            name = f"{metadata.get('name')}.{time.time_ns():x}"
+            name = f"{str(metadata.get('name'))[:200]}.{time.time_ns():x}"  # at most 253
             body = {
                 "apiVersion": "v1",
                 "kind": "Event",

@@ -368,6 +368,9 @@ class FederatedLearningReconciler:
             unavailable=sorted(
                 (set(chosen.clusters) | set(st.progress_of(status).participants)) - set(available)
             ),
+            departed=[
+                c for c in st.progress_of(status).participants if not self._addon(c).available
+            ],
             waiting_since=(
                 parse_time(clusters.get("lastTransitionTime"))
                 if clusters.get("status") == "False"

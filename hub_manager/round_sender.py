@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from fl_contract import keys, naming
+from fl_contract.models import redact_presigned
 from fl_kube import resources as r
 from fl_kube.client import KubeApi
 from fl_kube.errors import ApiError
@@ -95,7 +96,7 @@ class RoundSender:
                 except ApiError as exc:
                     if not refused_for_good(exc):
                         raise
-                    why = f"ManifestWork {cluster}/{work_name}: {exc}"
+                    why = redact_presigned(f"ManifestWork {cluster}/{work_name}: {exc}")
                     self._refused[slot] = (fingerprint, why)
                     refused[cluster] = why
                     continue

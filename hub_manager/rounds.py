@@ -145,10 +145,12 @@ def decide(
     now: datetime,
     unavailable: Sequence[str] = (),
     waiting_since: datetime | None = None,
+    departed: Sequence[str] = (),
 ) -> Decision:
     """The next step of a job. `available`: selected clusters with the add-on Available;
-    `unavailable`: selected ones without; `waiting_since`: since when too few were
-    available (None: enough are).
+    `unavailable`: the selected ones without it and the round's participants no longer
+    selected; `waiting_since`: since when too few were available (None: enough are);
+    `departed`: the round's participants whose add-on is no longer Available.
 
     A round in progress always finishes, even when `rounds` was lowered below it meanwhile:
     the job then completes with that round, so its round, history and model agree.
@@ -178,9 +180,15 @@ def decide(
     # Participants whose add-on went away will not report: when the ones left cannot make
     # the quorum, the attempt ends now (and the next one waits for clusters), not at the
     # deadline while the status says they are all training.
-    gone = frozenset(missing) - frozenset(available)
-    could_report = accepted | (frozenset(missing) & frozenset(available))
-    hopeless = bool(gone) and len(could_report) < min(policy.quorum, len(participants))
+    # (Not on the last attempt: that one keeps to its deadline, as a flapping add-on must
+    # not cost the job.)
+    gone = frozenset(missing) & frozenset(departed)
+    could_report = accepted | (frozenset(missing) - gone)
+    hopeless = (
+        bool(gone)
+        and progress.attempt <= policy.max_retries
+        and len(could_report) < min(policy.quorum, len(participants))
+    )
     if not missing or deadline_passed or hopeless:
         if len(accepted) >= min(policy.quorum, len(participants)) and accepted:
             return Aggregate(round=progress.round, attempt=progress.attempt, late=missing)
@@ -198,7 +206,7 @@ def decide(
         elif deadline_passed:
             why = "by the deadline"
         else:
-            why = f"with {', '.join(sorted(gone))} gone"
+            why = f"with the add-on of {', '.join(sorted(gone))} unavailable"
         return Fail(
             reason="QuorumNotReached",
             message=(

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from fl_kube.errors import ApiError
 from fl_kube.process import (
     OneLineParser,
     UsageError,
@@ -35,6 +36,7 @@ _FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG,
+        allow_abbrev=False,  # `--clean` must not pass for `--cleanup`
         description=(
             "Federated-learning add-on agent for one managed cluster: publishes dataset "
             "ClusterClaims, runs round training Jobs, reports to the hub."
@@ -93,7 +95,7 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Agent
 async def _cleanup(settings: AgentSettings) -> None:
     try:
         await run_cleanup(settings.kubeconfig, settings.namespace)
-    except TimeoutError as exc:
+    except (TimeoutError, ApiError) as exc:  # one line; the Job's retry tries again
         print(f"{PROG} --cleanup: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
 

@@ -14,7 +14,14 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from fl_contract.models import Dataset, RoundSpec, TrainingFailure, TrainingResult, UpdateRef
+from fl_contract.models import (
+    Dataset,
+    RoundSpec,
+    TrainingFailure,
+    TrainingResult,
+    UpdateRef,
+    redact_presigned,
+)
 from fl_core.store import AccessDenied, IntegrityError, ObjectNotFound, StoreError, open_round_store
 from fl_kube.controller import TemporaryError
 from fl_kube.timestamps import parse_time
@@ -118,7 +125,7 @@ def training_failure(
     the container said."""
     overdue = outcome.reason == "DeadlineExceeded"
     job_said = f"Job {outcome.reason}" + (f": {outcome.message}" if outcome.message else "")
-    text = (message or "").strip()
+    text = redact_presigned(message or "").strip()  # any image's log may print a URL
     reason = "DeadlineExceeded" if overdue else "TrainingFailed"
     if not text:
         return reason, _bounded(job_said, [], limit)

@@ -13,7 +13,7 @@ import io
 from collections import deque
 from typing import TextIO
 
-from fl_contract.models import MAX_RESULT_BYTES, TrainingFailure
+from fl_contract.models import MAX_RESULT_BYTES, TrainingFailure, redact_presigned
 
 TAIL_LINES = 20
 MAX_LINE_CHARS = 400
@@ -62,7 +62,8 @@ class StderrTail(io.TextIOBase):
 def failure_record(failure: str, message: str, *, stderr: str = "") -> TrainingFailure:
     """A record that fits a termination message: the message and the tail are cut (the
     tail from its start, keeping the newest lines) until it does."""
-    message = " ".join(message.split())
+    message = " ".join(redact_presigned(message).split())
+    stderr = redact_presigned(stderr)
     if len(message) > MAX_MESSAGE_CHARS:
         message = message[: MAX_MESSAGE_CHARS - 3] + "..."
     tail = stderr[-MAX_TAIL_CHARS:]

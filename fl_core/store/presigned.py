@@ -15,7 +15,7 @@ import urllib.request
 from datetime import UTC, datetime
 from typing import Literal
 
-from fl_contract.models import StoreAccess
+from fl_contract.models import StoreAccess, redact_presigned
 from fl_core.store.base import (
     AccessDenied,
     ModelStore,
@@ -29,7 +29,6 @@ TIMEOUT = 60.0  # seconds without progress on one socket operation
 READ_CHUNK = 1024 * 1024
 _ERROR_BODY = 4096  # an S3 error document is small; read no more of it
 _XML_FIELD = re.compile(r"<(Code|Message)>([^<]{0,200})</\1>")
-_QUERY_SECRET = re.compile(r"X-Amz-[A-Za-z-]+=[^&\s'\"]*")
 
 Method = Literal["GET", "PUT"]
 
@@ -72,6 +71,12 @@ class PresignedStore(ModelStore):
         raise AccessDenied(f"a round's access cannot delete {self.uri_for(prefix.rstrip('/'))}/")
 
     def _download(self, url: str, uri: str) -> tuple[memoryview, str]:
+        try:
+            return self._stream(url, uri)
+        except (OSError, http.client.HTTPException) as exc:  # the connection broke mid-read
+            raise StoreError(_scrub(f"GET {uri} failed while reading: {exc!r}", url, uri)) from None
+
+    def _stream(self, url: str, uri: str) -> tuple[memoryview, str]:
         """Stream the object into one buffer, hashing each chunk as it lands."""
         digest = new_hash()
         with self._open("GET", url, uri) as response:
@@ -103,7 +108,10 @@ class PresignedStore(ModelStore):
         headers: dict[str, str] | None = None,
     ) -> None:
         with self._open(method, url, uri, body=body, headers=headers) as response:
-            response.read(_ERROR_BODY)
+            try:
+                response.read(_ERROR_BODY)
+            except (OSError, http.client.HTTPException) as exc:
+                raise StoreError(_scrub(f"{method} {uri} failed: {exc!r}", url, uri)) from None
 
     def _open(
         self,
@@ -130,7 +138,7 @@ class PresignedStore(ModelStore):
             raise StoreError(
                 _scrub(f"cannot reach the store for {uri}: {reason}", url, uri)
             ) from None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, http.client.HTTPException) as exc:
             raise StoreError(_scrub(f"{method} {uri} failed: {exc}", url, uri)) from None
         return response
 
@@ -152,4 +160,4 @@ class PresignedStore(ModelStore):
 
 def _scrub(text: str, url: str, uri: str) -> str:
     """Whatever a library put in an error message, the URL's signature stays out of it."""
-    return _QUERY_SECRET.sub("X-Amz-…", text.replace(url, uri))
+    return redact_presigned(text.replace(url, uri))

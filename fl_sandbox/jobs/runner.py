@@ -312,8 +312,10 @@ class JobRunner:
                 plan = await build_launch_plan(
                     pod, dirs=dirs, read_object=self._read_object, base_env=self._base_env
                 )
-                if self._pod_credentials is not None:
-                    account = str((pod.get("spec") or {}).get("serviceAccountName") or "default")
+                pod_spec = pod.get("spec") or {}
+                mounted = pod_spec.get("automountServiceAccountToken", True) is not False
+                if self._pod_credentials is not None and mounted:
+                    account = str(pod_spec.get("serviceAccountName") or "default")
                     path = await asyncio.to_thread(self._pod_credentials, namespace, account)
                     plan.env.setdefault("KUBECONFIG", str(path))
             except UnsupportedPodSpec as exc:

@@ -346,3 +346,17 @@ def test_a_result_claiming_more_examples_than_the_dataset_holds_is_refused() -> 
     unknown = Dataset(name="digits", path="/data")  # no size in the catalogue: no bound
     assert parse_result(record.to_json(), spec, dataset=unknown) == record
     assert (claimed_samples(dataset.claim_value()), claimed_samples("present")) == (407, None)
+
+
+def test_a_presigned_url_in_a_containers_log_does_not_reach_the_report() -> None:
+    """A trainer that prints the URL it was given: the signature stays on the cluster."""
+    url = (
+        "https://s3.example/models/u.safetensors?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+        "&X-Amz-Credential=AKIA%2F20261206&X-Amz-Signature=0123abcd&X-Amz-Expires=60"
+    )
+    log = f"uploading to {url}\nRuntimeError: upload to {url} failed"
+    outcome = JobOutcome("Failed", reason="BackoffLimitExceeded")
+    _reason, message = training_failure(log, outcome)
+    assert "0123abcd" not in message
+    assert "AKIA" not in message
+    assert "RuntimeError: upload to https://s3.example/models/u.safetensors?" in message

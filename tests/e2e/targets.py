@@ -434,7 +434,10 @@ class RealTarget(Target):
             }
             path = self.workdir / "store-secret.yaml"
             path.write_text(yaml.safe_dump(secret))
-            await run(apply_argv(path), kubeconfig=self.hub_kubeconfig)
+            try:
+                await run(apply_argv(path), kubeconfig=self.hub_kubeconfig)
+            finally:
+                path.unlink()  # credentials do not stay on disk
             await run(
                 [
                     "kubectl",
