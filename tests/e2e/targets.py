@@ -164,7 +164,7 @@ class Target(ABC):
             }
             mca_path = self.workdir / f"mca-{cluster}.yaml"
             mca_path.write_text(yaml.safe_dump(addon))
-            await run(["kubectl", "create", "-f", str(mca_path)], kubeconfig=self.hub_kubeconfig)
+            await run(apply_argv(mca_path), kubeconfig=self.hub_kubeconfig)
         patch = {
             "spec": {
                 "configs": [
