@@ -121,7 +121,6 @@ class AddonRegistration:
     event_namespace: str = "default"
     policy: BackoffPolicy = field(default_factory=lambda: BackoffPolicy(base=1.0, cap=300.0))
     done: bool = False
-    error: str | None = None
 
     async def run(self) -> None:
         backoff = Backoff(self.policy)
@@ -129,7 +128,6 @@ class AddonRegistration:
             try:
                 await register_addon(self.api, self.folder)
             except (RegistrationError, OSError, ValueError) as exc:
-                self.error = str(exc)
                 delay = backoff.next()
                 log.warning(
                     "add-on registration failed (retrying in %.0fs; jobs are still driven): %s",
@@ -146,7 +144,7 @@ class AddonRegistration:
                     )
                 await asyncio.sleep(delay)
                 continue
-            self.done, self.error = True, None
+            self.done = True
             return
 
 

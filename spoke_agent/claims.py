@@ -118,6 +118,7 @@ class ClaimPublisher:
         """The last valid catalogue (the Job builder reads datasets from it)."""
         self.error: str | None = None
         self.loaded = asyncio.Event()  # set once the file was read (valid or not)
+        self.synced = asyncio.Event()  # set once claims and Degraded were written once
         # The error text last written (None: healthy); unset until the first write, so a
         # stale Degraded condition from before a restart is cleared too.
         self._degraded_written: str | object | None = _UNSET
@@ -175,6 +176,7 @@ class ClaimPublisher:
         if snapshot.catalogue is not None:
             await self._publish(snapshot.catalogue)
         await self._write_degraded(snapshot.error)
+        self.synced.set()
 
     def _read(self) -> CatalogueSnapshot:
         if self._path is None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from fl_kube import resources as r
+from fl_sandbox.ocm.addonconfig import DEFAULT_INSTALL_NAMESPACE
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,6 @@ PRE_DELETE_KEY: Final = "addon.open-cluster-management.io/addon-pre-delete"
 PRE_DELETE_FINALIZER: Final = "addon.open-cluster-management.io/addon-pre-delete"
 HUB_KUBECONFIG_DIR: Final = "/managed/hub-kubeconfig"
 HUB_KUBECONFIG_PATH: Final = HUB_KUBECONFIG_DIR + "/kubeconfig"
-DEFAULT_INSTALL_NAMESPACE: Final = "open-cluster-management-agent-addon"
 _WORKLOADS: Final = frozenset({("apps/v1", "Deployment"), ("apps/v1", "DaemonSet")})
 _BINDINGS: Final = frozenset({"RoleBinding", "ClusterRoleBinding"})
 _HOOK_KINDS: Final = frozenset({("batch/v1", "Job"), ("v1", "Pod")})

@@ -7,6 +7,7 @@ nothing else (a GET only to recover from a 409).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any
 
@@ -50,6 +51,8 @@ async def test_a_round_costs_the_hub_its_status_writes_and_no_reads(
             message="the agent lists its ManagedClusterAddOn to watch it",
         )
         await wait_for(running.agent.ready, timeout=10, message="agent ready")
+        # Its start-up writes (the catalogue's Degraded condition) are not a round's.
+        await asyncio.wait_for(running.agent.claims.synced.wait(), timeout=10)
         start = len(log)
         name = naming.round_spec_configmap_name("uid-requests")
         for round_number in range(1, ROUNDS + 1):

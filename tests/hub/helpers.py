@@ -244,16 +244,17 @@ class Cluster:
         await self.report(spec, report)
         return report
 
-    async def fail(self, spec: RoundSpec, message: str = "OOMKilled") -> None:
+    async def fail(self, spec: RoundSpec, message: str = "OOMKilled", *, reason: str = "") -> None:
         report = RoundReport(
             job_uid=spec.job.uid,
             cluster=self.name,
             round=spec.round,
             attempt=spec.attempt,
             state="TrainingFailed",
+            reason=reason,
             message=message,
         )
-        await self.report(spec, report, status="False", reason="TrainingFailed")
+        await self.report(spec, report, status="False", reason=reason or "TrainingFailed")
 
     async def report(
         self,

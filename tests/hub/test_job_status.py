@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from fl_contract import keys, naming
-from fl_contract.models import RoundReport
 from fl_contract.weights import encode_weights, sha256_hex
 from fl_kube import resources as r
 from fl_kube.waiting import wait_for
@@ -161,16 +160,7 @@ async def _report_failure(
     cluster: h.Cluster, uid: str, *, reason: str, message: str, round_number: int = 1
 ) -> None:
     spec = await cluster.wait_spec(uid, round_number=round_number)
-    report = RoundReport(
-        job_uid=spec.job.uid,
-        cluster=cluster.name,
-        round=spec.round,
-        attempt=spec.attempt,
-        state="TrainingFailed",
-        reason=reason,
-        message=message,
-    )
-    await cluster.report(spec, report, status="False", reason=reason)
+    await cluster.fail(spec, message, reason=reason)
 
 
 async def test_why_clusters_failed_reaches_the_job(sandbox_factory: Any) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fl_kube import resources as r
+from fl_kube.errors import Conflict
 from fl_kube.waiting import wait_for
 from tests.hub import helpers as h
 
@@ -76,12 +77,21 @@ async def test_lease_lost_and_regained_in_one_process(sandbox_factory: Any) -> N
             uid = job["metadata"]["uid"]
             await h.train_round(cs, uid, 1)
             await h.wait_status(sb, "term", lambda s: (s.get("model") or {}).get("round") == 1)
-            lease = await h.hub(sb).get(
-                r.LEASE, "federated-learning-hub-manager", namespace="open-cluster-management"
-            )
-            lease["spec"]["holderIdentity"] = "intruder"
-            lease["spec"]["leaseDurationSeconds"] = 1
-            await h.hub(sb).replace(r.LEASE, lease, namespace="open-cluster-management")
+
+            async def take_lease() -> bool:
+                """Read, modify, write; the leader renews meanwhile, so a 409 retries."""
+                lease = await h.hub(sb).get(
+                    r.LEASE, "federated-learning-hub-manager", namespace="open-cluster-management"
+                )
+                lease["spec"]["holderIdentity"] = "intruder"
+                lease["spec"]["leaseDurationSeconds"] = 1
+                try:
+                    await h.hub(sb).replace(r.LEASE, lease, namespace="open-cluster-management")
+                except Conflict:
+                    return False
+                return True
+
+            await wait_for(take_lease, timeout=10, message="the intruder takes the Lease")
 
             async def leading_again() -> bool:
                 current = await h.hub(sb).get(
