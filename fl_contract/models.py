@@ -132,6 +132,60 @@ class Resources(_Frozen):
     limits: dict[str, str] = Field(default_factory=dict)
 
 
+Base64Text = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]*={0,2}$", max_length=1024)]
+ClusterName = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+# The stages of a secure-aggregation round, in order: advertise public keys, share
+# encrypted secret shares, upload the masked input, reveal shares for the unmasking.
+SecAggStage = Literal["keys", "shares", "mask", "reveal"]
+
+
+class PublicKeyPair(_Frozen):
+    """One cluster's public keys of a secure round (base64): `c_pk` encrypts the shares
+    sent to it, `s_pk` seeds its pairwise masks."""
+
+    c_pk: Base64Text
+    s_pk: Base64Text
+
+
+class SecAggConfig(_Frozen):
+    """The protocol's parameters for one round, fixed by the hub when the round starts."""
+
+    threshold: Annotated[int, Field(ge=2)]
+    num_shares: Annotated[int, Field(ge=2)]
+    clipping_range: Annotated[float, Field(gt=0)]
+    quantization_range: Annotated[int, Field(ge=2)]
+    modulus: Annotated[int, Field(ge=2)]
+
+
+class SecAggRound(_Frozen):
+    """The secure-aggregation part of a round spec: the stage the hub asks for and what it
+    relays. Public keys and cluster names travel here; bulk items (encrypted shares) only
+    through the model store, by URI and sha256."""
+
+    stage: SecAggStage
+    params: SecAggConfig
+    shares_uri: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    revealed_uri: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    # From `shares` on: the public keys of this cluster's neighbours still in the protocol.
+    neighbours: dict[ClusterName, PublicKeyPair] = Field(default_factory=dict)
+    # From `mask` on: the encrypted shares the other clusters addressed to this one.
+    inbox: ModelRef | None = None
+    # `reveal`: the clusters whose masked inputs are summed, and those that dropped after
+    # sharing their keys (reveal their secret-key shares, never both kinds for one cluster).
+    survivors: list[ClusterName] = Field(default_factory=list)
+    dropped: list[ClusterName] = Field(default_factory=list)
+
+
+class SecAggReport(_Frozen):
+    """The secure-aggregation part of a round report: the last stage this cluster completed,
+    its public keys, and the store objects of its stages."""
+
+    stage: SecAggStage
+    public_keys: PublicKeyPair
+    shares: ModelRef | None = None
+    revealed: ModelRef | None = None
+
+
 class RoundSpec(_Frozen):
     """What the hub asks one cluster to do in one round (delivered as a ConfigMap)."""
 
@@ -160,6 +214,8 @@ class RoundSpec(_Frozen):
     evaluate: bool = True
     deadline: datetime
     resources: Resources = Field(default_factory=Resources)
+    # spec.privacy.secureAggregation: the stage of the protocol (None: a plain round).
+    secure_aggregation: SecAggRound | None = None
 
     @field_validator("deadline")
     @classmethod
@@ -197,6 +253,9 @@ class RoundReport(_Frozen):
     message: Annotated[str, StringConstraints(max_length=1024)] = ""
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # A secure round: where this cluster stands in the protocol. Its `update` is then the
+    # masked input, with `num_examples` 0 (the weight is inside the masked input).
+    secure_aggregation: SecAggReport | None = None
 
     def to_message(self) -> str:
         """Compact JSON for a condition message; raises ValueError when over the bound."""

@@ -208,10 +208,51 @@ class ClientSpec(_Spec):
         return value
 
 
+# Strategies that look at each update on its own: secure aggregation hides exactly that.
+INDIVIDUAL_UPDATE_STRATEGIES = frozenset({"FedMedian", "FedTrimmedAvg", "Krum", "MultiKrum"})
+SECAGG_MODULUS = 2**32  # the ring of the masked sums: quantizationRange x clusters must fit
+
+
+class SecureAggregationSpec(_Spec):
+    """spec.privacy.secureAggregation: SecAgg+ parameters (threshold and numShares default
+    to the round's participants, see `secagg_params`)."""
+
+    enabled: bool = False
+    threshold: Annotated[int, Field(ge=2)] | None = None
+    num_shares: Annotated[int, Field(ge=2)] | None = None
+    clipping_range: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 8.0
+    quantization_range: Annotated[int, Field(ge=2, le=2**28)] = 2**22
+
+    @model_validator(mode="after")
+    def _shares(self) -> SecureAggregationSpec:
+        if (
+            self.threshold is not None
+            and self.num_shares is not None
+            and self.num_shares < self.threshold
+        ):
+            raise ValueError(
+                f"numShares: {self.num_shares} is below threshold ({self.threshold}): a "
+                "cluster's secrets could never be reconstructed; raise numShares or lower "
+                "threshold"
+            )
+        return self
+
+
+class PrivacySpec(_Spec):
+    secure_aggregation: SecureAggregationSpec | None = None
+
+    @property
+    def secure(self) -> SecureAggregationSpec | None:
+        """The secure-aggregation settings when enabled."""
+        spec = self.secure_aggregation
+        return spec if spec is not None and spec.enabled else None
+
+
 class FederatedLearningSpec(_Spec):
     framework: str = "other"
     server: ServerSpec = Field(default_factory=ServerSpec)
     client: ClientSpec = Field(default_factory=ClientSpec)
+    privacy: PrivacySpec = Field(default_factory=PrivacySpec)
 
     @model_validator(mode="after")
     def _required(self) -> FederatedLearningSpec:
@@ -219,6 +260,24 @@ class FederatedLearningSpec(_Spec):
             raise ValueError(
                 "client.image: is required; set spec.client.image to the training image"
             )
+        secure = self.privacy.secure
+        if secure is not None:
+            strategy = self.server.strategy.name
+            if strategy in INDIVIDUAL_UPDATE_STRATEGIES:
+                raise ValueError(
+                    f"privacy.secureAggregation.enabled: cannot be combined with "
+                    f"spec.server.strategy.name {strategy}, which needs each cluster's update "
+                    "while secure aggregation reveals only their sum; use FedAvg, FedProx, "
+                    "FedAdam, FedYogi or FedAdagrad, or disable secure aggregation"
+                )
+            needed = self.server.min_available_clients
+            if secure.threshold is not None and secure.threshold > needed:
+                raise ValueError(
+                    f"privacy.secureAggregation.threshold: {secure.threshold} exceeds "
+                    f"spec.server.minAvailableClients ({needed}), so a round could start "
+                    "with fewer participants than it needs to unmask; lower threshold or "
+                    "raise minAvailableClients"
+                )
         return self
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fl_contract import naming
 from fl_contract.models import ModelRef, StoreConfig
@@ -21,6 +21,9 @@ from fl_core.strategies import Strategy, make_strategy
 from hub_manager.aggregation import RoundSession
 from hub_manager.crd_spec import FederatedLearningSpec, SpecError, parse_spec
 from hub_manager.work import oversized_round_spec, store_config
+
+if TYPE_CHECKING:
+    from hub_manager.secure_rounds import SecureSession
 
 
 def server_state_key(*, namespace: str, job: str, round_number: int) -> str:
@@ -41,7 +44,7 @@ class JobRuntime:
     strategy_round: int = 0  # server state loaded/advanced up to this round
     global_round: int = -1  # the round whose model `global_weights` is (-1: not loaded)
     global_weights: Weights | None = None
-    session: RoundSession | None = None
+    session: RoundSession | SecureSession | None = None
     refused_attempt: tuple[int, int] = (0, 0)  # the (round, attempt) `refused` belongs to
     refused: dict[str, str] = field(default_factory=dict)  # cluster -> why its spec was refused
 

@@ -25,7 +25,7 @@ from fl_kube.errors import Conflict
 from fl_kube.events import EventRecorder
 from fl_kube.informer import Informer
 from fl_kube.timestamps import format_time, parse_time
-from hub_manager import rounds
+from hub_manager import rounds, secure_rounds
 from hub_manager import status as st
 from hub_manager.cache import WriteMemo, contains
 from hub_manager.cleanup import JobCleaner
@@ -439,6 +439,9 @@ class FederatedLearningReconciler:
         if isinstance(decision, rounds.AwaitReports):
             note_refused(status, runtime, await self._sender.send(obj, status, runtime), now=now)
             delay = min(max(decision.requeue_after, 0.05), self._settings.resync_seconds)
+            stage_end = getattr(runtime.session, "next_check", None)
+            if stage_end is not None:  # a secure round's stage closes at its own deadline
+                delay = min(delay, max((stage_end - now).total_seconds(), 0.05))
             wait = self._coalesce_wait(key, obj, status)
             if wait > 0:  # only per-cluster progress changed: batch it with what follows
                 return obj, status, Result(requeue_after=min(delay, wait)), False
@@ -636,6 +639,15 @@ class FederatedLearningReconciler:
             participants=st.participants_entries(decision.participants, {}),
         )
         status.setdefault("startTime", format_time(now))
+        status.pop(secure_rounds.STATUS_KEY, None)
+        if runtime.spec.privacy.secure is not None:
+            secure_rounds.start_record(
+                status,
+                runtime.spec,
+                round_number=decision.round,
+                attempt=decision.attempt,
+                participants=len(decision.participants),
+            )
         st.set_phase(status, "Running")
         retry = f" (attempt {decision.attempt})" if decision.attempt > 1 else ""
         st.set_condition(
@@ -674,10 +686,13 @@ class FederatedLearningReconciler:
 
 def _policy(spec: FederatedLearningSpec) -> rounds.RoundPolicy:
     server = spec.server
+    secure = spec.privacy.secure
+    # A secure round needs at least `threshold` participants (2 when it is left to default).
+    quorum = max(server.quorum, (secure.threshold or 2) if secure is not None else 0)
     return rounds.RoundPolicy(
         rounds=server.rounds,
         min_available=server.min_available_clients,
-        quorum=server.quorum,
+        quorum=quorum,
         max_retries=server.max_round_retries,
         round_timeout=server.round_timeout,
         fraction_fit=spec.client.fraction_fit,

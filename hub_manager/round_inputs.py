@@ -13,13 +13,14 @@ from typing import Any
 
 from fl_contract import naming
 from fl_contract.models import ModelRef
-from fl_kube.timestamps import format_time
+from fl_kube.timestamps import format_time, parse_time
 from hub_manager import rounds
 from hub_manager import status as st
 from hub_manager.aggregation import RoundSession, new_session
 from hub_manager.job_runtime import JobRuntime, build_strategy, load_weights, model_ref
 from hub_manager.metrics import HubMetrics
 from hub_manager.reports import AddonView, DatasetSize, published_size, read_report
+from hub_manager.secure_rounds import SecureRecord, SecureSession
 
 
 class ReportCollector:
@@ -111,6 +112,13 @@ class ReportCollector:
                 if not _recorded(status, entry):
                     rejected.append(entry)
                     self._metrics.update_rejected("Late")
+        if isinstance(session, SecureSession):
+            await session.advance(status, now)
+            record = SecureRecord.of(status)
+            for cluster in progress.participants:
+                state = session.state_of(cluster, record)
+                if state is not None:
+                    states[cluster] = state
         if rejected:
             st.append_bounded(status, "rejectedUpdates", rejected, limit=st.MAX_REJECTED)
         if session is None:
@@ -133,12 +141,29 @@ class ReportCollector:
         runtime: JobRuntime,
         status: dict[str, Any],
         progress: rounds.Progress,
-    ) -> RoundSession:
+    ) -> RoundSession | SecureSession:
         uid = str(obj["metadata"]["uid"])
         session = runtime.session
         if session is not None and session.key() == (uid, progress.round, progress.attempt):
             return session
         await self._prepare_strategy(obj, runtime, status, progress.round)
+        if runtime.spec.privacy.secure is not None:
+            runtime.session = SecureSession(
+                job_uid=uid,
+                namespace=str(obj["metadata"]["namespace"]),
+                job=str(obj["metadata"]["name"]),
+                round_number=progress.round,
+                attempt=progress.attempt,
+                participants=progress.participants,
+                strategy=runtime.strategy,
+                global_weights=runtime.global_weights,
+                store=runtime.store,
+                metrics=self._metrics,
+                started=parse_time(status.get("roundStartTime"))
+                or _deadline(progress) - runtime.spec.server.round_timeout,
+                timeout=runtime.spec.server.round_timeout,
+            )
+            return runtime.session
         expected = {
             cluster: update_uri(obj, runtime, progress=progress, cluster=cluster)
             for cluster in progress.participants
@@ -179,6 +204,11 @@ class ReportCollector:
             ref = global_model(obj, status, round_number)
             runtime.global_weights = await load_weights(runtime.store, ref) if ref else None
             runtime.global_round = before
+
+
+def _deadline(progress: rounds.Progress) -> datetime:
+    assert progress.deadline is not None  # an open round always has one
+    return progress.deadline
 
 
 def global_model(obj: dict[str, Any], status: dict[str, Any], round_number: int) -> ModelRef | None:

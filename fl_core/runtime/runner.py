@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fl_contract.models import MAX_METRICS, RoundSpec, TrainingResult
+from fl_contract.secagg import encode_masked, flatten, layout_of
 from fl_contract.weights import Weights, decode_weights, encode_weights
 from fl_core.runtime.api import Trainer
 from fl_core.store import open_round_store
@@ -30,8 +31,10 @@ async def run_round(
     work_dir: Path | None = None,
     file_root: Path | None = None,
     s3_options: Mapping[str, str] | None = None,
+    secagg_secrets: Path | None = None,
 ) -> TrainingResult:
-    """Run one round for `spec` and return the result record (the update is published)."""
+    """Run one round for `spec` and return the result record (the update is published). In
+    a secure round only the update masked with the secrets at `secagg_secrets` is."""
     store = open_round_store(spec, file_root=file_root, s3_options=s3_options)
     try:
         if spec.global_model is not None:
@@ -59,7 +62,10 @@ async def run_round(
             eval_examples, eval_metrics = trainer.evaluate(new, config, data)
             report.update(eval_metrics)
             report["eval_examples"] = float(eval_examples)
-        encoded = encode_weights(new)
+        if spec.secure_aggregation is not None:
+            encoded = mask_update(spec, new, num_examples, secrets_path=secagg_secrets)
+        else:
+            encoded = encode_weights(new)
         ref = await store.put_uri(spec.update_uri, encoded)
         return TrainingResult(
             update_uri=ref.uri,
@@ -69,6 +75,36 @@ async def run_round(
         )
     finally:
         await store.close()
+
+
+def mask_update(
+    spec: RoundSpec, weights: Weights, num_examples: int, *, secrets_path: Path | None
+) -> bytes:
+    """The update masked for secure aggregation (weighted by its example count), with the
+    model's layout: all that leaves the Job of a secure round."""
+    from fl_core.privacy import secagg
+    from fl_core.privacy.secagg_round import context, neighbour_keys, params_of
+
+    part = spec.secure_aggregation
+    assert part is not None
+    if part.stage not in ("mask", "reveal"):
+        raise TrainingError(f"secure aggregation: a Job runs at the mask stage, not {part.stage}")
+    if secrets_path is None or not secrets_path.is_file():
+        raise TrainingError(
+            "secure aggregation: the client secrets are not mounted (FL_SECAGG_SECRETS_PATH)"
+        )
+    secrets = secagg.ClientSecrets.from_bytes(secrets_path.read_bytes())
+    masked = secagg.mask(
+        spec.cluster,
+        secrets,
+        params_of(part.params),
+        flatten(weights),
+        num_examples,
+        neighbour_keys(part),
+        sorted(part.neighbours),
+        context(spec.job.uid, spec.round, spec.attempt),
+    )
+    return encode_masked(masked, layout_of(weights))
 
 
 def _check_update(new: Weights, start: Weights) -> None:

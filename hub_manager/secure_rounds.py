@@ -1,0 +1,564 @@
+"""Secure rounds on the hub: the SecAgg+ stages over round specs, reports and the store.
+
+A secure round attempt goes through four stages, each closed when every cluster still in
+the protocol completed it, or at the stage's deadline (a fixed share of roundTimeout from
+the round's start) with at least `threshold` of them:
+
+  keys    clusters advertise public keys in their reports      -> status: `keys` (U1)
+  shares  each uploads its encrypted shares; the hub sorts them
+          into one inbox per recipient in the store            -> status: `sharers`, `inboxes` (U2)
+  mask    each trains and uploads only its masked input        -> status: `survivors` (U3)
+  reveal  survivors reveal the shares that remove the masks; the hub sums U3's masked
+          inputs modulo 2^32, unmasks, and gives the average to the strategy's server step
+
+What each stage fixed is written to `status.secureAggregation` before any round spec
+asks for the next stage, so a restarted hub asks the same clusters for the same things:
+the survivors and the dropped clusters of a reveal are decided once per attempt. Fewer
+than `threshold` clusters at a stage's end end the attempt, which is retried as any
+failed round (new keys, new secrets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, get_args
+
+import numpy as np
+import numpy.typing as npt
+
+from fl_contract import naming
+from fl_contract.models import (
+    ModelRef,
+    PublicKeyPair,
+    RoundReport,
+    SecAggConfig,
+    SecAggRound,
+    SecAggStage,
+)
+from fl_contract.secagg import (
+    Layout,
+    SecAggFormatError,
+    decode_bundle,
+    decode_masked,
+    encode_bundle,
+    unflatten,
+)
+from fl_contract.weights import Weights, encode_weights, sha256_hex
+from fl_core.privacy import secagg
+from fl_core.privacy.secagg_round import context, decode_keys, params_of
+from fl_core.store import IntegrityError, ModelStore, ObjectNotFound
+from fl_core.strategies import Rejected, Strategy
+from hub_manager.aggregation import Outcome, RoundResult
+from hub_manager.crd_spec import SECAGG_MODULUS, FederatedLearningSpec, SpecError
+from hub_manager.metrics import HubMetrics
+from hub_manager.status import ParticipantState
+
+log = logging.getLogger(__name__)
+
+STAGES: tuple[SecAggStage, ...] = get_args(SecAggStage)
+# When each stage ends, as a share of roundTimeout from the round's start.
+STAGE_END = {"keys": 0.1, "shares": 0.2, "mask": 0.85, "reveal": 1.0}
+SUM_CLIENT = "secure-sum"  # the one "client" the strategy sees: the unmasked average
+STATUS_KEY = "secureAggregation"
+
+
+def secagg_params(spec: FederatedLearningSpec, participants: int) -> SecAggConfig:
+    """The protocol's parameters for a round of `participants` clusters: threshold defaults
+    to ceil(2n/3) (at least 2), numShares to every participant."""
+    secure = spec.privacy.secure
+    assert secure is not None
+    n = max(participants, 2)
+    threshold = secure.threshold or max(2, math.ceil(2 * n / 3))
+    shares = min(secure.num_shares or n, n)
+    return SecAggConfig(
+        threshold=min(threshold, n),
+        num_shares=max(shares, min(threshold, n)),
+        clipping_range=secure.clipping_range,
+        quantization_range=secure.quantization_range,
+        modulus=SECAGG_MODULUS,
+    )
+
+
+def graph_seed(job_uid: str, round_number: int, attempt: int) -> int:
+    digest = hashlib.sha256(context(job_uid, round_number, attempt)).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+@dataclass
+class SecureRecord:
+    """`status.secureAggregation`: what the stages of the current attempt fixed."""
+
+    round: int
+    attempt: int
+    stage: SecAggStage
+    params: SecAggConfig
+    keys: dict[str, PublicKeyPair] = field(default_factory=dict)
+    sharers: list[str] = field(default_factory=list)
+    inboxes: dict[str, str] = field(default_factory=dict)  # recipient -> sha256
+    survivors: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, status: Mapping[str, Any]) -> SecureRecord | None:
+        raw = status.get(STATUS_KEY)
+        if not isinstance(raw, Mapping):
+            return None
+        try:
+            return cls(
+                round=int(raw["round"]),
+                attempt=int(raw["attempt"]),
+                stage=raw["stage"],
+                params=SecAggConfig(
+                    threshold=raw["threshold"],
+                    num_shares=raw["numShares"],
+                    clipping_range=raw["clippingRange"],
+                    quantization_range=raw["quantizationRange"],
+                    modulus=raw["modulus"],
+                ),
+                keys={
+                    c: PublicKeyPair(c_pk=k["cPk"], s_pk=k["sPk"])
+                    for c, k in (raw.get("keys") or {}).items()
+                },
+                sharers=list(raw.get("sharers") or []),
+                inboxes=dict(raw.get("inboxes") or {}),
+                survivors=list(raw.get("survivors") or []),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def to_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "round": self.round,
+            "attempt": self.attempt,
+            "stage": self.stage,
+            "threshold": self.params.threshold,
+            "numShares": self.params.num_shares,
+            "clippingRange": self.params.clipping_range,
+            "quantizationRange": self.params.quantization_range,
+            "modulus": self.params.modulus,
+        }
+        if self.keys:
+            out["keys"] = {c: {"cPk": k.c_pk, "sPk": k.s_pk} for c, k in sorted(self.keys.items())}
+        if self.sharers:
+            out["sharers"] = list(self.sharers)
+            out["inboxes"] = dict(sorted(self.inboxes.items()))
+        if self.survivors:
+            out["survivors"] = list(self.survivors)
+        return out
+
+    def members(self, stage: SecAggStage, participants: tuple[str, ...]) -> list[str]:
+        """The clusters taking part in `stage`."""
+        if stage == "keys":
+            return sorted(participants)
+        if stage == "shares":
+            return sorted(self.keys)
+        if stage == "mask":
+            return list(self.sharers)
+        return list(self.survivors)
+
+    def neighbours(self, job_uid: str) -> dict[str, list[str]]:
+        """The SecAgg+ graph over the key holders (U1)."""
+        graph = secagg.neighbours(
+            sorted(self.keys),
+            self.params.num_shares,
+            graph_seed(job_uid, self.round, self.attempt),
+        )
+        return {c: sorted(n) for c, n in graph.items()}
+
+
+def start_record(status: dict[str, Any], spec: FederatedLearningSpec, *, round_number: int,
+                 attempt: int, participants: int) -> None:
+    """A new secure attempt starts at the keys stage."""
+    record = SecureRecord(
+        round=round_number,
+        attempt=attempt,
+        stage="keys",
+        params=secagg_params(spec, participants),
+    )
+    status[STATUS_KEY] = record.to_status()
+
+
+@dataclass(frozen=True)
+class SecureUris:
+    """Where the objects of one cluster's secure round live (the hub's choice)."""
+
+    shares: str
+    inbox: str
+    revealed: str
+    update: str
+
+
+def uris_for(
+    store: ModelStore, *, namespace: str, job: str, round_number: int, attempt: int, cluster: str
+) -> SecureUris:
+    def key(kind: naming.SecAggObject) -> str:
+        return store.uri_for(
+            naming.secagg_key(
+                namespace=namespace,
+                job=job,
+                round_number=round_number,
+                cluster=cluster,
+                attempt=attempt,
+                kind=kind,
+            )
+        )
+
+    update = naming.update_key(
+        namespace=namespace, job=job, round_number=round_number, cluster=cluster, attempt=attempt
+    )
+    return SecureUris(
+        shares=key("shares"), inbox=key("inbox"), revealed=key("revealed"),
+        update=store.uri_for(update),
+    )
+
+
+def round_part(
+    record: SecureRecord, *, job_uid: str, cluster: str, uris: SecureUris,
+    participants: tuple[str, ...],
+) -> SecAggRound:
+    """A cluster's part of the round spec: the last stage it is a member of, and the relays
+    that stage needs. A cluster that dropped keeps the stage it dropped in."""
+    stage: SecAggStage = "keys"
+    for candidate in STAGES[: STAGES.index(record.stage) + 1]:
+        if cluster in record.members(candidate, participants):
+            stage = candidate
+    part = SecAggRound(
+        stage=stage, params=record.params, shares_uri=uris.shares, revealed_uri=uris.revealed
+    )
+    if stage == "keys":
+        return part
+    graph = record.neighbours(job_uid).get(cluster, [])
+    among = set(record.keys) if stage == "shares" else set(record.sharers)
+    neighbours = {n: record.keys[n] for n in graph if n in among and n != cluster}
+    update: dict[str, Any] = {"neighbours": neighbours}
+    if stage in ("mask", "reveal") and cluster in record.inboxes:
+        update["inbox"] = ModelRef(uri=uris.inbox, sha256=record.inboxes[cluster])
+    if stage == "reveal":
+        update["survivors"] = list(record.survivors)
+        update["dropped"] = sorted(set(record.sharers) - set(record.survivors))
+    return part.model_copy(update=update)
+
+
+@dataclass
+class _Unmasked:
+    weights: Weights
+    total_weight: float
+
+
+class SecureSession:
+    """The secure counterpart of `RoundSession` for one round attempt: it follows the
+    clusters through the stages (`advance`) and, once the reveal stage closed, holds the
+    unmasked average that `result` hands to the strategy."""
+
+    def __init__(
+        self,
+        *,
+        job_uid: str,
+        namespace: str,
+        job: str,
+        round_number: int,
+        attempt: int,
+        participants: tuple[str, ...],
+        strategy: Strategy,
+        global_weights: Weights | None,
+        store: ModelStore,
+        metrics: HubMetrics,
+        started: datetime,
+        timeout: timedelta,
+    ) -> None:
+        self.job_uid = job_uid
+        self.round = round_number
+        self.attempt = attempt
+        self.participants = tuple(sorted(participants))
+        self._namespace = namespace
+        self._job = job
+        self._strategy = strategy
+        self._global = global_weights
+        self._store = store
+        self._metrics = metrics
+        self._started = started
+        self._timeout = timeout
+        self.outcomes: dict[str, Outcome] = {}
+        self._reports: dict[str, RoundReport] = {}
+        self._unmasked: _Unmasked | None = None
+        self.closed = False
+        self.next_check: datetime | None = None  # the open stage's deadline
+
+    def key(self) -> tuple[str, int, int]:
+        return (self.job_uid, self.round, self.attempt)
+
+    def uris(self, cluster: str) -> SecureUris:
+        return uris_for(
+            self._store, namespace=self._namespace, job=self._job, round_number=self.round,
+            attempt=self.attempt, cluster=cluster,
+        )
+
+    # -- the RoundSession interface the report collector and the publisher use ---------
+
+    async def consider(self, cluster: str, report: RoundReport) -> Outcome | None:
+        if cluster in self.outcomes or self.closed:
+            return None
+        self._reports[cluster] = report
+        if report.state == "TrainingFailed":
+            outcome = Outcome(
+                cluster, "failed", report.reason or "TrainingFailed", report.message[:1024]
+            )
+            self.outcomes[cluster] = outcome
+            return outcome
+        return None
+
+    def duplicate(self, _cluster: str, _report: RoundReport) -> Outcome | None:
+        return None  # a secure report names no update of its own to compare
+
+    def take_fold_rejections(self) -> list[Outcome]:
+        return []
+
+    def accepted(self) -> frozenset[str]:
+        return frozenset(c for c, o in self.outcomes.items() if o.kind == "accepted")
+
+    def finished_without_update(self) -> frozenset[str]:
+        return frozenset(c for c, o in self.outcomes.items() if o.kind != "accepted")
+
+    def state_of(self, cluster: str, record: SecureRecord | None) -> ParticipantState | None:
+        """`Keys`, `Shares`, `Masked`, `Revealed`: the last stage a cluster completed."""
+        report = self._reports.get(cluster)
+        if cluster in self.outcomes or report is None or report.secure_aggregation is None:
+            return None
+        names = {"keys": "Keys", "shares": "Shares", "mask": "Masked", "reveal": "Revealed"}
+        return ParticipantState(names[report.secure_aggregation.stage])
+
+    # -- the stages ----------------------------------------------------------------------
+
+    def stage_deadline(self, stage: SecAggStage) -> datetime:
+        return self._started + self._timeout * STAGE_END[stage]
+
+    async def advance(self, status: dict[str, Any], now: datetime) -> datetime | None:
+        """Close the current stage when it is done (recording what it fixed in `status`),
+        as many stages as are done; returns when to look again (a stage's deadline)."""
+        self.next_check = None
+        while not self.closed:
+            record = SecureRecord.of(status)
+            if record is None or (record.round, record.attempt) != (self.round, self.attempt):
+                return None
+            current = set(record.members(record.stage, self.participants))
+            for cluster in self.participants:  # dropped at an earlier stage (also before a restart)
+                if cluster not in current and cluster not in self.outcomes:
+                    self.outcomes[cluster] = Outcome(
+                        cluster, "failed", "SecAggDropped",
+                        "did not complete an earlier stage of secure aggregation in time",
+                    )
+            members = [
+                c for c in record.members(record.stage, self.participants)
+                if c not in self.outcomes or self.outcomes[c].kind == "accepted"
+            ]
+            done = [c for c in members if self._completed(c, record)]
+            deadline = self.stage_deadline(record.stage)
+            if len(done) < len(members) and now < deadline:
+                self.next_check = deadline
+                return deadline
+            if record.stage == "shares":
+                done = await self._relay_shares(record, done)
+            threshold = record.params.threshold
+            if len(done) < threshold:
+                self._fail_all(
+                    "SecAggBelowThreshold",
+                    f"round {self.round}: {len(done)} of {len(members)} clusters completed the "
+                    f"{record.stage} stage of secure aggregation, {threshold} needed "
+                    "(spec.privacy.secureAggregation.threshold)",
+                )
+                return None
+            for cluster in sorted(set(members) - set(done)):
+                self.outcomes[cluster] = Outcome(
+                    cluster,
+                    "failed",
+                    "SecAggDropped",
+                    f"did not complete the {record.stage} stage of secure aggregation in time",
+                )
+            if record.stage == "reveal":
+                await self._unmask(record, done)
+                return None
+            if record.stage == "keys":
+                record.keys = {
+                    c: self._secure_report(c).public_keys for c in done
+                }
+            elif record.stage == "mask":
+                record.survivors = sorted(done)
+            record.stage = STAGES[STAGES.index(record.stage) + 1]
+            status[STATUS_KEY] = record.to_status()
+            log.info(
+                "round %d (attempt %d): secure aggregation moves to the %s stage with %s",
+                self.round, self.attempt, record.stage, ", ".join(sorted(done)),
+            )
+        return None
+
+    def _secure_report(self, cluster: str) -> Any:
+        report = self._reports[cluster]
+        assert report.secure_aggregation is not None
+        return report.secure_aggregation
+
+    def _completed(self, cluster: str, record: SecureRecord) -> bool:
+        report = self._reports.get(cluster)
+        if report is None or report.state == "TrainingFailed":
+            return False
+        secure = report.secure_aggregation
+        if secure is None:
+            return False
+        reached = STAGES.index(secure.stage) >= STAGES.index(record.stage)
+        known = record.keys.get(cluster)
+        if known is not None and known != secure.public_keys:
+            return False  # not the keys it advertised: its shares and masks cannot match
+        stage = record.stage
+        if stage == "keys":
+            return True
+        if stage == "shares":
+            return reached and secure.shares is not None
+        if stage == "mask":
+            update = report.update
+            return (
+                reached
+                and report.state == "UpdateReady"
+                and update is not None
+                and update.uri == self.uris(cluster).update
+            )
+        return reached and secure.revealed is not None
+
+    async def _relay_shares(self, record: SecureRecord, done: list[str]) -> list[str]:
+        """Read the share bundles of `done` (refusing unreadable ones) and write each
+        recipient's inbox; records `sharers` and the inboxes' sha256 in `record`."""
+        bundles: dict[str, dict[str, bytes]] = {}
+        for cluster in done:
+            ref = self._secure_report(cluster).shares
+            expected = self.uris(cluster).shares
+            try:
+                if ref.uri != expected:
+                    raise SecAggFormatError(f"shares at {ref.uri!r}, expected {expected!r}")
+                data = await self._store.get_buffer(ref.uri, sha256=ref.sha256)
+                bundles[cluster] = decode_bundle(data)
+            except (IntegrityError, ObjectNotFound, SecAggFormatError) as exc:
+                self.outcomes[cluster] = Outcome(cluster, "rejected", "SecAggInvalidShares", str(exc)[:1024])
+                self._metrics.update_rejected("SecAggInvalidShares")
+        sharers = sorted(bundles)
+        inboxes: dict[str, str] = {}
+        for recipient in sharers:
+            inbox = {
+                sender: items[recipient]
+                for sender, items in bundles.items()
+                if recipient in items and sender != recipient
+            }
+            ref_ = await self._store.put_uri(self.uris(recipient).inbox, encode_bundle(inbox))
+            inboxes[recipient] = ref_.sha256
+        record.sharers = sharers
+        record.inboxes = inboxes
+        return sharers
+
+    async def _unmask(self, record: SecureRecord, revealers: list[str]) -> None:
+        """Sum the survivors' masked inputs and remove the masks with the revealed shares."""
+        started = time.perf_counter()
+        try:
+            revealed: dict[str, dict[str, bytes]] = {}
+            for cluster in revealers:
+                ref = self._secure_report(cluster).revealed
+                if ref.uri != self.uris(cluster).revealed:
+                    continue
+                data = await self._store.get_buffer(ref.uri, sha256=ref.sha256)
+                revealed[cluster] = decode_bundle(data)
+            total: npt.NDArray[Any] | None = None
+            layout: Layout | None = None
+            for cluster in record.survivors:
+                update = self._reports[cluster].update
+                assert update is not None
+                data = await self._store.get_buffer(update.uri, sha256=update.sha256)
+                self._metrics.aggregation_bytes.inc(len(data))
+                vector, claimed = decode_masked(data)
+                if layout is None:
+                    layout = claimed
+                elif claimed != layout:
+                    raise SecAggFormatError(f"{cluster}'s masked input has another layout")
+                total = await asyncio.to_thread(
+                    secagg.modular_add, total, vector, record.params.modulus
+                )
+            assert total is not None and layout is not None
+            survivors = list(record.survivors)
+            dropped = sorted(set(record.sharers) - set(survivors))
+            keys = {c: decode_keys(k) for c, k in record.keys.items()}
+            weighted_sum, total_weight = await asyncio.to_thread(
+                secagg.unmask,
+                params_of(record.params),
+                total,
+                revealed,
+                survivors,
+                dropped,
+                keys,
+                record.neighbours(self.job_uid),
+                context(self.job_uid, self.round, self.attempt),
+            )
+        except (IntegrityError, ObjectNotFound, SecAggFormatError, ValueError) as exc:
+            self._fail_all(
+                "SecAggUnmaskFailed",
+                f"round {self.round}: the masked sum could not be unmasked: {exc}",
+            )
+            return
+        finally:
+            self._metrics.aggregation_duration.labels(step="fold").observe(
+                time.perf_counter() - started
+            )
+        if total_weight <= 0:
+            self._fail_all("SecAggUnmaskFailed", f"round {self.round}: the sum of weights is 0")
+            return
+        average = np.asarray(weighted_sum, dtype=np.float64) / float(total_weight)
+        self._unmasked = _Unmasked(unflatten(average, layout), float(total_weight))
+        for cluster in survivors:
+            self.outcomes[cluster] = Outcome(cluster, "accepted")
+            self._metrics.update_accepted()
+
+    def _fail_all(self, reason: str, message: str) -> None:
+        log.warning("%s: %s", reason, message)
+        for cluster in self.participants:
+            if cluster not in self.outcomes or self.outcomes[cluster].kind == "accepted":
+                self.outcomes[cluster] = Outcome(cluster, "failed", reason, message[:1024])
+        self.closed = True
+
+    async def result(
+        self, *, evaluate: Callable[[Weights], dict[str, float]] | None
+    ) -> tuple[RoundResult, Weights]:
+        """The strategy's server step on the unmasked average, as one update weighing the
+        sum of the survivors' weights."""
+        assert self._unmasked is not None, "result() before the reveal stage closed"
+        self.closed = True
+        started = time.perf_counter()
+        aggregator = self._strategy.begin_round(self._global, round_number=self.round)
+        examples = max(1, round(self._unmasked.total_weight))
+        try:
+            await asyncio.to_thread(
+                aggregator.add, self._unmasked.weights, num_examples=examples, client=SUM_CLIENT
+            )
+        except Rejected as exc:
+            raise SpecError(
+                [f"spec.privacy.secureAggregation: the unmasked sum is not a model of this job "
+                 f"({exc.reason}: {exc.message})"]
+            ) from None
+        weights = await asyncio.to_thread(aggregator.result)
+        data = await asyncio.to_thread(encode_weights, weights)
+        self._metrics.aggregation_duration.labels(step="result").observe(
+            time.perf_counter() - started
+        )
+        metrics: dict[str, float] = {}
+        if evaluate is not None:
+            metrics = await asyncio.to_thread(evaluate, weights)
+        accepted = tuple(sorted(self.accepted()))
+        return (
+            RoundResult(
+                data=bytes(data),
+                sha256=sha256_hex(data),
+                accepted=accepted,
+                num_examples=examples,
+                metrics={k: float(v) for k, v in metrics.items()},
+            ),
+            weights,
+        )
