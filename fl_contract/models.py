@@ -155,6 +155,9 @@ class SecAggConfig(_Frozen):
     clipping_range: Annotated[float, Field(gt=0)]
     quantization_range: Annotated[int, Field(ge=2)]
     modulus: Annotated[int, Field(ge=2)]
+    # The largest weight (example count) a participant may have; weights enter as a share
+    # of it, so the closer to the real counts, the finer the quantisation.
+    max_weight: Annotated[float, Field(gt=0)] = 1.0
 
 
 class SecAggRound(_Frozen):

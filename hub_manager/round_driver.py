@@ -354,7 +354,9 @@ class FederatedLearningReconciler:
         available = [c for c in chosen.clusters if self._addon(c).available]
         self._clusters_condition(status, spec, chosen, available, generation, now)
 
-        tally = await self._reports.collect(obj, runtime, status, now, selected=chosen.clusters)
+        tally = await self._reports.collect(
+            obj, runtime, status, now, selected=chosen.clusters, available=available
+        )
         tally = with_refused(status, runtime, tally)
         clusters = st.condition(status, st.CLUSTERS_AVAILABLE) or {}
         decision = rounds.decide(
@@ -647,6 +649,9 @@ class FederatedLearningReconciler:
                 round_number=decision.round,
                 attempt=decision.attempt,
                 participants=len(decision.participants),
+                max_weight=self._reports.max_weight(
+                    decision.participants, runtime.spec.client.dataset
+                ),
             )
         st.set_phase(status, "Running")
         retry = f" (attempt {decision.attempt})" if decision.attempt > 1 else ""

@@ -22,6 +22,10 @@ from hub_manager.metrics import HubMetrics
 from hub_manager.reports import AddonView, DatasetSize, published_size, read_report
 from hub_manager.secure_rounds import SecureRecord, SecureSession
 
+# A secure round's weight bound when no participant publishes its dataset's size: weights
+# are quantised as a share of it, so it costs precision when far above the real counts.
+DEFAULT_MAX_WEIGHT = 100_000.0
+
 
 class ReportCollector:
     def __init__(
@@ -35,6 +39,17 @@ class ReportCollector:
         self._metrics = metrics
         self._managed_cluster = managed_cluster or (lambda _cluster: None)
 
+    def max_weight(self, participants: Iterable[str], dataset: str | None) -> float:
+        """The largest weight a secure round's participant may have: the most samples any
+        of them publishes for the job's dataset (DEFAULT_MAX_WEIGHT when none does)."""
+        sizes = [
+            size.samples
+            for cluster in participants
+            if dataset is not None
+            and (size := published_size(self._managed_cluster(cluster), dataset)) is not None
+        ]
+        return float(max(sizes)) if sizes and max(sizes) > 0 else DEFAULT_MAX_WEIGHT
+
     async def collect(
         self,
         obj: dict[str, Any],
@@ -43,6 +58,7 @@ class ReportCollector:
         now: datetime,
         *,
         selected: Iterable[str],
+        available: Iterable[str] | None = None,
     ) -> rounds.Tally:
         """Fold in the reports of the current round attempt; record late and bad ones."""
         metadata = obj["metadata"]
@@ -113,12 +129,14 @@ class ReportCollector:
                     rejected.append(entry)
                     self._metrics.update_rejected("Late")
         if isinstance(session, SecureSession):
-            await session.advance(status, now)
+            await session.advance(
+                status, now, available=set(available) if available is not None else None
+            )
             record = SecureRecord.of(status)
             for cluster in progress.participants:
-                state = session.state_of(cluster, record)
-                if state is not None:
-                    states[cluster] = state
+                stage_state = session.state_of(cluster, record)
+                if stage_state is not None:
+                    states[cluster] = stage_state
         if rejected:
             st.append_bounded(status, "rejectedUpdates", rejected, limit=st.MAX_REJECTED)
         if session is None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -48,7 +47,6 @@ from fl_contract.secagg import (
     decode_bundle,
     decode_masked,
     encode_bundle,
-    unflatten,
 )
 from fl_contract.weights import Weights, encode_weights, sha256_hex
 from fl_core.privacy import secagg
@@ -69,26 +67,35 @@ SUM_CLIENT = "secure-sum"  # the one "client" the strategy sees: the unmasked av
 STATUS_KEY = "secureAggregation"
 
 
-def secagg_params(spec: FederatedLearningSpec, participants: int) -> SecAggConfig:
-    """The protocol's parameters for a round of `participants` clusters: threshold defaults
-    to ceil(2n/3) (at least 2), numShares to every participant."""
+def secagg_params(
+    spec: FederatedLearningSpec, participants: int, *, max_weight: float
+) -> SecAggConfig:
+    """The protocol's parameters for a round of `participants` clusters: SecAgg+ defaults
+    (`SecAggParams.for_participants`: about 2 log2 n neighbours, a majority threshold)
+    unless the spec sets them; numShares is capped at the other participants."""
     secure = spec.privacy.secure
     assert secure is not None
     n = max(participants, 2)
-    threshold = secure.threshold or max(2, math.ceil(2 * n / 3))
-    shares = min(secure.num_shares or n, n)
+    overrides: dict[str, Any] = {}
+    if secure.num_shares is not None:
+        overrides["num_shares"] = min(secure.num_shares, n - 1)
+    if secure.threshold is not None:
+        overrides["threshold"] = secure.threshold
+    base = secagg.SecAggParams.for_participants(n, **overrides)
     return SecAggConfig(
-        threshold=min(threshold, n),
-        num_shares=max(shares, min(threshold, n)),
+        threshold=min(base.threshold, base.num_shares + 1),
+        num_shares=base.num_shares,
         clipping_range=secure.clipping_range,
         quantization_range=secure.quantization_range,
         modulus=SECAGG_MODULUS,
+        max_weight=max_weight,
     )
 
 
-def graph_seed(job_uid: str, round_number: int, attempt: int) -> int:
-    digest = hashlib.sha256(context(job_uid, round_number, attempt)).digest()
-    return int.from_bytes(digest[:8], "big")
+def graph_seed(job_uid: str, round_number: int, attempt: int) -> bytes:
+    """The SecAgg+ graph's seed: fixed by the attempt, unknown to clusters before they
+    advertise their keys (they learn it only from the neighbours they are given)."""
+    return hashlib.sha256(b"graph\x00" + context(job_uid, round_number, attempt)).digest()
 
 
 @dataclass
@@ -120,6 +127,7 @@ class SecureRecord:
                     clipping_range=raw["clippingRange"],
                     quantization_range=raw["quantizationRange"],
                     modulus=raw["modulus"],
+                    max_weight=raw["maxWeight"],
                 ),
                 keys={
                     c: PublicKeyPair(c_pk=k["cPk"], s_pk=k["sPk"])
@@ -142,6 +150,7 @@ class SecureRecord:
             "clippingRange": self.params.clipping_range,
             "quantizationRange": self.params.quantization_range,
             "modulus": self.params.modulus,
+            "maxWeight": self.params.max_weight,
         }
         if self.keys:
             out["keys"] = {c: {"cPk": k.c_pk, "sPk": k.s_pk} for c, k in sorted(self.keys.items())}
@@ -172,14 +181,21 @@ class SecureRecord:
         return {c: sorted(n) for c, n in graph.items()}
 
 
-def start_record(status: dict[str, Any], spec: FederatedLearningSpec, *, round_number: int,
-                 attempt: int, participants: int) -> None:
+def start_record(
+    status: dict[str, Any],
+    spec: FederatedLearningSpec,
+    *,
+    round_number: int,
+    attempt: int,
+    participants: int,
+    max_weight: float,
+) -> None:
     """A new secure attempt starts at the keys stage."""
     record = SecureRecord(
         round=round_number,
         attempt=attempt,
         stage="keys",
-        params=secagg_params(spec, participants),
+        params=secagg_params(spec, participants, max_weight=max_weight),
     )
     status[STATUS_KEY] = record.to_status()
 
@@ -213,13 +229,19 @@ def uris_for(
         namespace=namespace, job=job, round_number=round_number, cluster=cluster, attempt=attempt
     )
     return SecureUris(
-        shares=key("shares"), inbox=key("inbox"), revealed=key("revealed"),
+        shares=key("shares"),
+        inbox=key("inbox"),
+        revealed=key("revealed"),
         update=store.uri_for(update),
     )
 
 
 def round_part(
-    record: SecureRecord, *, job_uid: str, cluster: str, uris: SecureUris,
+    record: SecureRecord,
+    *,
+    job_uid: str,
+    cluster: str,
+    uris: SecureUris,
     participants: tuple[str, ...],
 ) -> SecAggRound:
     """A cluster's part of the round spec: the last stage it is a member of, and the relays
@@ -295,8 +317,12 @@ class SecureSession:
 
     def uris(self, cluster: str) -> SecureUris:
         return uris_for(
-            self._store, namespace=self._namespace, job=self._job, round_number=self.round,
-            attempt=self.attempt, cluster=cluster,
+            self._store,
+            namespace=self._namespace,
+            job=self._job,
+            round_number=self.round,
+            attempt=self.attempt,
+            cluster=cluster,
         )
 
     # -- the RoundSession interface the report collector and the publisher use ---------
@@ -338,9 +364,14 @@ class SecureSession:
     def stage_deadline(self, stage: SecAggStage) -> datetime:
         return self._started + self._timeout * STAGE_END[stage]
 
-    async def advance(self, status: dict[str, Any], now: datetime) -> datetime | None:
+    async def advance(
+        self, status: dict[str, Any], now: datetime, *, available: set[str] | None = None
+    ) -> datetime | None:
         """Close the current stage when it is done (recording what it fixed in `status`),
-        as many stages as are done; returns when to look again (a stage's deadline)."""
+        as many stages as are done; returns when to look again (a stage's deadline).
+
+        A stage is done when every member completed it, or every member whose add-on is
+        still Available (`available`; the others dropped), or at its deadline."""
         self.next_check = None
         while not self.closed:
             record = SecureRecord.of(status)
@@ -350,16 +381,22 @@ class SecureSession:
             for cluster in self.participants:  # dropped at an earlier stage (also before a restart)
                 if cluster not in current and cluster not in self.outcomes:
                     self.outcomes[cluster] = Outcome(
-                        cluster, "failed", "SecAggDropped",
+                        cluster,
+                        "failed",
+                        "SecAggDropped",
                         "did not complete an earlier stage of secure aggregation in time",
                     )
             members = [
-                c for c in record.members(record.stage, self.participants)
+                c
+                for c in record.members(record.stage, self.participants)
                 if c not in self.outcomes or self.outcomes[c].kind == "accepted"
             ]
             done = [c for c in members if self._completed(c, record)]
             deadline = self.stage_deadline(record.stage)
-            if len(done) < len(members) and now < deadline:
+            waiting = [
+                c for c in members if c not in done and (available is None or c in available)
+            ]
+            if waiting and now < deadline:
                 self.next_check = deadline
                 return deadline
             if record.stage == "shares":
@@ -384,16 +421,17 @@ class SecureSession:
                 await self._unmask(record, done)
                 return None
             if record.stage == "keys":
-                record.keys = {
-                    c: self._secure_report(c).public_keys for c in done
-                }
+                record.keys = {c: self._secure_report(c).public_keys for c in done}
             elif record.stage == "mask":
                 record.survivors = sorted(done)
             record.stage = STAGES[STAGES.index(record.stage) + 1]
             status[STATUS_KEY] = record.to_status()
             log.info(
                 "round %d (attempt %d): secure aggregation moves to the %s stage with %s",
-                self.round, self.attempt, record.stage, ", ".join(sorted(done)),
+                self.round,
+                self.attempt,
+                record.stage,
+                ", ".join(sorted(done)),
             )
         return None
 
@@ -415,6 +453,10 @@ class SecureSession:
             return False  # not the keys it advertised: its shares and masks cannot match
         stage = record.stage
         if stage == "keys":
+            try:
+                decode_keys(secure.public_keys)
+            except secagg.SecAggError:
+                return False
             return True
         if stage == "shares":
             return reached and secure.shares is not None
@@ -441,15 +483,15 @@ class SecureSession:
                 data = await self._store.get_buffer(ref.uri, sha256=ref.sha256)
                 bundles[cluster] = decode_bundle(data)
             except (IntegrityError, ObjectNotFound, SecAggFormatError) as exc:
-                self.outcomes[cluster] = Outcome(cluster, "rejected", "SecAggInvalidShares", str(exc)[:1024])
+                self.outcomes[cluster] = Outcome(
+                    cluster, "rejected", "SecAggInvalidShares", str(exc)[:1024]
+                )
                 self._metrics.update_rejected("SecAggInvalidShares")
         sharers = sorted(bundles)
         inboxes: dict[str, str] = {}
         for recipient in sharers:
             inbox = {
-                sender: items[recipient]
-                for sender, items in bundles.items()
-                if recipient in items and sender != recipient
+                sender: items[recipient] for sender, items in bundles.items() if recipient in items
             }
             ref_ = await self._store.put_uri(self.uris(recipient).inbox, encode_bundle(inbox))
             inboxes[recipient] = ref_.sha256
@@ -468,6 +510,7 @@ class SecureSession:
                     continue
                 data = await self._store.get_buffer(ref.uri, sha256=ref.sha256)
                 revealed[cluster] = decode_bundle(data)
+            params = params_of(record.params)
             total: npt.NDArray[Any] | None = None
             layout: Layout | None = None
             for cluster in record.survivors:
@@ -475,21 +518,23 @@ class SecureSession:
                 assert update is not None
                 data = await self._store.get_buffer(update.uri, sha256=update.sha256)
                 self._metrics.aggregation_bytes.inc(len(data))
-                vector, claimed = decode_masked(data)
+                masked, claimed = decode_masked(data)
                 if layout is None:
                     layout = claimed
+                    total = secagg.new_sum(params, secagg.vector_length(layout))
                 elif claimed != layout:
                     raise SecAggFormatError(f"{cluster}'s masked input has another layout")
-                total = await asyncio.to_thread(
-                    secagg.modular_add, total, vector, record.params.modulus
-                )
-            assert total is not None and layout is not None
+                assert total is not None
+                vector = secagg.decode_masked(masked, params, total.size)
+                await asyncio.to_thread(secagg.add_masked, total, vector)
+            assert total is not None
+            assert layout is not None
             survivors = list(record.survivors)
             dropped = sorted(set(record.sharers) - set(survivors))
             keys = {c: decode_keys(k) for c, k in record.keys.items()}
             weighted_sum, total_weight = await asyncio.to_thread(
                 secagg.unmask,
-                params_of(record.params),
+                params,
                 total,
                 revealed,
                 survivors,
@@ -498,7 +543,7 @@ class SecureSession:
                 record.neighbours(self.job_uid),
                 context(self.job_uid, self.round, self.attempt),
             )
-        except (IntegrityError, ObjectNotFound, SecAggFormatError, ValueError) as exc:
+        except (IntegrityError, ObjectNotFound, SecAggFormatError, secagg.SecAggError) as exc:
             self._fail_all(
                 "SecAggUnmaskFailed",
                 f"round {self.round}: the masked sum could not be unmasked: {exc}",
@@ -512,7 +557,12 @@ class SecureSession:
             self._fail_all("SecAggUnmaskFailed", f"round {self.round}: the sum of weights is 0")
             return
         average = np.asarray(weighted_sum, dtype=np.float64) / float(total_weight)
-        self._unmasked = _Unmasked(unflatten(average, layout), float(total_weight))
+        try:
+            weights = secagg.unflatten(average, layout)
+        except secagg.SecAggError as exc:
+            self._fail_all("SecAggUnmaskFailed", f"round {self.round}: {exc}")
+            return
+        self._unmasked = _Unmasked(weights, float(total_weight))
         for cluster in survivors:
             self.outcomes[cluster] = Outcome(cluster, "accepted")
             self._metrics.update_accepted()
@@ -540,8 +590,10 @@ class SecureSession:
             )
         except Rejected as exc:
             raise SpecError(
-                [f"spec.privacy.secureAggregation: the unmasked sum is not a model of this job "
-                 f"({exc.reason}: {exc.message})"]
+                [
+                    f"spec.privacy.secureAggregation: the unmasked sum is not a model of this job "
+                    f"({exc.reason}: {exc.message})"
+                ]
             ) from None
         weights = await asyncio.to_thread(aggregator.result)
         data = await asyncio.to_thread(encode_weights, weights)

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from fl_contract import keys, naming
 from fl_contract.models import Dataset, RoundReport, RoundSpec, SecAggReport
+from fl_core.privacy import secagg
 from fl_kube import resources as r
 from fl_kube.client import KubeApi
 from fl_kube.controller import Controller, Result, TemporaryError, TerminalError
@@ -79,9 +80,7 @@ class RoundController:
         self._status = status
         self._claims = claims
         self._metrics = metrics
-        self._secure = SecureStages(
-            spoke, namespace=self._ns, file_root=settings.file_store_root
-        )
+        self._secure = SecureStages(spoke, namespace=self._ns, file_root=settings.file_store_root)
         self.specs = Informer(
             spoke, r.CONFIGMAP, namespace=self._ns, label_selector=SPEC_SELECTOR, settings=watch
         )
@@ -221,9 +220,10 @@ class RoundController:
             if asked.stage != "reveal" or reported is None or reported.update is None:
                 return None
             current = await self._secure.reveal(spec, cm, secrets, current)
-        except SecAggRefused as exc:
+        except (SecAggRefused, secagg.SecAggError) as exc:
+            reason = exc.reason if isinstance(exc, SecAggRefused) else "SecAggFailed"
             now = cond.now_utc()
-            await self._fail(spec, JobOutcome("Failed", finished=now), _Failure(exc.reason, str(exc)))
+            await self._fail(spec, JobOutcome("Failed", finished=now), _Failure(reason, str(exc)))
             return None
         report = secure_report(spec, state="UpdateReady", secure=current, update=reported.update)
         if await self._report(spec, report):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fl_contract import keys, naming
-from fl_contract.models import ModelRef, RoundReport, RoundSpec, SecAggReport
+from fl_contract.models import ModelRef, RoundReport, RoundSpec, RoundState, SecAggReport
 from fl_contract.secagg import SecAggFormatError, decode_bundle, encode_bundle
 from fl_core.privacy import secagg
 from fl_core.privacy.secagg_round import context, encode_keys, neighbour_keys, params_of
@@ -57,9 +57,7 @@ class SecureStages:
         found = await self._spoke.get_or_none(r.SECRET, name, namespace=self._ns)
         if found is None:
             created = secagg.ClientSecrets.generate()
-            body = self._secret_body(
-                spec, cm, name, {keys.SECAGG_SECRETS_KEY: created.to_bytes()}
-            )
+            body = self._secret_body(spec, cm, name, {keys.SECAGG_SECRETS_KEY: created.to_bytes()})
             try:
                 await self._spoke.create(r.SECRET, body, namespace=self._ns)
                 log.info("created the secure-aggregation secrets %s", name)
@@ -172,7 +170,13 @@ class SecureStages:
             except SecAggFormatError as exc:
                 raise SecAggRefused("SecAggInvalidShares", str(exc)) from None
         revealed = secagg.reveal(
-            spec.cluster, secrets, received, survivors, dropped, neighbour_keys(secure), _context(spec)
+            spec.cluster,
+            secrets,
+            received,
+            survivors,
+            dropped,
+            neighbour_keys(secure),
+            _context(spec),
         )
         ref = await self._put(spec, secure.revealed_uri, encode_bundle(revealed))
         return current.model_copy(update={"stage": "reveal", "revealed": ref})
@@ -214,14 +218,14 @@ class SecureStages:
 
 
 def secure_report(
-    spec: RoundSpec, *, state: str, secure: SecAggReport, **fields: Any
+    spec: RoundSpec, *, state: RoundState, secure: SecAggReport, **fields: Any
 ) -> RoundReport:
     return RoundReport(
         job_uid=spec.job.uid,
         cluster=spec.cluster,
         round=spec.round,
         attempt=spec.attempt,
-        state=state,  # type: ignore[arg-type]
+        state=state,
         secure_aggregation=secure,
         **fields,
     )

@@ -3,15 +3,14 @@ the same context, parameters and keys for the hub, the agent and the training Jo
 
 from __future__ import annotations
 
-import base64
-
 from fl_contract.models import PublicKeyPair, SecAggConfig, SecAggRound
 from fl_core.privacy import secagg
 
 
 def context(job_uid: str, round_number: int, attempt: int) -> bytes:
-    """What every share, mask and reveal of one round attempt is bound to."""
-    return f"federated-learning/{job_uid}/{round_number}/{attempt}".encode()
+    """What every share, mask and reveal of one round attempt is bound to (a retried
+    attempt has new secrets, and nothing of an earlier one fits it)."""
+    return secagg.round_context(job_uid, round_number) + f"\x00attempt={attempt}".encode()
 
 
 def params_of(config: SecAggConfig) -> secagg.SecAggParams:
@@ -21,17 +20,17 @@ def params_of(config: SecAggConfig) -> secagg.SecAggParams:
         clipping_range=config.clipping_range,
         quantization_range=config.quantization_range,
         modulus=config.modulus,
+        max_weight=config.max_weight,
     )
 
 
 def encode_keys(pair: secagg.PublicKeys) -> PublicKeyPair:
-    return PublicKeyPair(
-        c_pk=base64.b64encode(pair.c_pk).decode(), s_pk=base64.b64encode(pair.s_pk).decode()
-    )
+    return PublicKeyPair(c_pk=pair.c_pk, s_pk=pair.s_pk)
 
 
 def decode_keys(pair: PublicKeyPair) -> secagg.PublicKeys:
-    return secagg.PublicKeys(c_pk=base64.b64decode(pair.c_pk), s_pk=base64.b64decode(pair.s_pk))
+    """SecAggError when they are not public keys."""
+    return secagg.PublicKeys(c_pk=pair.c_pk, s_pk=pair.s_pk)
 
 
 def neighbour_keys(part: SecAggRound) -> dict[str, secagg.PublicKeys]:

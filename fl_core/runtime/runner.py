@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from fl_contract.models import MAX_METRICS, RoundSpec, TrainingResult
-from fl_contract.secagg import encode_masked, flatten, layout_of
-from fl_contract.weights import Weights, decode_weights, encode_weights
+from fl_contract.secagg import encode_masked
+from fl_contract.weights import Weights, decode_weights, describe, encode_weights
 from fl_core.runtime.api import Trainer
 from fl_core.store import open_round_store
 from fl_core.strategies.base import Rejected, spec_of, validate
@@ -94,17 +94,23 @@ def mask_update(
             "secure aggregation: the client secrets are not mounted (FL_SECAGG_SECRETS_PATH)"
         )
     secrets = secagg.ClientSecrets.from_bytes(secrets_path.read_bytes())
+    params = params_of(part.params)
+    if not 0 < num_examples <= params.max_weight:
+        raise TrainingError(
+            f"secure aggregation: {num_examples} examples, outside (0, {params.max_weight:g}], "
+            "the most a participant may weigh this round (the samples its cluster publishes)"
+        )
     masked = secagg.mask(
         spec.cluster,
         secrets,
-        params_of(part.params),
-        flatten(weights),
+        params,
+        secagg.flatten(weights),
         num_examples,
         neighbour_keys(part),
         sorted(part.neighbours),
         context(spec.job.uid, spec.round, spec.attempt),
     )
-    return encode_masked(masked, layout_of(weights))
+    return encode_masked(secagg.encode_masked(masked), describe(weights))
 
 
 def _check_update(new: Weights, start: Weights) -> None:

@@ -93,6 +93,7 @@ async def create_job(
     placement: dict[str, Any] | None = None,
     client: dict[str, Any] | None = None,
     server: dict[str, Any] | None = None,
+    privacy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     api = hub(sb)
     with contextlib.suppress(Conflict):
@@ -118,6 +119,8 @@ async def create_job(
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"framework": "other", "server": server_spec, "client": client_spec},
     }
+    if privacy is not None:
+        body["spec"]["privacy"] = privacy
     return await api.create(r.FEDERATED_LEARNING, body, namespace=namespace)
 
 
