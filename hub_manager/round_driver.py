@@ -439,6 +439,10 @@ class FederatedLearningReconciler:
         if isinstance(decision, rounds.StartRound):
             return await self._start_round(key, obj, status, runtime, decision, tally, now)
         if isinstance(decision, rounds.AwaitReports):
+            if status.get(secure_rounds.STATUS_KEY) != (obj.get("status") or {}).get(
+                secure_rounds.STATUS_KEY
+            ):  # a secure stage closed: on record before any round spec asks for the next
+                obj = await self._write_status(key, obj, status)
             note_refused(status, runtime, await self._sender.send(obj, status, runtime), now=now)
             delay = min(max(decision.requeue_after, 0.05), self._settings.resync_seconds)
             stage_end = getattr(runtime.session, "next_check", None)

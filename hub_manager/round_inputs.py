@@ -20,7 +20,7 @@ from hub_manager.aggregation import RoundSession, new_session
 from hub_manager.job_runtime import JobRuntime, build_strategy, load_weights, model_ref
 from hub_manager.metrics import HubMetrics
 from hub_manager.reports import AddonView, DatasetSize, published_size, read_report
-from hub_manager.secure_rounds import SecureRecord, SecureSession
+from hub_manager.secure_rounds import SecureSession
 
 # A secure round's weight bound when no participant publishes its dataset's size: weights
 # are quantised as a share of it, so it costs precision when far above the real counts.
@@ -132,9 +132,8 @@ class ReportCollector:
             await session.advance(
                 status, now, available=set(available) if available is not None else None
             )
-            record = SecureRecord.of(status)
             for cluster in progress.participants:
-                stage_state = session.state_of(cluster, record)
+                stage_state = session.state_of(cluster)
                 if stage_state is not None:
                     states[cluster] = stage_state
         if rejected:

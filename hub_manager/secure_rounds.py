@@ -351,13 +351,18 @@ class SecureSession:
     def finished_without_update(self) -> frozenset[str]:
         return frozenset(c for c, o in self.outcomes.items() if o.kind != "accepted")
 
-    def state_of(self, cluster: str, record: SecureRecord | None) -> ParticipantState | None:
-        """`Keys`, `Shares`, `Masked`, `Revealed`: the last stage a cluster completed."""
+    def state_of(self, cluster: str) -> ParticipantState | None:
+        """Training, with the last stage of secure aggregation the cluster completed."""
         report = self._reports.get(cluster)
         if cluster in self.outcomes or report is None or report.secure_aggregation is None:
             return None
-        names = {"keys": "Keys", "shares": "Shares", "mask": "Masked", "reveal": "Revealed"}
-        return ParticipantState(names[report.secure_aggregation.stage])
+        done = {
+            "keys": "public keys advertised",
+            "shares": "secret shares sent",
+            "mask": "masked input uploaded",
+            "reveal": "shares revealed",
+        }[report.secure_aggregation.stage]
+        return ParticipantState("Training", message=f"secure aggregation: {done}")
 
     # -- the stages ----------------------------------------------------------------------
 

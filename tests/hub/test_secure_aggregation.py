@@ -169,7 +169,11 @@ async def test_a_cluster_dropping_after_key_sharing_does_not_stop_the_round(
         status = await h.wait_status(
             sb, "secure", lambda s: s.get("phase") in ("Completed", "Failed"), timeout=90
         )
-        assert status["phase"] == "Completed", status
+        assert status["phase"] == "Completed", (
+            status.get("message"),
+            status.get("participants"),
+            status.get("secureAggregation"),
+        )
         (entry,) = status["history"]
         assert entry["accepted"] == 2, entry
         assert entry["accuracy"] > 0.5
