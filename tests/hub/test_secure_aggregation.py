@@ -11,13 +11,18 @@ import numpy as np
 import pytest
 import yaml
 
-from fl_contract import keys
+from fl_contract import keys, naming
+from fl_contract.models import RoundSpec
 from fl_contract.secagg import decode_masked
 from fl_contract.weights import WeightsFormatError, decode_weights
 from fl_kube import resources as r
 from fl_kube.waiting import wait_for
 from fl_sandbox.sandbox import Sandbox
 from tests.hub import helpers as h
+from tests.hub.test_store_access import _keys as _s3_keys
+from tests.s3_server import CREDENTIALS, S3Server, s3_server
+
+__all__ = ["s3_server"]
 
 pytestmark = pytest.mark.slow
 
@@ -240,6 +245,33 @@ async def test_a_hub_restart_mid_protocol_finishes_the_round(sandbox_factory: An
         assert not status.get("rejectedUpdates"), status
 
 
+@pytest.mark.timeout(120)
+async def test_an_agent_restart_keeps_its_round_secrets(sandbox_factory: Any) -> None:
+    async with sandbox_factory(clusters=3, hub_manager=True, agents=True) as sb:
+        await h.create_job(
+            sb,
+            "secure",
+            rounds=1,
+            min_available=3,
+            timeout="60s",
+            client=DIGITS_CLIENT,
+            privacy=SECURE,
+        )
+        status = await h.wait_status(
+            sb, "secure", lambda s: (s.get("secureAggregation") or {}).get("keys"), timeout=60
+        )
+        advertised = status["secureAggregation"]["keys"]["cluster1"]
+        await sb.restart_agent("cluster1")
+        status = await h.wait_status(
+            sb, "secure", lambda s: s.get("phase") in ("Completed", "Failed"), timeout=90
+        )
+        assert status["phase"] == "Completed", status.get("message")
+        # The restarted agent went on with the keys it had advertised (new ones would not
+        # match its shares, and its input would not count).
+        assert status["history"][0]["accepted"] == 3, status["history"]
+        assert status["secureAggregation"]["keys"]["cluster1"] == advertised
+
+
 @pytest.mark.timeout(60)
 async def test_refused_combinations_name_the_fields(sandbox_factory: Any) -> None:
     cases = {
@@ -293,3 +325,67 @@ async def test_refused_combinations_name_the_fields(sandbox_factory: Any) -> Non
             sb, "fine", lambda s: h.condition(s, "SpecValid") is not None
         )
         assert h.condition(status, "SpecValid")["status"] == "True"  # type: ignore[index]
+
+
+@pytest.mark.timeout(120)
+async def test_secure_job_on_s3_signs_each_cluster_only_its_own_objects(
+    sandbox_factory: Any, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in CREDENTIALS.items():  # the hub manager's environment
+        monkeypatch.setenv(name, value)
+    bucket = s3_server.new_bucket()
+    storage = {
+        "type": "S3Bucket",
+        "s3": {"bucketName": bucket, "prefix": "fl", "endpoint": s3_server.endpoint},
+    }
+    async with sandbox_factory(clusters=3, hub_manager=True, agents=True) as sb:
+        job = await h.create_job(
+            sb,
+            "secure-s3",
+            rounds=1,
+            min_available=3,
+            timeout="60s",
+            client=DIGITS_CLIENT,
+            server={"storage": storage, "evaluation": {"evaluator": "digits"}},
+            privacy=SECURE,
+        )
+        uid = job["metadata"]["uid"]
+        seen: dict[str, set[tuple[str, str]]] = {c: set() for c in sb.cluster_names}
+
+        async def reveal_stage_grants() -> bool:
+            for cluster in sb.cluster_names:
+                work = await h.hub(sb).get_or_none(
+                    r.MANIFEST_WORK, naming.manifest_work_name(uid), namespace=cluster
+                )
+                if work is None:
+                    return False
+                spec = RoundSpec.from_json(
+                    work["spec"]["workload"]["manifests"][0]["data"][keys.ROUND_SPEC_KEY]
+                )
+                assert spec.access is not None and spec.secure_aggregation is not None
+                seen[cluster] |= {(g.uri, g.method) for g in spec.access.grants}
+            return all(any("/inbox/" in uri for uri, _ in grants) for grants in seen.values())
+
+        await wait_for(reveal_stage_grants, timeout=60, message="the inboxes are granted")
+        status = await h.wait_status(
+            sb, "secure-s3", lambda s: s.get("phase") in ("Completed", "Failed"), timeout=90
+        )
+        assert status["phase"] == "Completed", status.get("message")
+        assert status["history"][0]["accepted"] == 3
+        for cluster, grants in seen.items():
+            prefix = "/team-a/secure-s3/rounds/1/"
+            own = {
+                (uri, method)
+                for uri, method in grants
+                if uri.endswith(f"/{cluster}.json") or uri.endswith(f"/{cluster}.safetensors")
+            }
+            assert {(u.split(prefix)[1], m) for u, m in own} == {
+                (f"secagg/a1/shares/{cluster}.json", "PUT"),
+                (f"secagg/a1/revealed/{cluster}.json", "PUT"),
+                (f"secagg/a1/inbox/{cluster}.json", "GET"),
+                (f"updates/{cluster}.safetensors", "PUT"),
+                (f"updates/{cluster}.safetensors", "GET"),
+            }
+            assert grants == own, grants - own  # no global model in round 1, nothing else
+        # Default retention: the round's secure-aggregation objects go with its updates.
+        assert _s3_keys(s3_server, bucket) == ["fl/team-a/secure-s3/rounds/1/global.safetensors"]
