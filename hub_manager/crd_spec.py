@@ -220,7 +220,7 @@ class SecureAggregationSpec(_Spec):
     enabled: bool = False
     threshold: Annotated[int, Field(ge=2)] | None = None
     num_shares: Annotated[int, Field(ge=2)] | None = None
-    clipping_range: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 8.0
+    clipping_range: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 8.0
     quantization_range: Annotated[int, Field(ge=2, le=2**28)] = 2**22
 
     @model_validator(mode="after")

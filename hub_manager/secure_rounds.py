@@ -70,25 +70,32 @@ STATUS_KEY = "secureAggregation"
 def secagg_params(
     spec: FederatedLearningSpec, participants: int, *, max_weight: float
 ) -> SecAggConfig:
-    """The protocol's parameters for a round of `participants` clusters: SecAgg+ defaults
-    (`SecAggParams.for_participants`: about 2 log2 n neighbours, a majority threshold)
-    unless the spec sets them; numShares is capped at the other participants."""
+    """The protocol's parameters for a round of `participants` clusters. Unset, numShares is
+    SecAgg+'s min(n-1, 2*ceil(log2 n)) (at least threshold - 1) and threshold a majority of
+    the numShares + 1 holders of each secret (`SecAggParams.for_participants`); numShares
+    never exceeds the other participants."""
     secure = spec.privacy.secure
     assert secure is not None
     n = max(participants, 2)
-    overrides: dict[str, Any] = {}
-    if secure.num_shares is not None:
-        overrides["num_shares"] = min(secure.num_shares, n - 1)
-    if secure.threshold is not None:
-        overrides["threshold"] = secure.threshold
-    base = secagg.SecAggParams.for_participants(n, **overrides)
-    return SecAggConfig(
-        threshold=min(base.threshold, base.num_shares + 1),
-        num_shares=base.num_shares,
+    default = secagg.SecAggParams.for_participants(n)
+    wanted = secure.num_shares or max(default.num_shares, (secure.threshold or 0) - 1)
+    num_shares = min(wanted, n - 1)
+    threshold = secure.threshold or min(num_shares + 1, (num_shares + 1) // 2 + 1)
+    params = secagg.SecAggParams(
+        threshold=min(threshold, num_shares + 1),
+        num_shares=num_shares,
         clipping_range=secure.clipping_range,
         quantization_range=secure.quantization_range,
         modulus=SECAGG_MODULUS,
         max_weight=max_weight,
+    )
+    return SecAggConfig(
+        threshold=params.threshold,
+        num_shares=params.num_shares,
+        clipping_range=params.clipping_range,
+        quantization_range=params.quantization_range,
+        modulus=params.modulus,
+        max_weight=params.max_weight,
     )
 
 

@@ -113,14 +113,15 @@ async def create_job(
         "placement": placement if placement is not None else {"clusterSets": ["global"]},
     }
     client_spec.update(client or {})
+    spec: dict[str, Any] = {"framework": "other", "server": server_spec, "client": client_spec}
+    if privacy is not None:
+        spec["privacy"] = privacy
     body = {
         "apiVersion": r.FEDERATED_LEARNING.api_version,
         "kind": r.FEDERATED_LEARNING.kind,
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"framework": "other", "server": server_spec, "client": client_spec},
+        "spec": spec,
     }
-    if privacy is not None:
-        body["spec"]["privacy"] = privacy
     return await api.create(r.FEDERATED_LEARNING, body, namespace=namespace)
 
 

@@ -228,8 +228,10 @@ async def test_a_hub_restart_mid_protocol_finishes_the_round(sandbox_factory: An
             await h.wait_status(
                 sb,
                 "secure",
-                lambda s: (s.get("secureAggregation") or {}).get("stage") in ("mask", "reveal")
-                and s.get("round") == 1,
+                lambda s: (
+                    (s.get("secureAggregation") or {}).get("stage") in ("mask", "reveal")
+                    and s.get("round") == 1
+                ),
                 timeout=60,
             )
         # The manager is gone mid-round; the agents carry on. A new one takes over.
@@ -258,7 +260,7 @@ async def test_an_agent_restart_keeps_its_round_secrets(sandbox_factory: Any) ->
             privacy=SECURE,
         )
         status = await h.wait_status(
-            sb, "secure", lambda s: (s.get("secureAggregation") or {}).get("keys"), timeout=60
+            sb, "secure", lambda s: bool((s.get("secureAggregation") or {}).get("keys")), timeout=60
         )
         advertised = status["secureAggregation"]["keys"]["cluster1"]
         await sb.restart_agent("cluster1")
@@ -321,9 +323,7 @@ async def test_refused_combinations_name_the_fields(sandbox_factory: Any) -> Non
             server={"strategy": {"name": "FedAdam"}},
             privacy={"secureAggregation": {"enabled": True}},
         )
-        status = await h.wait_status(
-            sb, "fine", lambda s: h.condition(s, "SpecValid") is not None
-        )
+        status = await h.wait_status(sb, "fine", lambda s: h.condition(s, "SpecValid") is not None)
         assert h.condition(status, "SpecValid")["status"] == "True"  # type: ignore[index]
 
 
@@ -362,7 +362,8 @@ async def test_secure_job_on_s3_signs_each_cluster_only_its_own_objects(
                 spec = RoundSpec.from_json(
                     work["spec"]["workload"]["manifests"][0]["data"][keys.ROUND_SPEC_KEY]
                 )
-                assert spec.access is not None and spec.secure_aggregation is not None
+                assert spec.access is not None
+                assert spec.secure_aggregation is not None
                 seen[cluster] |= {(g.uri, g.method) for g in spec.access.grants}
             return all(any("/inbox/" in uri for uri, _ in grants) for grants in seen.values())
 
