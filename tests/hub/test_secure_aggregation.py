@@ -12,12 +12,14 @@ import pytest
 import yaml
 
 from fl_contract import keys, naming
-from fl_contract.models import RoundSpec
+from fl_contract.models import PublicKeyPair, RoundSpec, SecAggConfig
 from fl_contract.secagg import decode_masked
 from fl_contract.weights import WeightsFormatError, decode_weights
 from fl_kube import resources as r
 from fl_kube.waiting import wait_for
 from fl_sandbox.sandbox import Sandbox
+from hub_manager.crd_spec import parse_spec
+from hub_manager.secure_rounds import SecureRecord, SecureUris, round_part, secagg_params
 from tests.hub import helpers as h
 from tests.hub.test_store_access import _keys as _s3_keys
 from tests.s3_server import CREDENTIALS, S3Server, s3_server
@@ -390,3 +392,59 @@ async def test_secure_job_on_s3_signs_each_cluster_only_its_own_objects(
             assert grants == own, grants - own  # no global model in round 1, nothing else
         # Default retention: the round's secure-aggregation objects go with its updates.
         assert _s3_keys(s3_server, bucket) == ["fl/team-a/secure-s3/rounds/1/global.safetensors"]
+
+
+@pytest.mark.parametrize(
+    ("participants", "secure", "expected"),
+    [
+        (3, {}, (2, 2)),  # every other cluster, a majority of 3 holders: 1 may drop
+        (5, {}, (3, 4)),
+        (100, {}, (8, 14)),  # SecAgg+: 2 ceil(log2 n) neighbours
+        (3, {"threshold": 3}, (3, 2)),
+        (100, {"threshold": 20}, (20, 19)),  # numShares grows to hold threshold shares
+        (4, {"numShares": 10}, (3, 3)),  # never more than the other participants
+    ],
+)
+def test_secagg_parameters_of_a_round(
+    participants: int, secure: dict[str, Any], expected: tuple[int, int]
+) -> None:
+    spec = parse_spec(
+        {
+            "server": {"minAvailableClients": participants},
+            "client": {"image": "trainer"},
+            "privacy": {"secureAggregation": {"enabled": True, **secure}},
+        }
+    )
+    params = secagg_params(spec, participants, max_weight=400.0)
+    assert (params.threshold, params.num_shares) == expected
+    assert params.max_weight == 400.0
+
+
+def test_a_dropped_cluster_keeps_the_stage_it_dropped_in() -> None:
+    pair = PublicKeyPair(c_pk="A" * 43 + "=", s_pk="B" * 43 + "=")
+    record = SecureRecord(
+        round=1,
+        attempt=1,
+        stage="reveal",
+        params=SecAggConfig(
+            threshold=2, num_shares=3, clipping_range=8, quantization_range=2**22, modulus=2**32
+        ),
+        keys={c: pair for c in ("c1", "c2", "c3")},  # c4 advertised no keys
+        sharers=["c1", "c2", "c3"],
+        inboxes={c: "0" * 64 for c in ("c1", "c2", "c3")},
+        survivors=["c1", "c2"],
+    )
+    participants = ("c1", "c2", "c3", "c4")
+
+    def part(cluster: str) -> Any:
+        uris = SecureUris(shares="s", inbox="i", revealed="r", update="u")
+        return round_part(
+            record, job_uid="uid", cluster=cluster, uris=uris, participants=participants
+        )
+
+    assert [part(c).stage for c in participants] == ["reveal", "reveal", "mask", "keys"]
+    revealing = part("c1")
+    assert revealing.survivors == ["c1", "c2"]
+    assert revealing.dropped == ["c3"]
+    assert set(revealing.neighbours) == {"c2", "c3"}  # the sharers among its neighbours
+    assert part("c4").neighbours == {}
