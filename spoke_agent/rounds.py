@@ -203,14 +203,15 @@ class RoundController:
             await self._secure.forget(spec)  # revealed and reported: the secrets are done
             return None
         try:
-            secrets = await self._secure.secrets(spec, cm)
             if current is None:
                 await self._secure.forget_earlier_attempt(spec)
+                secrets = await self._secure.secrets(spec, cm)
                 current = self._secure.keys_report(spec, secrets)
                 await self._report(spec, secure_report(spec, state="Training", secure=current))
             if asked.stage == "keys":
                 return None
             if current.stage == "keys":
+                secrets = await self._secure.secrets(spec, cm)
                 current = await self._secure.share(spec, secrets, current)
                 await self._report(spec, secure_report(spec, state="Training", secure=current))
             if asked.stage == "shares":
@@ -219,6 +220,7 @@ class RoundController:
                 return await self._train(spec, cm, job_name, current)
             if asked.stage != "reveal" or reported is None or reported.update is None:
                 return None
+            secrets = await self._secure.secrets(spec, cm)
             current = await self._secure.reveal(spec, cm, secrets, current)
         except (SecAggRefused, secagg.SecAggError) as exc:
             reason = exc.reason if isinstance(exc, SecAggRefused) else "SecAggFailed"

@@ -24,13 +24,16 @@ from fl_contract.models import ModelRef, RoundReport, RoundSpec, RoundState, Sec
 from fl_contract.secagg import SecAggFormatError, decode_bundle, encode_bundle
 from fl_core.privacy import secagg
 from fl_core.privacy.secagg_round import context, encode_keys, neighbour_keys, params_of
-from fl_core.store import StoreError, open_round_store
+from fl_core.store import ModelStore, StoreError, open_round_store
 from fl_kube import resources as r
 from fl_kube.client import KubeApi
 from fl_kube.controller import TemporaryError
 from fl_kube.errors import Conflict
 
 log = logging.getLogger(__name__)
+
+
+MAX_FORGOTTEN = 4096
 
 
 class SecAggRefused(Exception):
@@ -48,6 +51,7 @@ class SecureStages:
         self._spoke = spoke
         self._ns = namespace
         self._file_root = file_root
+        self._forgotten: set[tuple[str, int, int]] = set()  # in this process, bounded below
 
     # -- the per-round Secret ------------------------------------------------------------
 
@@ -72,13 +76,20 @@ class SecureStages:
         return secagg.ClientSecrets.from_bytes(base64.b64decode(data))
 
     async def forget(self, spec: RoundSpec) -> None:
-        """Delete the round attempt's secrets (revealed, failed, or given up)."""
+        """Delete the round attempt's secrets (revealed, failed, or given up); once per
+        process (after a restart, once more)."""
+        slot = (spec.job.uid, spec.round, spec.attempt)
+        if slot in self._forgotten:
+            return
         for name in (
             naming.secagg_secret_name(spec.job.uid, spec.round, spec.attempt),
             naming.secagg_reveal_record_name(spec.job.uid, spec.round, spec.attempt),
         ):
             if await self._spoke.delete(r.SECRET, name, namespace=self._ns):
                 log.info("deleted the secure-aggregation secret %s", name)
+        if len(self._forgotten) >= MAX_FORGOTTEN:
+            self._forgotten.clear()
+        self._forgotten.add(slot)
 
     async def forget_earlier_attempt(self, spec: RoundSpec) -> None:
         """A retried round leaves the secrets of its attempt before behind: delete them."""
@@ -203,7 +214,7 @@ class SecureStages:
                 "round attempt: refused",
             )
 
-    def _store(self, spec: RoundSpec) -> Any:
+    def _store(self, spec: RoundSpec) -> ModelStore:
         return open_round_store(spec, file_root=self._file_root)
 
     async def _put(self, spec: RoundSpec, uri: str, data: bytes) -> ModelRef:
