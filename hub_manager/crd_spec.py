@@ -271,6 +271,12 @@ class FederatedLearningSpec(_Spec):
                     "FedAdam, FedYogi or FedAdagrad, or disable secure aggregation"
                 )
             needed = self.server.min_available_clients
+            if needed < 2:
+                raise ValueError(
+                    "server.minAvailableClients: secure aggregation needs at least 2 clusters "
+                    f"per round (the sum of one update is that update), got {needed}; raise "
+                    "minAvailableClients"
+                )
             if secure.threshold is not None and secure.threshold > needed:
                 raise ValueError(
                     f"privacy.secureAggregation.threshold: {secure.threshold} exceeds "

@@ -294,6 +294,11 @@ async def test_refused_combinations_name_the_fields(sandbox_factory: Any) -> Non
             {"enabled": True},
             ["spec.privacy.secureAggregation.enabled", "FedTrimmedAvg"],
         ),
+        "single": (
+            {"minAvailableClients": 1},
+            {"enabled": True},
+            ["spec.server.minAvailableClients", "at least 2 clusters"],
+        ),
         "threshold": (
             {},
             {"enabled": True, "threshold": 4},
