@@ -25,7 +25,7 @@ from fl_kube.errors import Conflict
 from fl_kube.events import EventRecorder
 from fl_kube.informer import Informer
 from fl_kube.timestamps import format_time, parse_time
-from hub_manager import rounds, secure_rounds
+from hub_manager import rounds, secure_record
 from hub_manager import status as st
 from hub_manager.cache import WriteMemo, contains
 from hub_manager.cleanup import JobCleaner
@@ -439,8 +439,8 @@ class FederatedLearningReconciler:
         if isinstance(decision, rounds.StartRound):
             return await self._start_round(key, obj, status, runtime, decision, tally, now)
         if isinstance(decision, rounds.AwaitReports):
-            if status.get(secure_rounds.STATUS_KEY) != (obj.get("status") or {}).get(
-                secure_rounds.STATUS_KEY
+            if status.get(secure_record.STATUS_KEY) != (obj.get("status") or {}).get(
+                secure_record.STATUS_KEY
             ):  # a secure stage closed: on record before any round spec asks for the next
                 obj = await self._write_status(key, obj, status)
             note_refused(status, runtime, await self._sender.send(obj, status, runtime), now=now)
@@ -645,9 +645,9 @@ class FederatedLearningReconciler:
             participants=st.participants_entries(decision.participants, {}),
         )
         status.setdefault("startTime", format_time(now))
-        status.pop(secure_rounds.STATUS_KEY, None)
+        status.pop(secure_record.STATUS_KEY, None)
         if runtime.spec.privacy.secure is not None:
-            secure_rounds.start_record(
+            secure_record.start_record(
                 status,
                 runtime.spec,
                 round_number=decision.round,

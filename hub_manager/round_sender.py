@@ -13,7 +13,7 @@ from fl_kube import resources as r
 from fl_kube.client import KubeApi
 from fl_kube.errors import ApiError
 from fl_kube.informer import Informer
-from hub_manager import rounds, secure_rounds
+from hub_manager import rounds, secure_record
 from hub_manager import status as st
 from hub_manager.cache import WriteMemo
 from hub_manager.cleanup import JobCleaner
@@ -59,7 +59,7 @@ class RoundSender:
         client_config = runtime.strategy.client_config(progress.round)
         start_model = global_model(obj, status, progress.round)
         work_name = naming.manifest_work_name(uid)
-        record = secure_rounds.SecureRecord.of(status)
+        record = secure_record.SecureRecord.of(status)
         if record is not None and (record.round, record.attempt) != (
             progress.round,
             progress.attempt,
@@ -82,11 +82,11 @@ class RoundSender:
                 client_config=client_config,
             )
             if record is not None:
-                part = secure_rounds.round_part(
+                part = secure_record.round_part(
                     record,
                     job_uid=uid,
                     cluster=cluster,
-                    uris=secure_rounds.uris_for(
+                    uris=secure_record.uris_for(
                         runtime.store,
                         namespace=str(obj["metadata"]["namespace"]),
                         job=str(obj["metadata"]["name"]),

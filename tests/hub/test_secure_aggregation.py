@@ -19,7 +19,7 @@ from fl_kube import resources as r
 from fl_kube.waiting import wait_for
 from fl_sandbox.sandbox import Sandbox
 from hub_manager.crd_spec import parse_spec
-from hub_manager.secure_rounds import SecureRecord, SecureUris, round_part, secagg_params
+from hub_manager.secure_record import SecureRecord, SecureUris, round_part, secagg_params
 from tests.hub import helpers as h
 from tests.hub.test_store_access import _keys as _s3_keys
 from tests.s3_server import CREDENTIALS, S3Server, s3_server
@@ -278,7 +278,7 @@ async def test_an_agent_restart_keeps_its_round_secrets(sandbox_factory: Any) ->
 
 @pytest.mark.timeout(60)
 async def test_refused_combinations_name_the_fields(sandbox_factory: Any) -> None:
-    cases = {
+    cases: dict[str, tuple[dict[str, Any], dict[str, Any], list[str]]] = {
         "krum": (
             {"strategy": {"name": "Krum"}},
             {"enabled": True},
