@@ -50,7 +50,11 @@ def public_key_b64(private_key: bytes) -> str:
 def agree(private_key: bytes, public_key_b64: str, *, purpose: bytes, context: bytes) -> bytes:
     """A 32-byte key both ends derive: HKDF-SHA256(X25519(sk, pk)), info = label, purpose,
     context. Symmetric: agree(sk_a, pk_b) == agree(sk_b, pk_a)."""
-    shared = _private(private_key).exchange(_public(public_key_b64))
+    mine, theirs = _private(private_key), _public(public_key_b64)
+    try:
+        shared = mine.exchange(theirs)
+    except ValueError:  # an all-zero shared secret: a low-order public key
+        raise SecAggError("a public key is not usable for key agreement (low order)") from None
     info = _LABEL + purpose + b"\x00" + context
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(shared)
 
