@@ -46,7 +46,7 @@ from fl_core.privacy.secagg.protocol import (
     share_keys,
     unmask,
 )
-from fl_core.privacy.secagg.simulate import Simulation, simulate
+from fl_core.privacy.secagg.simulation import Simulation, simulate
 from fl_core.privacy.secagg.vectors import (
     Layout,
     add_masked,

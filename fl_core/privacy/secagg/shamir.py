@@ -13,7 +13,7 @@ Extra shares beyond t are checked against the polynomial: a corrupted share is a
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from fl_core.privacy.secagg.errors import SecAggError
@@ -107,10 +107,16 @@ def combine(shares: Sequence[Share]) -> bytes:
     if len(shares) < first.threshold:
         raise ShamirError(f"{len(shares)} shares given, {first.threshold} needed")
     basis, extra = shares[: first.threshold], shares[first.threshold :]
-    blocks = [_interpolate([(s.x, s.ys[i]) for s in basis], 0) for i in range(len(first.ys))]
+    xs = [s.x for s in basis]
+    inverse_denominators = _batch_inverse(
+        [_product(xj - xm for m, xm in enumerate(xs) if m != j) for j, xj in enumerate(xs)]
+    )
+    at_zero = _lagrange_weights(xs, inverse_denominators, 0)
+    blocks = [_dot(at_zero, [s.ys[i] for s in basis]) for i in range(len(first.ys))]
     for share in extra:
+        weights = _lagrange_weights(xs, inverse_denominators, share.x)
         for i, y in enumerate(share.ys):
-            if _interpolate([(s.x, s.ys[i]) for s in basis], share.x) != y:
+            if _dot(weights, [s.ys[i] for s in basis]) != y:
                 raise ShamirError(f"share x={share.x} disagrees with the others (corrupted)")
     out = bytearray()
     for i, block in enumerate(blocks):
@@ -141,13 +147,39 @@ def _evaluate(poly: list[int], x: int) -> int:
     return acc
 
 
-def _interpolate(points: list[tuple[int, int]], at: int) -> int:
-    total = 0
-    for j, (xj, yj) in enumerate(points):
-        num, den = 1, 1
-        for m, (xm, _) in enumerate(points):
-            if m != j:
-                num = num * (at - xm) % PRIME
-                den = den * (xj - xm) % PRIME
-        total = (total + yj * num * pow(den, -1, PRIME)) % PRIME
-    return total
+def _product(values: Iterable[int]) -> int:
+    acc = 1
+    for v in values:
+        acc = acc * v % PRIME
+    return acc
+
+
+def _batch_inverse(values: list[int]) -> list[int]:
+    """Modular inverses of all `values` with one exponentiation (Montgomery's trick)."""
+    prefix = [1]
+    for v in values:
+        prefix.append(prefix[-1] * v % PRIME)
+    inverse = pow(prefix[-1], -1, PRIME)
+    out = [0] * len(values)
+    for i in range(len(values) - 1, -1, -1):
+        out[i] = inverse * prefix[i] % PRIME
+        inverse = inverse * values[i] % PRIME
+    return out
+
+
+def _lagrange_weights(xs: list[int], inverse_denominators: list[int], at: int) -> list[int]:
+    """w_j with p(at) = sum_j w_j * p(x_j) for any polynomial p of degree < len(xs)."""
+    diffs = [(at - x) % PRIME for x in xs]
+    prefix, suffix = [1] * (len(xs) + 1), [1] * (len(xs) + 1)
+    for i, d in enumerate(diffs):
+        prefix[i + 1] = prefix[i] * d % PRIME
+    for i in range(len(xs) - 1, -1, -1):
+        suffix[i] = suffix[i + 1] * diffs[i] % PRIME
+    return [
+        prefix[j] * suffix[j + 1] % PRIME * inv % PRIME
+        for j, inv in enumerate(inverse_denominators)
+    ]
+
+
+def _dot(weights: list[int], values: list[int]) -> int:
+    return sum(w * v for w, v in zip(weights, values, strict=True)) % PRIME
