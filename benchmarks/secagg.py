@@ -7,7 +7,8 @@ pairwise masks), and k = min(N - 1, 8) neighbours; for N = 50 also the default
 k = 2 * ceil(log2 N) and full SecAgg (k = N - 1), to show that a client's cost follows k,
 not N. Measured:
 
-- client: seconds per client for each stage (mean over clients), bytes it sends and gets;
+- client: seconds per client for each stage (mean over clients), bytes a surviving client
+  sends and gets (plain FedAvg: P * 4 up);
 - hub: seconds to sum the masked vectors as they arrive and to unmask (rebuild the seeds,
   remove the masks, dequantize, divide, cut into tensors), against our streaming FedAvg
   (`fl_core.strategies` FedAvg: `add` per update, then `result`) on the same updates;
@@ -103,8 +104,14 @@ def _secure(
         "hub_sum_s": sim.hub_seconds["sum"],
         "hub_unmask_s": sim.hub_seconds["unmask"] + finish,
         "hub_s": sim.hub_seconds["sum"] + sim.hub_seconds["unmask"] + finish,
-        "client_bytes_up": sum(sim.bytes_up.values()) / n,
-        "client_bytes_down": sum(sim.bytes_down.values()) / n,
+        # What one surviving client sends and gets, on average.
+        "client_bytes_up": sim.bytes_up["keys"] / n
+        + sim.bytes_up["share_keys"] / n
+        + sim.bytes_up["mask"] / len(alive)
+        + sim.bytes_up["reveal"] / len(sim.revealers),
+        "client_bytes_down": sim.bytes_down["share_keys"] / n
+        + sim.bytes_down["mask"] / len(alive)
+        + sim.bytes_down["reveal"] / len(sim.revealers),
         "hub_bytes_in": sum(sim.bytes_up.values()),
         "plain_hub_bytes_in": len(alive) * PARAMS * 4,
         "models": {name: vectors[name] for name in alive},
@@ -192,7 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(report["rows"]))
     load = report["machine"]["load_average_at_start"][0]
     print(
-        f"\nP = {PARAMS:,} float32 parameters; load average {load:.1f} at start on {os.cpu_count()} CPUs"
+        f"\nP = {PARAMS:,} float32 parameters (plain FedAvg: {PARAMS * 4 / 1e6:.2f} MB up per "
+        f"client); k neighbours, t threshold; load average {load:.1f} at start on "
+        f"{os.cpu_count()} CPUs"
     )
     print(f"written {RESULTS} in {report['seconds_total']} s")
     return 0

@@ -6,9 +6,10 @@
 - Authenticated encryption of share bundles: AES-256-GCM, random 96-bit nonce in front of
   the ciphertext; the associated data binds the round context, sender and receiver, so a
   bundle replayed to another client, round or job fails to decrypt.
-- The mask generator: AES-256-CTR keystream of a 32-byte seed (zero IV: every seed is used
-  for one vector only), viewed as unsigned integers. About 5 GB/s with AES-NI: 1M uint32
-  cost under a millisecond. `accumulate_masks` adds and subtracts many streams into one
+- The mask generator: AES-128-CTR keystream of a 32-byte seed (key: its first half,
+  initial counter block: its second half; every seed is used for one vector only), viewed
+  as unsigned integers. AES-128 matches the 128-bit security level of X25519, and is a
+  quarter faster than AES-256: about 6 GB/s with AES-NI, 1M uint32 in under a millisecond. `accumulate_masks` adds and subtracts many streams into one
   vector in cache-sized chunks, so the hub never holds a mask the model's size.
 """
 
@@ -120,7 +121,7 @@ def accumulate_masks(
 def _keystream(seed: bytes) -> Any:
     if len(seed) != KEY_BYTES:
         raise SecAggError(f"a mask seed is {KEY_BYTES} bytes, not {len(seed)}")
-    return Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor()
+    return Cipher(algorithms.AES(seed[:16]), modes.CTR(seed[16:])).encryptor()
 
 
 def _private(raw: bytes) -> X25519PrivateKey:
