@@ -9,7 +9,8 @@ Changes from the first proposal of this API:
 - Each client keeps one share of its own secrets: `share_keys` returns a bundle for `me` too
   (forward it like the others), so shares = num_shares + 1 and 1 <= threshold <=
   num_shares + 1; with num_shares = N - 1, up to N - threshold clients may drop.
-- `mask` takes a keyword `rng` (stochastic quantization; default OS-seeded).
+- `mask` takes a keyword `rng` (stochastic quantization); by default the rounding is drawn
+  from the client's secrets, so masking the same update again gives the same bytes.
 - `shared` (for `mask`) is the set of *my neighbours* that completed key sharing.
 
 Client (agent), per round, with `ctx = round_context(job_uid, round)`:

@@ -56,8 +56,13 @@ def agree(private_key: bytes, public_key_b64: str, *, purpose: bytes, context: b
         shared = mine.exchange(theirs)
     except ValueError:  # an all-zero shared secret: a low-order public key
         raise SecAggError("a public key is not usable for key agreement (low order)") from None
+    return derive(shared, purpose=purpose, context=context)
+
+
+def derive(seed: bytes, *, purpose: bytes, context: bytes) -> bytes:
+    """A 32-byte key for one purpose from a secret seed: HKDF-SHA256, as `agree`."""
     info = _LABEL + purpose + b"\x00" + context
-    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(shared)
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(seed)
 
 
 def encrypt(key: bytes, plaintext: bytes, associated_data: bytes) -> bytes:

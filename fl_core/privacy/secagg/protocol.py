@@ -48,6 +48,7 @@ from fl_core.privacy.secagg.quantize import dequantize_sum, quantize
 _SECRETS_MAGIC = b"fl-secagg-secrets-v1\x00"
 _SHARE_PURPOSE = b"share-encryption"
 _MASK_PURPOSE = b"pairwise-mask"
+_QUANTIZATION_PURPOSE = b"quantization"
 
 
 def round_context(job_uid: str, round_number: int) -> bytes:
@@ -221,7 +222,8 @@ def mask(
     vector: the flat float update (`flatten`); weight: its example count, in
     (0, params.max_weight]; shared: those of my neighbours that completed key sharing (the
     hub says which; each needs its keys in `neighbour_keys`). Quantization is stochastic,
-    from `rng` (default: a generator seeded by the OS)."""
+    from `rng`; by default from a generator seeded by the secrets and context, so the same
+    call gives the same bytes (a restarted client may mask again safely)."""
     values = np.asarray(vector)
     if values.ndim != 1 or values.dtype.kind != "f":
         raise SecAggError(
@@ -241,7 +243,7 @@ def mask(
         scaled,
         clipping_range=params.clipping_range,
         quantization_range=params.quantization_range,
-        rng=rng if rng is not None else np.random.default_rng(),
+        rng=rng if rng is not None else _quantization_rng(secrets, context),
     )
     out = quantized.astype(params.dtype)
     add: list[bytes] = [secrets.b]
@@ -252,6 +254,14 @@ def mask(
     crypto.accumulate_masks(out, add=add, subtract=subtract)
     _reduce(out, params)
     return out
+
+
+def _quantization_rng(secrets: ClientSecrets, context: bytes) -> np.random.Generator:
+    """The rounding noise, drawn from the client's secret seed: a restarted client that masks
+    the same update again sends the same bytes (two different roundings of one update
+    would tell the hub where they differ, hence something of the update's low bits)."""
+    seed = crypto.derive(secrets.b, purpose=_QUANTIZATION_PURPOSE, context=context)
+    return np.random.default_rng(np.frombuffer(seed, dtype=np.uint32))
 
 
 def pairwise_seed(me: str, s_sk: bytes, other: str, other_s_pk: str, context: bytes) -> bytes:
