@@ -46,6 +46,17 @@ def test_encryption_rejects_tampering_and_any_other_binding() -> None:
         crypto.decrypt(key, sealed[:20], aad)
 
 
+def test_encryption_is_repeatable_and_nonces_follow_the_message() -> None:
+    key = bytes(range(32))
+    aad = crypto.associated_data(b"c", "a", "b")
+    sealed = crypto.encrypt(key, b"bundle", aad)
+    assert crypto.encrypt(key, b"bundle", aad) == sealed
+    nonce = sealed[: crypto.NONCE_BYTES]
+    assert crypto.encrypt(key, b"bundlf", aad)[: crypto.NONCE_BYTES] != nonce
+    other_aad = crypto.associated_data(b"c", "a", "c")
+    assert crypto.encrypt(key, b"bundle", other_aad)[: crypto.NONCE_BYTES] != nonce
+
+
 def test_associated_data_is_unambiguous() -> None:
     assert crypto.associated_data(b"c", "ab", "c") != crypto.associated_data(b"c", "a", "bc")
 

@@ -315,12 +315,14 @@ def test_params_round_trip_and_limits() -> None:
         rnd.unmask(rnd.names)
 
 
-def test_masking_again_after_a_restart_gives_the_same_bytes() -> None:
+def test_sharing_and_masking_again_after_a_restart_give_the_same_bytes() -> None:
     params = SecAggParams(threshold=2, num_shares=2, max_weight=10.0)
     secrets = ClientSecrets.generate()
     keys = {"b": ClientSecrets.generate().public_keys()}
     update = np.random.default_rng(0).standard_normal(10_000).astype(np.float32)
     restarted = ClientSecrets.from_bytes(secrets.to_bytes())
+    bundles = share_keys("a", secrets, params, keys, CTX)
+    assert share_keys("a", restarted, params, keys, CTX) == bundles
     first = mask("a", secrets, params, update, 3.0, keys, ["b"], CTX)
     again = mask("a", restarted, params, update, 3.0, keys, ["b"], CTX)
     assert encode_masked(first) == encode_masked(again)

@@ -82,6 +82,17 @@ def test_a_corrupted_share_is_an_error_not_a_wrong_secret() -> None:
     assert isinstance(ShamirError("x"), SecAggError)
 
 
+def test_a_seeded_split_is_repeatable_and_still_a_sharing() -> None:
+    seed = bytes(range(32))
+    first, again = split(b"secret" * 20, 5, 3, seed=seed), split(b"secret" * 20, 5, 3, seed=seed)
+    assert first == again
+    other = split(b"secret" * 20, 5, 3, seed=b"\x01" * 32)
+    assert first[0].ys != other[0].ys
+    assert combine([first[0], first[2], first[4]]) == b"secret" * 20
+    with pytest.raises(ShamirError, match="at least 32 bytes"):
+        split(b"s", 2, 2, seed=b"short")
+
+
 def test_split_arguments_are_checked() -> None:
     with pytest.raises(ShamirError, match="need 1 <= t <= n"):
         split(b"s", 2, 3)

@@ -3,8 +3,8 @@
 - X25519 key pairs; a private key travels as its 32 raw bytes, a public key as base64.
 - Key agreement: X25519 then HKDF-SHA256 to 32 bytes, with a purpose label and the round's
   context in the HKDF info, so a key for one purpose or round is useless for another.
-- Authenticated encryption of share bundles: AES-256-GCM, random 96-bit nonce in front of
-  the ciphertext; the associated data binds the round context, sender and receiver, so a
+- Authenticated encryption of share bundles: AES-256-GCM, a synthetic 96-bit nonce in front
+  of the ciphertext (`encrypt`); the associated data binds the round context, sender and receiver, so a
   bundle replayed to another client, round or job fails to decrypt.
 - The mask generator: AES-128-CTR keystream of a 32-byte seed (key: its first half,
   initial counter block: its second half; every seed is used for one vector only), viewed
@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
+import hashlib
+import hmac
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,8 +67,17 @@ def derive(seed: bytes, *, purpose: bytes, context: bytes) -> bytes:
 
 
 def encrypt(key: bytes, plaintext: bytes, associated_data: bytes) -> bytes:
-    """nonce || AES-256-GCM(plaintext), authenticating `associated_data` too."""
-    nonce = os.urandom(NONCE_BYTES)
+    """nonce || AES-256-GCM(plaintext), authenticating `associated_data` too.
+
+    The nonce is synthetic: HMAC-SHA256 (under a key derived from `key`) of the associated
+    data and the plaintext. Encrypting the same message twice gives the same bytes (a
+    restarted client resends what it sent); two different messages get different nonces
+    (a collision needs 2**48 messages under one key), which GCM needs."""
+    mac_key = derive(key, purpose=b"synthetic-nonce", context=b"")
+    digest = hmac.new(mac_key, len(associated_data).to_bytes(8, "big"), hashlib.sha256)
+    digest.update(associated_data)
+    digest.update(plaintext)
+    nonce = digest.digest()[:NONCE_BYTES]
     return nonce + AESGCM(key).encrypt(nonce, plaintext, associated_data)
 
 

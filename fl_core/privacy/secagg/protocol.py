@@ -184,7 +184,8 @@ def share_keys(
     `me` (a client keeps one share of its own secrets, forwarded like the others).
 
     The secrets are split into len(neighbours) + 1 shares with threshold t; fewer holders
-    than t is an error (the client could never be unmasked)."""
+    than t is an error (the client could never be unmasked). Deterministic: the same call
+    gives the same bytes."""
     holders = sorted(set(neighbour_keys) | {me})
     if len(holders) < params.threshold:
         raise SecAggError(
@@ -193,8 +194,22 @@ def share_keys(
         )
     keys = dict(neighbour_keys)
     keys[me] = secrets.public_keys()
-    b_shares = shamir.split(secrets.b, len(holders), params.threshold)
-    s_shares = shamir.split(secrets.s_sk, len(holders), params.threshold)
+    # Coefficients from the client's secrets: the same call gives the same bundles, so a
+    # restarted client resends what it sent (two sharings would not combine).
+    material = secrets.c_sk + secrets.s_sk + secrets.b
+    scope = context + b"\x00" + "\x00".join(holders).encode()
+    b_shares = shamir.split(
+        secrets.b,
+        len(holders),
+        params.threshold,
+        seed=crypto.derive(material, purpose=b"share-b", context=scope),
+    )
+    s_shares = shamir.split(
+        secrets.s_sk,
+        len(holders),
+        params.threshold,
+        seed=crypto.derive(material, purpose=b"share-s", context=scope),
+    )
     out: dict[str, bytes] = {}
     for holder, b_share, s_share in zip(holders, b_shares, s_shares, strict=True):
         bundle = _Bundle(me, holder, b_share.to_bytes(), s_share.to_bytes())

@@ -12,8 +12,9 @@ Extra shares beyond t are checked against the polynomial: a corrupted share is a
 
 from __future__ import annotations
 
+import hashlib
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from fl_core.privacy.secagg.errors import SecAggError
@@ -70,8 +71,12 @@ class Share:
         return share
 
 
-def split(secret: bytes, n: int, t: int) -> list[Share]:
-    """n shares of `secret` at x = 1..n, any t of which give it back."""
+def split(secret: bytes, n: int, t: int, *, seed: bytes | None = None) -> list[Share]:
+    """n shares of `secret` at x = 1..n, any t of which give it back.
+
+    The polynomials' random coefficients come from the OS, or, given a secret `seed` (at
+    least 32 bytes, unknown to the share holders), from SHAKE256(seed): the same call then
+    gives the same shares, which lets a restarted client send again what it sent before."""
     if not 1 <= t <= n <= MAX_SHARES:
         raise ShamirError(f"cannot split into n={n} shares with threshold t={t}: need 1 <= t <= n")
     if len(secret) > MAX_SECRET:
@@ -80,7 +85,8 @@ def split(secret: bytes, n: int, t: int) -> list[Share]:
         int.from_bytes(secret[i : i + _BLOCK], "big")
         for i in range(0, _blocks(len(secret)) * _BLOCK, _BLOCK)
     ]
-    polys = [[block] + [secrets.randbelow(PRIME) for _ in range(t - 1)] for block in blocks]
+    draw = _coefficients(seed, len(blocks) * (t - 1))
+    polys = [[block] + [next(draw) for _ in range(t - 1)] for block in blocks]
     return [
         Share(x=x, threshold=t, length=len(secret), ys=tuple(_evaluate(p, x) for p in polys))
         for x in range(1, n + 1)
@@ -125,6 +131,16 @@ def combine(shares: Sequence[Share]) -> bytes:
             raise ShamirError("the shares do not give a secret of the declared length (corrupted)")
         out += block.to_bytes(size, "big")
     return bytes(out)
+
+
+def _coefficients(seed: bytes | None, count: int) -> Iterator[int]:
+    if seed is None:
+        return (secrets.randbelow(PRIME) for _ in range(count))
+    if len(seed) < 32:
+        raise ShamirError(f"a coefficient seed is at least 32 bytes, not {len(seed)}")
+    # 82 bytes per coefficient: 656 bits reduced mod a 521-bit prime, bias below 2**-130.
+    stream = hashlib.shake_256(b"shamir-coefficients\x00" + seed).digest(82 * count)
+    return (int.from_bytes(stream[i * 82 : (i + 1) * 82], "big") % PRIME for i in range(count))
 
 
 def _blocks(length: int) -> int:
