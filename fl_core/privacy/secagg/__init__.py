@@ -12,6 +12,11 @@ Changes from the first proposal of this API:
 - `mask` takes a keyword `rng` (stochastic quantization); by default the rounding is drawn
   from the client's secrets, so masking the same update again gives the same bytes.
 - `shared` (for `mask`) is the set of *my neighbours* that completed key sharing.
+- `share_keys`, `mask` and `reveal` are deterministic given the same secrets and inputs: a
+  restarted agent that kept its `ClientSecrets` may redo a stage and send the same bytes.
+  `reveal` must still be asked only one (survivors, dropped) split per round: an agent
+  should keep the first split it answered and refuse another (the function cannot know).
+- `unmask` reduces and unmasks `masked_sum` in place (no second model-sized buffer).
 
 Client (agent), per round, with `ctx = round_context(job_uid, round)`:
 
