@@ -31,6 +31,7 @@ from fl_core.privacy.secagg import (
 )
 from fl_core.privacy.secagg.crypto import mask_stream
 from fl_core.privacy.secagg.quantize import dequantize_sum, quantize, step
+from fl_core.privacy.secagg.shamir import split
 from fl_core.strategies import make_strategy
 from tests.core.uniformity import byte_uniformity
 
@@ -205,6 +206,36 @@ def test_too_few_revealers_is_an_error_naming_who_is_short() -> None:
     assert "too few shares to unmask" in message
     assert "cluster00 (3 of 4)" in message
     assert "cluster05 (3 of 4)" in message
+
+
+def test_a_wrong_share_is_named_not_unmasked_into_a_wrong_sum() -> None:
+    params = SecAggParams(threshold=2, num_shares=3)
+    rnd = Round(4, params)
+    rnd.weights = dict.fromkeys(rnd.names, 1.0)
+    survivors, gone = rnd.names[1:], rnd.names[0]
+    rnd.mask(survivors)
+    acc = new_sum(params, P + 1)
+    for name in survivors:
+        add_masked(acc, rnd.masked[name])
+    revealed = {
+        name: reveal(
+            name, rnd.secrets[name], rnd.inbox[name], survivors, [gone], rnd._keys(name), CTX
+        )
+        for name in survivors[:2]
+    }
+    # The revealers lie about the dropped client's key shares, consistently (a sharing of
+    # another key): the rebuilt key does not match the public key.
+    forged = split(bytes(range(32)), 4, 2)
+    lying = {
+        name: {**answer, gone: forged[i].to_bytes()}
+        for i, (name, answer) in enumerate(revealed.items())
+    }
+    with pytest.raises(SecAggError, match=f"masking key of {gone} does not match its public key"):
+        unmask(params, acc.copy(), lying, survivors, [gone], rnd.keys, rnd.graph, CTX)
+    garbled = {**revealed, survivors[1]: {**revealed[survivors[1]], gone: b"\x07junk"}}
+    with pytest.raises(SecAggError, match=f"the share of {gone} from {survivors[1]}: not a Shamir"):
+        unmask(params, acc.copy(), garbled, survivors, [gone], rnd.keys, rnd.graph, CTX)
+    unmask(params, acc, revealed, survivors, [gone], rnd.keys, rnd.graph, CTX)
 
 
 def test_a_single_masked_vector_looks_uniform() -> None:

@@ -361,7 +361,10 @@ def unmask(
     for revealer in sorted(revealed):
         for owner, data in revealed[revealer].items():
             if owner in shares:
-                shares[owner].append(shamir.Share.from_bytes(data))
+                try:
+                    shares[owner].append(shamir.Share.from_bytes(data))
+                except SecAggError as exc:
+                    raise SecAggError(f"the share of {owner} from {revealer}: {exc}") from None
     short = sorted(
         f"{owner} ({len(found)} of {params.threshold})"
         for owner, found in shares.items()
@@ -378,7 +381,14 @@ def unmask(
         subtract.append(_combine(owner, "b", shares[owner]))
     for owner in sorted(gone):
         s_sk = _combine(owner, "s_sk", shares[owner])
+        if owner not in public_keys or crypto.public_key_b64(s_sk) != public_keys[owner].s_pk:
+            raise SecAggError(
+                f"the rebuilt masking key of {owner} does not match its public key "
+                f"(a revealer sent a wrong share, or the public keys are not this round's)"
+            )
         for other in sorted(set(neighbours.get(owner, ())) & alive):
+            if other not in public_keys:
+                raise SecAggError(f"no public keys for {other}, a survivor next to {owner}")
             seed = pairwise_seed(owner, s_sk, other, public_keys[other].s_pk, context)
             # `other` added +seed if other < owner, else -seed: take the same off.
             (subtract if other < owner else add).append(seed)
