@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fl_contract.weights import describe
 from fl_core.privacy.secagg import (
@@ -191,6 +193,43 @@ def test_secagg_plus_graph_with_dropouts_and_silent_revealers() -> None:
     assert np.abs(sim.weighted_sum - want).max() <= bound
     assert abs(sim.total_weight - sum(weights[a] for a in alive)) <= bound
     assert sim.dropped == tuple(gone)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_dropout_pattern_gives_the_exact_sum_or_names_who_is_short(
+    data: st.DataObject,
+) -> None:
+    """Random graphs, thresholds, dropouts before masking and silent revealers: the sum is
+    exact whenever every survivor and every dropped client keeps t shareholders among the
+    revealers (itself counting for a survivor), and otherwise the error names exactly those
+    who are short."""
+    n = data.draw(st.integers(2, 7), label="n")
+    k = data.draw(st.integers(1, n - 1), label="k")
+    t = data.draw(st.integers(1, k + 1), label="t")
+    params = SecAggParams(threshold=t, num_shares=k, max_weight=100.0)
+    rnd = Round(n, params, seed=n * 100 + k * 10 + t)
+    survivors = data.draw(
+        st.lists(st.sampled_from(rnd.names), min_size=1, unique=True).map(sorted), label="alive"
+    )
+    revealers = data.draw(
+        st.lists(st.sampled_from(survivors), unique=True).map(sorted), label="revealers"
+    )
+    rnd.mask(survivors)
+    holders = {
+        u: ({u} | set(rnd.graph[u])) if u in survivors else set(rnd.graph[u]) for u in rnd.names
+    }
+    short = sorted(u for u in rnd.names if len(holders[u] & set(revealers)) < t)
+    if short:
+        with pytest.raises(SecAggError, match="too few shares to unmask") as info:
+            rnd.unmask(revealers)
+        named = sorted(part.split(" (")[0] for part in str(info.value).split(": ")[1].split(", "))
+        assert named == short
+    else:
+        weighted, weight = rnd.unmask(revealers)
+        reference = rnd.reference(survivors)
+        assert np.array_equal(weighted, reference[:-1])
+        assert weight == reference[-1]
 
 
 def test_too_few_revealers_is_an_error_naming_who_is_short() -> None:
