@@ -9,8 +9,14 @@ Changes from the first proposal of this API:
 - Each client keeps one share of its own secrets: `share_keys` returns a bundle for `me` too
   (forward it like the others), so shares = num_shares + 1 and 1 <= threshold <=
   num_shares + 1; with num_shares = N - 1, up to N - threshold clients may drop.
-- `mask` takes a keyword `rng` (stochastic quantization; default OS-seeded).
+- `mask` takes a keyword `rng` (stochastic quantization); by default the rounding is drawn
+  from the client's secrets, so masking the same update again gives the same bytes.
 - `shared` (for `mask`) is the set of *my neighbours* that completed key sharing.
+- `share_keys`, `mask` and `reveal` are deterministic given the same secrets and inputs: a
+  restarted agent that kept its `ClientSecrets` may redo a stage and send the same bytes.
+  `reveal` must still be asked only one (survivors, dropped) split per round: an agent
+  should keep the first split it answered and refuse another (the function cannot know).
+- `unmask` reduces and unmasks `masked_sum` in place (no second model-sized buffer).
 
 Client (agent), per round, with `ctx = round_context(job_uid, round)`:
 
@@ -46,7 +52,7 @@ from fl_core.privacy.secagg.protocol import (
     share_keys,
     unmask,
 )
-from fl_core.privacy.secagg.simulate import Simulation, simulate
+from fl_core.privacy.secagg.simulation import Simulation, simulate
 from fl_core.privacy.secagg.vectors import (
     Layout,
     add_masked,

@@ -3,12 +3,13 @@
 - X25519 key pairs; a private key travels as its 32 raw bytes, a public key as base64.
 - Key agreement: X25519 then HKDF-SHA256 to 32 bytes, with a purpose label and the round's
   context in the HKDF info, so a key for one purpose or round is useless for another.
-- Authenticated encryption of share bundles: AES-256-GCM, random 96-bit nonce in front of
-  the ciphertext; the associated data binds the round context, sender and receiver, so a
+- Authenticated encryption of share bundles: AES-256-GCM, a synthetic 96-bit nonce in front
+  of the ciphertext (`encrypt`); the associated data binds the round context, sender and receiver, so a
   bundle replayed to another client, round or job fails to decrypt.
-- The mask generator: AES-256-CTR keystream of a 32-byte seed (zero IV: every seed is used
-  for one vector only), viewed as unsigned integers. About 5 GB/s with AES-NI: 1M uint32
-  cost under a millisecond. `accumulate_masks` adds and subtracts many streams into one
+- The mask generator: AES-128-CTR keystream of a 32-byte seed (key: its first half,
+  initial counter block: its second half; every seed is used for one vector only), viewed
+  as unsigned integers. AES-128 matches the 128-bit security level of X25519, and is a
+  quarter faster than AES-256: about 6 GB/s with AES-NI, 1M uint32 in under a millisecond. `accumulate_masks` adds and subtracts many streams into one
   vector in cache-sized chunks, so the hub never holds a mask the model's size.
 """
 
@@ -16,7 +17,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
+import hashlib
+import hmac
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,14 +52,32 @@ def public_key_b64(private_key: bytes) -> str:
 def agree(private_key: bytes, public_key_b64: str, *, purpose: bytes, context: bytes) -> bytes:
     """A 32-byte key both ends derive: HKDF-SHA256(X25519(sk, pk)), info = label, purpose,
     context. Symmetric: agree(sk_a, pk_b) == agree(sk_b, pk_a)."""
-    shared = _private(private_key).exchange(_public(public_key_b64))
+    mine, theirs = _private(private_key), _public(public_key_b64)
+    try:
+        shared = mine.exchange(theirs)
+    except ValueError:  # an all-zero shared secret: a low-order public key
+        raise SecAggError("a public key is not usable for key agreement (low order)") from None
+    return derive(shared, purpose=purpose, context=context)
+
+
+def derive(seed: bytes, *, purpose: bytes, context: bytes) -> bytes:
+    """A 32-byte key for one purpose from a secret seed: HKDF-SHA256, as `agree`."""
     info = _LABEL + purpose + b"\x00" + context
-    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(shared)
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(seed)
 
 
 def encrypt(key: bytes, plaintext: bytes, associated_data: bytes) -> bytes:
-    """nonce || AES-256-GCM(plaintext), authenticating `associated_data` too."""
-    nonce = os.urandom(NONCE_BYTES)
+    """nonce || AES-256-GCM(plaintext), authenticating `associated_data` too.
+
+    The nonce is synthetic: HMAC-SHA256 (under a key derived from `key`) of the associated
+    data and the plaintext. Encrypting the same message twice gives the same bytes (a
+    restarted client resends what it sent); two different messages get different nonces
+    (a collision needs 2**48 messages under one key), which GCM needs."""
+    mac_key = derive(key, purpose=b"synthetic-nonce", context=b"")
+    digest = hmac.new(mac_key, len(associated_data).to_bytes(8, "big"), hashlib.sha256)
+    digest.update(associated_data)
+    digest.update(plaintext)
+    nonce = digest.digest()[:NONCE_BYTES]
     return nonce + AESGCM(key).encrypt(nonce, plaintext, associated_data)
 
 
@@ -116,7 +136,7 @@ def accumulate_masks(
 def _keystream(seed: bytes) -> Any:
     if len(seed) != KEY_BYTES:
         raise SecAggError(f"a mask seed is {KEY_BYTES} bytes, not {len(seed)}")
-    return Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor()
+    return Cipher(algorithms.AES(seed[:16]), modes.CTR(seed[16:])).encryptor()
 
 
 def _private(raw: bytes) -> X25519PrivateKey:

@@ -48,6 +48,7 @@ from fl_core.privacy.secagg.quantize import dequantize_sum, quantize
 _SECRETS_MAGIC = b"fl-secagg-secrets-v1\x00"
 _SHARE_PURPOSE = b"share-encryption"
 _MASK_PURPOSE = b"pairwise-mask"
+_QUANTIZATION_PURPOSE = b"quantization"
 
 
 def round_context(job_uid: str, round_number: int) -> bytes:
@@ -183,7 +184,8 @@ def share_keys(
     `me` (a client keeps one share of its own secrets, forwarded like the others).
 
     The secrets are split into len(neighbours) + 1 shares with threshold t; fewer holders
-    than t is an error (the client could never be unmasked)."""
+    than t is an error (the client could never be unmasked). Deterministic: the same call
+    gives the same bytes."""
     holders = sorted(set(neighbour_keys) | {me})
     if len(holders) < params.threshold:
         raise SecAggError(
@@ -192,8 +194,22 @@ def share_keys(
         )
     keys = dict(neighbour_keys)
     keys[me] = secrets.public_keys()
-    b_shares = shamir.split(secrets.b, len(holders), params.threshold)
-    s_shares = shamir.split(secrets.s_sk, len(holders), params.threshold)
+    # Coefficients from the client's secrets: the same call gives the same bundles, so a
+    # restarted client resends what it sent (two sharings would not combine).
+    material = secrets.c_sk + secrets.s_sk + secrets.b
+    scope = context + b"\x00" + "\x00".join(holders).encode()
+    b_shares = shamir.split(
+        secrets.b,
+        len(holders),
+        params.threshold,
+        seed=crypto.derive(material, purpose=b"share-b", context=scope),
+    )
+    s_shares = shamir.split(
+        secrets.s_sk,
+        len(holders),
+        params.threshold,
+        seed=crypto.derive(material, purpose=b"share-s", context=scope),
+    )
     out: dict[str, bytes] = {}
     for holder, b_share, s_share in zip(holders, b_shares, s_shares, strict=True):
         bundle = _Bundle(me, holder, b_share.to_bytes(), s_share.to_bytes())
@@ -221,7 +237,8 @@ def mask(
     vector: the flat float update (`flatten`); weight: its example count, in
     (0, params.max_weight]; shared: those of my neighbours that completed key sharing (the
     hub says which; each needs its keys in `neighbour_keys`). Quantization is stochastic,
-    from `rng` (default: a generator seeded by the OS)."""
+    from `rng`; by default from a generator seeded by the secrets and context, so the same
+    call gives the same bytes (a restarted client may mask again safely)."""
     values = np.asarray(vector)
     if values.ndim != 1 or values.dtype.kind != "f":
         raise SecAggError(
@@ -241,7 +258,7 @@ def mask(
         scaled,
         clipping_range=params.clipping_range,
         quantization_range=params.quantization_range,
-        rng=rng if rng is not None else np.random.default_rng(),
+        rng=rng if rng is not None else _quantization_rng(secrets, context),
     )
     out = quantized.astype(params.dtype)
     add: list[bytes] = [secrets.b]
@@ -252,6 +269,14 @@ def mask(
     crypto.accumulate_masks(out, add=add, subtract=subtract)
     _reduce(out, params)
     return out
+
+
+def _quantization_rng(secrets: ClientSecrets, context: bytes) -> np.random.Generator:
+    """The rounding noise, drawn from the client's secret seed: a restarted client that masks
+    the same update again sends the same bytes (two different roundings of one update
+    would tell the hub where they differ, hence something of the update's low bits)."""
+    seed = crypto.derive(secrets.b, purpose=_QUANTIZATION_PURPOSE, context=context)
+    return np.random.default_rng(np.frombuffer(seed, dtype=np.uint32))
 
 
 def pairwise_seed(me: str, s_sk: bytes, other: str, other_s_pk: str, context: bytes) -> bytes:
@@ -336,7 +361,10 @@ def unmask(
     for revealer in sorted(revealed):
         for owner, data in revealed[revealer].items():
             if owner in shares:
-                shares[owner].append(shamir.Share.from_bytes(data))
+                try:
+                    shares[owner].append(shamir.Share.from_bytes(data))
+                except SecAggError as exc:
+                    raise SecAggError(f"the share of {owner} from {revealer}: {exc}") from None
     short = sorted(
         f"{owner} ({len(found)} of {params.threshold})"
         for owner, found in shares.items()
@@ -353,7 +381,14 @@ def unmask(
         subtract.append(_combine(owner, "b", shares[owner]))
     for owner in sorted(gone):
         s_sk = _combine(owner, "s_sk", shares[owner])
+        if owner not in public_keys or crypto.public_key_b64(s_sk) != public_keys[owner].s_pk:
+            raise SecAggError(
+                f"the rebuilt masking key of {owner} does not match its public key "
+                f"(a revealer sent a wrong share, or the public keys are not this round's)"
+            )
         for other in sorted(set(neighbours.get(owner, ())) & alive):
+            if other not in public_keys:
+                raise SecAggError(f"no public keys for {other}, a survivor next to {owner}")
             seed = pairwise_seed(owner, s_sk, other, public_keys[other].s_pk, context)
             # `other` added +seed if other < owner, else -seed: take the same off.
             (subtract if other < owner else add).append(seed)

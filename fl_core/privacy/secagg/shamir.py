@@ -12,8 +12,9 @@ Extra shares beyond t are checked against the polynomial: a corrupted share is a
 
 from __future__ import annotations
 
+import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from fl_core.privacy.secagg.errors import SecAggError
@@ -70,8 +71,12 @@ class Share:
         return share
 
 
-def split(secret: bytes, n: int, t: int) -> list[Share]:
-    """n shares of `secret` at x = 1..n, any t of which give it back."""
+def split(secret: bytes, n: int, t: int, *, seed: bytes | None = None) -> list[Share]:
+    """n shares of `secret` at x = 1..n, any t of which give it back.
+
+    The polynomials' random coefficients come from the OS, or, given a secret `seed` (at
+    least 32 bytes, unknown to the share holders), from SHAKE256(seed): the same call then
+    gives the same shares, which lets a restarted client send again what it sent before."""
     if not 1 <= t <= n <= MAX_SHARES:
         raise ShamirError(f"cannot split into n={n} shares with threshold t={t}: need 1 <= t <= n")
     if len(secret) > MAX_SECRET:
@@ -80,7 +85,8 @@ def split(secret: bytes, n: int, t: int) -> list[Share]:
         int.from_bytes(secret[i : i + _BLOCK], "big")
         for i in range(0, _blocks(len(secret)) * _BLOCK, _BLOCK)
     ]
-    polys = [[block] + [secrets.randbelow(PRIME) for _ in range(t - 1)] for block in blocks]
+    draw = _coefficients(seed, len(blocks) * (t - 1))
+    polys = [[block] + [next(draw) for _ in range(t - 1)] for block in blocks]
     return [
         Share(x=x, threshold=t, length=len(secret), ys=tuple(_evaluate(p, x) for p in polys))
         for x in range(1, n + 1)
@@ -107,10 +113,16 @@ def combine(shares: Sequence[Share]) -> bytes:
     if len(shares) < first.threshold:
         raise ShamirError(f"{len(shares)} shares given, {first.threshold} needed")
     basis, extra = shares[: first.threshold], shares[first.threshold :]
-    blocks = [_interpolate([(s.x, s.ys[i]) for s in basis], 0) for i in range(len(first.ys))]
+    xs = [s.x for s in basis]
+    inverse_denominators = _batch_inverse(
+        [_product(xj - xm for m, xm in enumerate(xs) if m != j) for j, xj in enumerate(xs)]
+    )
+    at_zero = _lagrange_weights(xs, inverse_denominators, 0)
+    blocks = [_dot(at_zero, [s.ys[i] for s in basis]) for i in range(len(first.ys))]
     for share in extra:
+        weights = _lagrange_weights(xs, inverse_denominators, share.x)
         for i, y in enumerate(share.ys):
-            if _interpolate([(s.x, s.ys[i]) for s in basis], share.x) != y:
+            if _dot(weights, [s.ys[i] for s in basis]) != y:
                 raise ShamirError(f"share x={share.x} disagrees with the others (corrupted)")
     out = bytearray()
     for i, block in enumerate(blocks):
@@ -119,6 +131,16 @@ def combine(shares: Sequence[Share]) -> bytes:
             raise ShamirError("the shares do not give a secret of the declared length (corrupted)")
         out += block.to_bytes(size, "big")
     return bytes(out)
+
+
+def _coefficients(seed: bytes | None, count: int) -> Iterator[int]:
+    if seed is None:
+        return (secrets.randbelow(PRIME) for _ in range(count))
+    if len(seed) < 32:
+        raise ShamirError(f"a coefficient seed is at least 32 bytes, not {len(seed)}")
+    # 82 bytes per coefficient: 656 bits reduced mod a 521-bit prime, bias below 2**-130.
+    stream = hashlib.shake_256(b"shamir-coefficients\x00" + seed).digest(82 * count)
+    return (int.from_bytes(stream[i * 82 : (i + 1) * 82], "big") % PRIME for i in range(count))
 
 
 def _blocks(length: int) -> int:
@@ -141,13 +163,39 @@ def _evaluate(poly: list[int], x: int) -> int:
     return acc
 
 
-def _interpolate(points: list[tuple[int, int]], at: int) -> int:
-    total = 0
-    for j, (xj, yj) in enumerate(points):
-        num, den = 1, 1
-        for m, (xm, _) in enumerate(points):
-            if m != j:
-                num = num * (at - xm) % PRIME
-                den = den * (xj - xm) % PRIME
-        total = (total + yj * num * pow(den, -1, PRIME)) % PRIME
-    return total
+def _product(values: Iterable[int]) -> int:
+    acc = 1
+    for v in values:
+        acc = acc * v % PRIME
+    return acc
+
+
+def _batch_inverse(values: list[int]) -> list[int]:
+    """Modular inverses of all `values` with one exponentiation (Montgomery's trick)."""
+    prefix = [1]
+    for v in values:
+        prefix.append(prefix[-1] * v % PRIME)
+    inverse = pow(prefix[-1], -1, PRIME)
+    out = [0] * len(values)
+    for i in range(len(values) - 1, -1, -1):
+        out[i] = inverse * prefix[i] % PRIME
+        inverse = inverse * values[i] % PRIME
+    return out
+
+
+def _lagrange_weights(xs: list[int], inverse_denominators: list[int], at: int) -> list[int]:
+    """w_j with p(at) = sum_j w_j * p(x_j) for any polynomial p of degree < len(xs)."""
+    diffs = [(at - x) % PRIME for x in xs]
+    prefix, suffix = [1] * (len(xs) + 1), [1] * (len(xs) + 1)
+    for i, d in enumerate(diffs):
+        prefix[i + 1] = prefix[i] * d % PRIME
+    for i in range(len(xs) - 1, -1, -1):
+        suffix[i] = suffix[i + 1] * diffs[i] % PRIME
+    return [
+        prefix[j] * suffix[j + 1] % PRIME * inv % PRIME
+        for j, inv in enumerate(inverse_denominators)
+    ]
+
+
+def _dot(weights: list[int], values: list[int]) -> int:
+    return sum(w * v for w, v in zip(weights, values, strict=True)) % PRIME

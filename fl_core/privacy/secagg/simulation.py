@@ -7,6 +7,7 @@ round moves, and each stage is timed per client and at the hub.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ class Simulation:
     """stage -> bytes all clients sent to the hub."""
     bytes_down: dict[str, int] = field(default_factory=dict)
     """stage -> bytes the hub sent to all clients."""
+    revealers: tuple[str, ...] = ()
 
 
 def simulate(
@@ -79,14 +81,14 @@ def simulate(
         secrets[name] = ClientSecrets.generate()
         public[name] = PublicKeys.from_json(secrets[name].public_keys().to_json())
         clock["keys"][name] = time.perf_counter() - start
-    up["keys"] = sum(len(str(p.to_json())) for p in public.values())
+    up["keys"] = sum(len(json.dumps(p.to_json())) for p in public.values())
 
     # 2. share keys; inbox[j][i] = bundle i -> j
     inbox: dict[str, dict[str, bytes]] = {name: {} for name in names}
     down["share_keys"] = 0
     for name in names:
         keys = {j: public[j] for j in graph[name]}
-        down["share_keys"] += sum(len(str(k.to_json())) for k in keys.values())
+        down["share_keys"] += sum(len(json.dumps(k.to_json())) for k in keys.values())
         start = time.perf_counter()
         bundles = share_keys(name, secrets[name], params, keys, context)
         clock["share_keys"][name] = time.perf_counter() - start
@@ -135,7 +137,7 @@ def simulate(
         revealed[name] = reveal(name, secrets[name], inbox[name], survivors, dropped, keys, context)
         clock["reveal"][name] = time.perf_counter() - start
     up["reveal"] = sum(len(s) for r in revealed.values() for s in r.values())
-    down["reveal"] = sum(len(n) for n in names) * len(revealed)
+    down["reveal"] = len(json.dumps({"survivors": survivors, "dropped": dropped})) * len(revealed)
     start = time.perf_counter()
     weighted_sum, total = unmask(params, acc, revealed, survivors, dropped, public, graph, context)
     hub_unmask = time.perf_counter() - start
@@ -144,6 +146,7 @@ def simulate(
         total_weight=total,
         survivors=survivors,
         dropped=dropped,
+        revealers=tuple(sorted(revealed)),
         client_seconds=clock,
         hub_seconds={"sum": hub_sum, "unmask": hub_unmask},
         bytes_up=up,
