@@ -40,13 +40,15 @@ DIGITS_CLIENT = {
 
 
 def _secure_sample(rounds: int) -> dict[str, Any]:
-    """The reference job (deploy/samples/digits-fedavg.yaml) with secure aggregation."""
-    body: dict[str, Any] = yaml.safe_load((REPO / "deploy/samples/digits-fedavg.yaml").read_text())
+    """deploy/samples/digits-secure-aggregation.yaml: the reference job, made secure."""
+    path = REPO / "deploy/samples/digits-secure-aggregation.yaml"
+    body: dict[str, Any] = yaml.safe_load(path.read_text())
+    plain = yaml.safe_load((REPO / "deploy/samples/digits-fedavg.yaml").read_text())
+    assert {k: v for k, v in body["spec"].items() if k != "privacy"} == plain["spec"]
     body["metadata"]["namespace"] = "team-a"
     body["spec"]["server"]["rounds"] = rounds
     # Keep every round's masked inputs, to look at them afterwards.
     body["spec"]["server"]["storage"] = {"retention": {"keepUpdates": 1000}}
-    body["spec"]["privacy"] = SECURE
     return body
 
 
@@ -136,7 +138,7 @@ async def test_secure_digits_job_matches_the_plain_accuracy_and_hides_updates(
     async with sandbox_factory(clusters=3, hub_manager=True, agents=True) as sb:
         job = await _apply(sb, _secure_sample(rounds=10))
         status = await h.wait_status(
-            sb, "digits-fedavg", lambda s: s.get("phase") in ("Completed", "Failed"), timeout=240
+            sb, "digits-secagg", lambda s: s.get("phase") in ("Completed", "Failed"), timeout=240
         )
         assert status["phase"] == "Completed", status
         history = status["history"]
@@ -146,7 +148,7 @@ async def test_secure_digits_job_matches_the_plain_accuracy_and_hides_updates(
         print(f"\nsecure digits job, round 10 accuracy: {accuracy:.4f}")
         assert accuracy == pytest.approx(REFERENCE_ACCURACY, abs=TOLERANCE)
         assert status["secureAggregation"]["stage"] == "reveal"
-        _assert_no_clear_update(sb, "digits-fedavg", participants=3)
+        _assert_no_clear_update(sb, "digits-secagg", participants=3)
         await _assert_api_objects_hold_no_update(sb, job["metadata"]["uid"])
 
         async def cleaned() -> bool:
