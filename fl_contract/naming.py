@@ -33,14 +33,18 @@ def round_spec_configmap_name(job_uid: str) -> str:
     return f"fl-{job_hash(job_uid)}"
 
 
-def training_job_name(job_uid: str, round_number: int, attempt: int = 1) -> str:
-    """The training Job of one round (and attempt): deterministic, so a restart finds it."""
+def training_job_name(
+    job_uid: str, round_number: int, attempt: int = 1, *, secure: bool = False
+) -> str:
+    """The training Job of one round (and attempt): deterministic, so a restart finds it.
+    A secure round's Job (it masks its update) has its own name, so a job whose secure
+    aggregation is turned on or off mid-round never takes one Job's output for the other's."""
     if round_number < 1 or attempt < 1:
         raise ValueError("round and attempt start at 1")
     name = f"fl-{job_hash(job_uid)}-r{round_number}"
     if attempt > 1:
         name += f"-a{attempt}"
-    return name
+    return name + ("-s" if secure else "")
 
 
 def secagg_secret_name(job_uid: str, round_number: int, attempt: int = 1) -> str:

@@ -131,6 +131,10 @@ class RoundSession:
         update = report.update
         if update is None:
             return _rejected(cluster, "InvalidReport", "the report names no update"), False
+        if report.secure_aggregation is not None:  # the job's secure aggregation was turned off
+            return _rejected(
+                cluster, "MaskedInput", "a masked input, but the round is not a secure one"
+            ), False
         if report.cluster != cluster:
             return _rejected(
                 cluster, "ClusterMismatch", f"the report claims to be from {report.cluster!r}"

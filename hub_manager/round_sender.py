@@ -60,9 +60,10 @@ class RoundSender:
         start_model = global_model(obj, status, progress.round)
         work_name = naming.manifest_work_name(uid)
         record = secure_record.SecureRecord.of(status)
-        if record is not None and (record.round, record.attempt) != (
-            progress.round,
-            progress.attempt,
+        if (
+            record is None
+            or runtime.spec.privacy.secure is None  # turned off mid-round: a plain spec
+            or (record.round, record.attempt) != (progress.round, progress.attempt)
         ):
             record = None
         for cluster in progress.participants:

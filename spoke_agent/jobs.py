@@ -76,7 +76,9 @@ def build_training_job(
         dataset is not None and dataset.name != spec.dataset
     ):
         raise ValueError("the dataset passed in must be the one the round spec names")
-    name = naming.training_job_name(spec.job.uid, spec.round, spec.attempt)
+    name = naming.training_job_name(
+        spec.job.uid, spec.round, spec.attempt, secure=spec.secure_aggregation is not None
+    )
     labels = job_labels(spec)
     cm_meta = spec_configmap["metadata"]
     spec_path = f"{keys.ROUND_SPEC_MOUNT}/{keys.ROUND_SPEC_KEY}"

@@ -153,7 +153,9 @@ class RoundController:
             self.controller.enqueue(SWEEP)
             return None
         spec = await self._parse(cm)
-        job_name = naming.training_job_name(spec.job.uid, spec.round, spec.attempt)
+        job_name = naming.training_job_name(
+            spec.job.uid, spec.round, spec.attempt, secure=spec.secure_aggregation is not None
+        )
         for stale in jobs:
             if _name(stale) != job_name:
                 await self._delete_job(_name(stale), why=f"{key} moved on to {job_name}")

@@ -137,7 +137,9 @@ async def test_the_agent_plays_its_stages_and_reveals_only_once(
         )
         assert secret["metadata"]["ownerReferences"][0]["kind"] == "ConfigMap"
         assert set(secret["data"]) == {keys.SECAGG_SECRETS_KEY}
-        job = await ac.spoke.get(r.JOB, naming.training_job_name(UID, 1), namespace=ac.namespace)
+        job = await ac.spoke.get(
+            r.JOB, naming.training_job_name(UID, 1, secure=True), namespace=ac.namespace
+        )
         volumes = job["spec"]["template"]["spec"]["volumes"]
         assert {"secretName": secret["metadata"]["name"]}.items() <= next(
             v["secret"] for v in volumes if "secret" in v

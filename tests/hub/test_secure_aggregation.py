@@ -278,6 +278,47 @@ async def test_an_agent_restart_keeps_its_round_secrets(sandbox_factory: Any) ->
         assert status["secureAggregation"]["keys"]["cluster1"] == advertised
 
 
+@pytest.mark.timeout(150)
+async def test_secure_aggregation_turned_off_mid_round_never_counts_a_masked_input(
+    sandbox_factory: Any,
+) -> None:
+    async with sandbox_factory(clusters=3, hub_manager=True, agents=True) as sb:
+        await h.create_job(
+            sb,
+            "switch",
+            rounds=1,
+            min_available=3,
+            retries=1,
+            timeout="60s",
+            client=DIGITS_CLIENT,
+            server={"evaluation": {"evaluator": "digits"}},
+            privacy=SECURE,
+        )
+        await h.wait_status(
+            sb,
+            "switch",
+            lambda s: (s.get("secureAggregation") or {}).get("stage") == "mask",
+            timeout=60,
+        )
+        await h.hub(sb).patch(
+            r.FEDERATED_LEARNING,
+            "switch",
+            {"spec": {"privacy": {"secureAggregation": {"enabled": False}}}},
+            namespace="team-a",
+        )
+        status = await h.wait_status(
+            sb, "switch", lambda s: s.get("phase") in ("Completed", "Failed"), timeout=90
+        )
+        assert status["phase"] == "Completed", status.get("message")
+        (entry,) = status["history"]
+        assert entry["numExamples"] > 0  # plain updates, counted with their examples
+        reasons = {u["reason"] for u in status.get("rejectedUpdates") or []}
+        assert reasons <= {"MaskedInput"}, status["rejectedUpdates"]
+        model = status["model"]
+        weights = decode_weights(await h.store_bytes(sb, model["uri"], model["sha256"]))
+        assert set(weights) == {"W", "b"}
+
+
 @pytest.mark.timeout(60)
 async def test_refused_combinations_name_the_fields(sandbox_factory: Any) -> None:
     cases: dict[str, tuple[dict[str, Any], dict[str, Any], list[str]]] = {
