@@ -177,7 +177,7 @@ class SecureSession:
         A stage is done when every member completed it, or every member whose add-on is
         still Available (`available`; the others dropped), or at its deadline."""
         self.next_check = None
-        while not self.closed:
+        while not self.closed and self._unmasked is None:  # unmasked: Aggregate comes next
             record = SecureRecord.of(status)
             if record is None or (record.round, record.attempt) != (self.round, self.attempt):
                 return None
@@ -214,7 +214,7 @@ class SecureSession:
                     "(spec.privacy.secureAggregation.threshold)",
                 )
                 return None
-            for cluster in sorted(set(members) - set(done)):
+            for cluster in sorted(set(members) - set(done) - set(self.outcomes)):
                 self.outcomes[cluster] = Outcome(
                     cluster,
                     "failed",
