@@ -35,7 +35,7 @@ Hub:
     weighted_sum, total = unmask(params, acc, revealed, survivors, dropped, keys, graph, ctx)
     new_model = unflatten(weighted_sum / total, describe(global_model))
 
-`simulate` runs a whole round in process (tests, bench).
+`simulate` runs a whole round in process, `aggregate` replays its hub side (tests, bench).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from fl_core.privacy.secagg.protocol import (
     share_keys,
     unmask,
 )
-from fl_core.privacy.secagg.simulation import Simulation, simulate
+from fl_core.privacy.secagg.simulation import HubInputs, Simulation, aggregate, simulate
 from fl_core.privacy.secagg.vectors import (
     Layout,
     add_masked,
@@ -66,12 +66,14 @@ from fl_core.privacy.secagg.vectors import (
 
 __all__ = [
     "ClientSecrets",
+    "HubInputs",
     "Layout",
     "PublicKeys",
     "SecAggError",
     "SecAggParams",
     "Simulation",
     "add_masked",
+    "aggregate",
     "decode_masked",
     "encode_masked",
     "flatten",

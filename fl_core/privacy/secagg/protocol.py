@@ -399,8 +399,8 @@ def unmask(
         count=len(alive),
         clipping_range=params.clipping_range,
         quantization_range=params.quantization_range,
+        scale=params.max_weight,
     )
-    total *= params.max_weight
     return total[:-1], float(total[-1])
 
 
