@@ -12,7 +12,9 @@ not N. Measured:
 - hub: seconds to sum the masked vectors as they arrive and to unmask (rebuild the seeds,
   remove the masks, dequantize, divide, cut into tensors), against our streaming FedAvg
   (`fl_core.strategies` FedAvg: `add` per update, then `result`) on the same updates;
-- bytes the hub receives, against N * P * 4 for plain FedAvg.
+- bytes the hub receives, against N * P * 4 for plain FedAvg;
+- the share of rounds that cannot be unmasked at that dropout rate (too many of some
+  client's neighbours gone), over random graphs and random dropped sets.
 
 Each case simulates one round (client times: the mean over the clients), then replays the
 hub's side `--repeats` times (default 5), each back to back with plain FedAvg: hub times are
@@ -42,7 +44,9 @@ from fl_core.privacy.secagg import (
     add_masked,
     decode_masked,
     flatten,
+    neighbours,
     new_sum,
+    short_of_shares,
     simulate,
     unflatten,
     unmask,
@@ -111,6 +115,22 @@ def _hub(inputs: HubInputs, layout: Layout) -> tuple[float, float]:
     return summed - start, time.perf_counter() - summed
 
 
+def _failure_rate(params: SecAggParams, n: int, drop: float, trials: int = 400) -> float:
+    """The share of rounds that cannot be unmasked when round(n * drop) random clients drop
+    after key sharing (every survivor reveals), over random graphs."""
+    if not drop:
+        return 0.0
+    rng = np.random.default_rng(7)
+    names = [f"cluster{i:02d}" for i in range(n)]
+    failed = 0
+    for trial in range(trials):
+        graph = neighbours(names, params.num_shares, trial.to_bytes(4, "big"))
+        gone = set(rng.choice(names, size=round(n * drop), replace=False).tolist())
+        alive = [name for name in names if name not in gone]
+        failed += bool(short_of_shares(params, graph, alive, sorted(gone), alive))
+    return failed / trials
+
+
 def _case(n: int, k: int, drop: float, repeats: int) -> dict[str, Any]:
     models, examples = _models(n, PARAMS)
     names = sorted(models)
@@ -140,6 +160,7 @@ def _case(n: int, k: int, drop: float, repeats: int) -> dict[str, Any]:
         "threshold": params.threshold,
         "dropout": drop,
         "dropped": len(gone),
+        "round_failure_rate": _failure_rate(params, n, drop),
         "client_s": client,
         "client_total_s": sum(client.values()),
         "hub_sum_s": min(sums),
@@ -197,7 +218,7 @@ def _line(row: dict[str, Any]) -> str:
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
     head = (
-        f"{'N':>3} {'k':>3} {'t':>3} {'drop':>5} | {'mask s':>7} {'share s':>7} {'reveal s':>8} "
+        f"{'N':>3} {'k':>3} {'t':>3} {'drop':>5} {'fail':>5} | {'mask s':>7} {'share s':>7} {'reveal s':>8} "
         f"{'up MB':>6} | {'hub sum s':>9} {'unmask s':>8} {'hub s':>7} {'plain s':>7} "
         f"{'x plain':>7} | {'hub in MB':>9} {'plain MB':>8}"
     )
@@ -205,7 +226,8 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     for r in rows:
         c = r["client_s"]
         lines.append(
-            f"{r['n']:>3} {r['k']:>3} {r['threshold']:>3} {r['dropout']:>5.0%} | "
+            f"{r['n']:>3} {r['k']:>3} {r['threshold']:>3} {r['dropout']:>5.0%} "
+            f"{r['round_failure_rate']:>5.1%} | "
             f"{c['mask']:>7.4f} {c['share_keys']:>7.4f} {c['reveal']:>8.4f} "
             f"{r['client_bytes_up'] / 1e6:>6.2f} | {r['hub_sum_s']:>9.4f} {r['hub_unmask_s']:>8.4f} "
             f"{r['hub_s']:>7.4f} {r['plain_hub_s']:>7.4f} {r['hub_vs_plain']:>6.2f}x | "
@@ -227,7 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = report["machine"]["load_average_at_start"][0]
     print(
         f"\nP = {PARAMS:,} float32 parameters (plain FedAvg: {PARAMS * 4 / 1e6:.2f} MB up per "
-        f"client); k neighbours, t threshold; load average {load:.1f} at start on "
+        f"client); k neighbours, t threshold; fail: rounds that cannot be unmasked at that "
+        f"dropout (random graphs and dropouts); load average {load:.1f} at start on "
         f"{os.cpu_count()} CPUs"
     )
     print(f"written {RESULTS} in {report['seconds_total']} s")

@@ -27,6 +27,7 @@ from fl_core.privacy.secagg import (
     reveal,
     round_context,
     share_keys,
+    short_of_shares,
     simulate,
     unflatten,
     unmask,
@@ -221,6 +222,9 @@ def test_any_dropout_pattern_gives_the_exact_sum_or_names_who_is_short(
         u: ({u} | set(rnd.graph[u])) if u in survivors else set(rnd.graph[u]) for u in rnd.names
     }
     short = sorted(u for u in rnd.names if len(holders[u] & set(revealers)) < t)
+    dropped = sorted(set(rnd.names) - set(survivors))
+    predicted = short_of_shares(params, rnd.graph, survivors, dropped, revealers)
+    assert sorted(predicted) == short
     if short:
         with pytest.raises(SecAggError, match="too few shares to unmask") as info:
             rnd.unmask(revealers)

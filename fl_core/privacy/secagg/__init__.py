@@ -17,6 +17,9 @@ Changes from the first proposal of this API:
   `reveal` must still be asked only one (survivors, dropped) split per round: an agent
   should keep the first split it answered and refuse another (the function cannot know).
 - `unmask` reduces and unmasks `masked_sum` in place (no second model-sized buffer).
+- New: `short_of_shares(params, graph, survivors, dropped, revealers)`: who cannot be
+  unmasked; with revealers = survivors, right after masking, it tells whether the round can
+  still complete.
 
 Client (agent), per round, with `ctx = round_context(job_uid, round)`:
 
@@ -50,6 +53,7 @@ from fl_core.privacy.secagg.protocol import (
     reveal,
     round_context,
     share_keys,
+    short_of_shares,
     unmask,
 )
 from fl_core.privacy.secagg.simulation import HubInputs, Simulation, aggregate, simulate
@@ -83,6 +87,7 @@ __all__ = [
     "reveal",
     "round_context",
     "share_keys",
+    "short_of_shares",
     "simulate",
     "unflatten",
     "unmask",
