@@ -17,6 +17,7 @@ from fl_core.privacy.secagg import (
     SecAggError,
     SecAggParams,
     add_masked,
+    aggregate,
     decode_masked,
     encode_masked,
     flatten,
@@ -26,6 +27,7 @@ from fl_core.privacy.secagg import (
     reveal,
     round_context,
     share_keys,
+    short_of_shares,
     simulate,
     unflatten,
     unmask,
@@ -110,13 +112,13 @@ class Round:
             for n in names
         )
         assert isinstance(total, np.ndarray)
-        out = dequantize_sum(
+        return dequantize_sum(
             _mod(total, self.params.modulus),
             count=len(names),
             clipping_range=self.params.clipping_range,
             quantization_range=self.params.quantization_range,
+            scale=self.params.max_weight,
         )
-        return out * self.params.max_weight
 
     def unmask(self, revealers: list[str]) -> tuple[np.ndarray, float]:
         survivors = sorted(self.masked)
@@ -220,6 +222,9 @@ def test_any_dropout_pattern_gives_the_exact_sum_or_names_who_is_short(
         u: ({u} | set(rnd.graph[u])) if u in survivors else set(rnd.graph[u]) for u in rnd.names
     }
     short = sorted(u for u in rnd.names if len(holders[u] & set(revealers)) < t)
+    dropped = sorted(set(rnd.names) - set(survivors))
+    predicted = short_of_shares(params, rnd.graph, survivors, dropped, revealers)
+    assert sorted(predicted) == short
     if short:
         with pytest.raises(SecAggError, match="too few shares to unmask") as info:
             rnd.unmask(revealers)
@@ -245,6 +250,17 @@ def test_too_few_revealers_is_an_error_naming_who_is_short() -> None:
     assert "too few shares to unmask" in message
     assert "cluster00 (3 of 4)" in message
     assert "cluster05 (3 of 4)" in message
+
+
+def test_the_hub_side_replayed_alone_gives_the_same_sum() -> None:
+    vectors, weights = _updates(6)
+    params = SecAggParams.for_participants(6, max_weight=100.0)
+    sim = simulate(vectors, weights, params, drop_before_mask=["cluster02"], keep_hub_inputs=True)
+    assert sim.hub_inputs is not None
+    assert sorted(sim.hub_inputs.masked) == list(sim.survivors)
+    weighted, total = aggregate(sim.hub_inputs)
+    assert np.array_equal(weighted, sim.weighted_sum)
+    assert total == sim.total_weight
 
 
 def test_a_wrong_share_is_named_not_unmasked_into_a_wrong_sum() -> None:

@@ -17,6 +17,9 @@ Changes from the first proposal of this API:
   `reveal` must still be asked only one (survivors, dropped) split per round: an agent
   should keep the first split it answered and refuse another (the function cannot know).
 - `unmask` reduces and unmasks `masked_sum` in place (no second model-sized buffer).
+- New: `short_of_shares(params, graph, survivors, dropped, revealers)`: who cannot be
+  unmasked; with revealers = survivors, right after masking, it tells whether the round can
+  still complete.
 
 Client (agent), per round, with `ctx = round_context(job_uid, round)`:
 
@@ -35,7 +38,7 @@ Hub:
     weighted_sum, total = unmask(params, acc, revealed, survivors, dropped, keys, graph, ctx)
     new_model = unflatten(weighted_sum / total, describe(global_model))
 
-`simulate` runs a whole round in process (tests, bench).
+`simulate` runs a whole round in process, `aggregate` replays its hub side (tests, bench).
 """
 
 from __future__ import annotations
@@ -50,9 +53,10 @@ from fl_core.privacy.secagg.protocol import (
     reveal,
     round_context,
     share_keys,
+    short_of_shares,
     unmask,
 )
-from fl_core.privacy.secagg.simulation import Simulation, simulate
+from fl_core.privacy.secagg.simulation import HubInputs, Simulation, aggregate, simulate
 from fl_core.privacy.secagg.vectors import (
     Layout,
     add_masked,
@@ -66,12 +70,14 @@ from fl_core.privacy.secagg.vectors import (
 
 __all__ = [
     "ClientSecrets",
+    "HubInputs",
     "Layout",
     "PublicKeys",
     "SecAggError",
     "SecAggParams",
     "Simulation",
     "add_masked",
+    "aggregate",
     "decode_masked",
     "encode_masked",
     "flatten",
@@ -81,6 +87,7 @@ __all__ = [
     "reveal",
     "round_context",
     "share_keys",
+    "short_of_shares",
     "simulate",
     "unflatten",
     "unmask",

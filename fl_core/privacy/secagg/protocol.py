@@ -329,6 +329,27 @@ def reveal(
     return out
 
 
+def short_of_shares(
+    params: SecAggParams,
+    neighbours: Mapping[str, Collection[str]],
+    survivors: Collection[str],
+    dropped: Collection[str],
+    revealers: Collection[str],
+) -> dict[str, int]:
+    """owner -> shareholders among `revealers`, for each survivor or dropped client with fewer
+    than t (a survivor holds a share of its own; a dropped client's is gone). Empty when
+    `unmask` can succeed. The hub may ask it with revealers = survivors as soon as the
+    masking stage closes: a non-empty answer means the round cannot complete."""
+    alive, asked = set(survivors), set(revealers)
+    out: dict[str, int] = {}
+    for owner in sorted(alive | set(dropped)):
+        holders = set(neighbours.get(owner, ())) | ({owner} if owner in alive else set())
+        count = len(holders & asked)
+        if count < params.threshold:
+            out[owner] = count
+    return out
+
+
 def unmask(
     params: SecAggParams,
     masked_sum: npt.NDArray[Any],
@@ -399,8 +420,8 @@ def unmask(
         count=len(alive),
         clipping_range=params.clipping_range,
         quantization_range=params.quantization_range,
+        scale=params.max_weight,
     )
-    total *= params.max_weight
     return total[:-1], float(total[-1])
 
 

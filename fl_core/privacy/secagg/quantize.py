@@ -72,12 +72,14 @@ def dequantize_sum(
     count: int,
     clipping_range: float,
     quantization_range: int,
+    scale: float = 1.0,
 ) -> npt.NDArray[np.float64]:
     """The float sum of `count` clipped vectors from the integer sum of their quantizations
-    (already reduced mod the modulus, and not wrapped: count * (Q-1) < modulus)."""
+    (already reduced mod the modulus, and not wrapped: count * (Q-1) < modulus), times
+    `scale` (in the same passes over the data)."""
     out = np.asarray(total).astype(np.float64)
-    out *= step(clipping_range, quantization_range)
-    out -= count * clipping_range
+    out *= step(clipping_range, quantization_range) * scale
+    out -= count * clipping_range * scale
     return out
 
 

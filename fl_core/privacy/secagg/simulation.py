@@ -30,6 +30,39 @@ from fl_core.privacy.secagg.protocol import (
 from fl_core.privacy.secagg.vectors import add_masked, decode_masked, encode_masked, new_sum
 
 
+@dataclass(frozen=True)
+class HubInputs:
+    """Everything the hub receives in a round, as received: `aggregate` replays the hub's
+    side alone (the bench times it apart from the clients)."""
+
+    params: SecAggParams
+    masked: dict[str, bytes]
+    revealed: dict[str, dict[str, bytes]]
+    survivors: tuple[str, ...]
+    dropped: tuple[str, ...]
+    public_keys: dict[str, PublicKeys]
+    graph: dict[str, tuple[str, ...]]
+    context: bytes
+    length: int
+
+
+def aggregate(inputs: HubInputs) -> tuple[npt.NDArray[np.float64], float]:
+    """The hub's work: sum the masked vectors as they arrive, then unmask."""
+    acc = new_sum(inputs.params, inputs.length)
+    for name in inputs.survivors:
+        add_masked(acc, decode_masked(inputs.masked[name], inputs.params, inputs.length))
+    return unmask(
+        inputs.params,
+        acc,
+        inputs.revealed,
+        inputs.survivors,
+        inputs.dropped,
+        inputs.public_keys,
+        inputs.graph,
+        inputs.context,
+    )
+
+
 @dataclass
 class Simulation:
     """What one simulated round gave and cost."""
@@ -47,6 +80,8 @@ class Simulation:
     bytes_down: dict[str, int] = field(default_factory=dict)
     """stage -> bytes the hub sent to all clients."""
     revealers: tuple[str, ...] = ()
+    hub_inputs: HubInputs | None = None
+    """What the hub received (with `keep_hub_inputs`: the masked vectors, a model each)."""
 
 
 def simulate(
@@ -59,12 +94,14 @@ def simulate(
     graph_seed: bytes = b"simulation",
     context: bytes | None = None,
     rng: np.random.Generator | None = None,
+    keep_hub_inputs: bool = False,
 ) -> Simulation:
     """Run all four stages for the clients of `vectors`.
 
     drop_before_mask: clients that share their keys and then vanish (the costly dropout:
     the hub must rebuild their masking keys). silent_at_unmask: clients whose masked vector
-    counts but who do not answer the unmasking stage."""
+    counts but who do not answer the unmasking stage. keep_hub_inputs: return what the hub
+    received (`Simulation.hub_inputs`), for `aggregate`."""
     context = context if context is not None else round_context("simulation", 1)
     rng = rng if rng is not None else np.random.default_rng()
     names = sorted(vectors)
@@ -103,6 +140,7 @@ def simulate(
     acc = new_sum(params, length)
     hub_sum = 0.0
     up["mask"] = 0
+    uploads: dict[str, bytes] = {}
     down["mask"] = sum(len(b) for n in alive for b in inbox[n].values())
     for name in alive:
         keys = {j: public[j] for j in graph[name]}
@@ -121,6 +159,8 @@ def simulate(
         data = encode_masked(masked)
         clock["mask"][name] = time.perf_counter() - start
         up["mask"] += len(data)
+        if keep_hub_inputs:
+            uploads[name] = data
         start = time.perf_counter()
         add_masked(acc, decode_masked(data, params, length))
         hub_sum += time.perf_counter() - start
@@ -138,6 +178,17 @@ def simulate(
         clock["reveal"][name] = time.perf_counter() - start
     up["reveal"] = sum(len(s) for r in revealed.values() for s in r.values())
     down["reveal"] = len(json.dumps({"survivors": survivors, "dropped": dropped})) * len(revealed)
+    inputs = HubInputs(
+        params=params,
+        masked=uploads,
+        revealed=revealed,
+        survivors=survivors,
+        dropped=dropped,
+        public_keys=public,
+        graph=graph,
+        context=context,
+        length=length,
+    )
     start = time.perf_counter()
     weighted_sum, total = unmask(params, acc, revealed, survivors, dropped, public, graph, context)
     hub_unmask = time.perf_counter() - start
@@ -151,4 +202,5 @@ def simulate(
         hub_seconds={"sum": hub_sum, "unmask": hub_unmask},
         bytes_up=up,
         bytes_down=down,
+        hub_inputs=inputs if keep_hub_inputs else None,
     )
