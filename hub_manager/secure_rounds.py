@@ -227,6 +227,19 @@ class SecureSession:
             if record.stage == "keys":
                 record.keys = {c: self._secure_report(c).public_keys for c in done}
             elif record.stage == "mask":
+                dropped = sorted(set(record.sharers) - set(done))
+                short = secagg.short_of_shares(
+                    params_of(record.params), record.neighbours(self.job_uid), done, dropped, done
+                )
+                if short:  # even if every survivor reveals: fail now, ask no reveal
+                    self._fail_all(
+                        "SecAggBelowThreshold",
+                        f"round {self.round}: too many neighbours of "
+                        f"{', '.join(sorted(short))} dropped before the reveal stage to unmask "
+                        f"them ({record.params.threshold} shares needed, "
+                        "spec.privacy.secureAggregation.threshold)",
+                    )
+                    return None
                 record.survivors = sorted(done)
             record.stage = STAGES[STAGES.index(record.stage) + 1]
             status[STATUS_KEY] = record.to_status()
