@@ -160,6 +160,13 @@ class SecureStages:
         survivors, dropped = sorted(secure.survivors), sorted(secure.dropped)
         if spec.cluster not in survivors:
             raise SecAggRefused("SecAggRevealRefused", "asked to reveal, but not a survivor")
+        if len(survivors) < secure.params.threshold:
+            # A sum of so few inputs is too close to one input: no reveal for it.
+            raise SecAggRefused(
+                "SecAggRevealRefused",
+                f"asked to reveal for {len(survivors)} survivors, fewer than the threshold "
+                f"{secure.params.threshold}",
+            )
         both = set(survivors) & set(dropped)
         if both:
             raise SecAggRefused(
