@@ -55,9 +55,7 @@ def epsilon(
         return 0.0
     if noise_multiplier <= 0:
         return math.inf
-    return _epsilon(
-        round(noise_multiplier, 12), min(round(sampling_rate, 12), 1.0), steps, delta, accountant
-    )
+    return _epsilon(noise_multiplier, min(sampling_rate, 1.0), steps, delta, accountant)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -45,7 +45,8 @@ def per_example_norms(per_example: Mapping[str, Array]) -> Array:
     count = arrays[0].shape[0] if arrays else 0
     squares = np.zeros(count, dtype=np.float64)
     for array in arrays:
-        squares += np.square(array.reshape(count, -1)).sum(axis=1)
+        width = math.prod(array.shape[1:])  # not -1: an empty batch has no rows to infer from
+        squares += np.square(array.reshape(count, width)).sum(axis=1)
     return np.asarray(np.sqrt(squares))
 
 
