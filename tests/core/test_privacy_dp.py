@@ -59,9 +59,7 @@ def test_pld_epsilon_is_dp_accountings_own() -> None:
     )
     assert ours == pytest.approx(direct.get_epsilon(1e-5), rel=1e-12)
     # PLD is tighter than RDP for the same mechanism.
-    assert ours < accountant.epsilon(
-        noise_multiplier=1.0, sampling_rate=0.05, steps=50, delta=1e-5
-    )
+    assert ours < accountant.epsilon(noise_multiplier=1.0, sampling_rate=0.05, steps=50, delta=1e-5)
 
 
 def test_spending_composes_at_the_largest_rate() -> None:
@@ -124,7 +122,9 @@ def test_cluster_level_clipping_and_hub_noise() -> None:
     # The big update is clipped to norm 1 and counts once, like the small one.
     assert np.allclose(agg.result()["w"], [0.5, 0.25, 0, 0])
 
-    noisy = ClusterDPStrategy(FedAvg(), clip=1.0, noise_multiplier=2.0, rng=np.random.default_rng(1))
+    noisy = ClusterDPStrategy(
+        FedAvg(), clip=1.0, noise_multiplier=2.0, rng=np.random.default_rng(1)
+    )
     agg = noisy.begin_round({"w": np.zeros(200_000)}, round_number=1)
     for i in range(4):
         agg.add({"w": np.zeros(200_000)}, num_examples=1, client=f"c{i}")
@@ -137,7 +137,8 @@ def test_distributed_noise_sums_to_the_central_noise() -> None:
     assert share == pytest.approx(sigma * clip / 2)
     rng = np.random.default_rng(5)
     start = {"w": np.zeros(100_000)}
-    total = sum(
+    total = np.zeros(100_000)
+    total += sum(
         clip_and_noise_update({"w": np.zeros(100_000)}, start, clip=clip, stddev=share, rng=rng)[
             "w"
         ]
@@ -183,7 +184,9 @@ async def test_the_digits_trainer_runs_dp_sgd_and_reports_its_epsilon(tmp_path: 
         spent_steps=90,
         spent_sampling_rate=0.02,
     )
-    result = await run_round(_round_spec(tmp_path, privacy), digits.DigitsTrainer(), dataset_path=folder)
+    result = await run_round(
+        _round_spec(tmp_path, privacy), digits.DigitsTrainer(), dataset_path=folder
+    )
     samples = result.num_examples
     rate, steps = 32 / samples, 2 * math.ceil(samples / 32)
     assert result.privacy is not None
@@ -236,7 +239,10 @@ _BASE = {"client": {"image": "trainer:dev", "dataset": "digits"}}
 @pytest.mark.parametrize(
     ("dp", "path"),
     [
-        ({"clipNorm": 1.0, "noiseMultiplier": 0}, "spec.privacy.differentialPrivacy.noiseMultiplier"),
+        (
+            {"clipNorm": 1.0, "noiseMultiplier": 0},
+            "spec.privacy.differentialPrivacy.noiseMultiplier",
+        ),
         ({"clipNorm": -1, "noiseMultiplier": 1.0}, "spec.privacy.differentialPrivacy.clipNorm"),
         (
             {"clipNorm": 1, "noiseMultiplier": 1.0, "delta": 1.0},
