@@ -10,6 +10,7 @@ changes between rounds.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -21,6 +22,17 @@ Accountant = Literal["RDP", "PLD"]
 ACCOUNTANTS: tuple[Accountant, ...] = ("RDP", "PLD")
 MECHANISM = "PoissonSubsampledGaussian"
 PLD_DISCRETIZATION = 1e-4
+
+
+class _SkippedOrders(logging.Filter):
+    """dp-accounting warns for every Renyi order whose series does not converge and leaves
+    it out (epsilon is the minimum over the others): expected for small noise, not news."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "failed to converge" not in str(record.msg)
+
+
+logging.getLogger("absl").addFilter(_SkippedOrders())
 
 
 @dataclass(frozen=True)
