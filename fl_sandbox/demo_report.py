@@ -160,6 +160,7 @@ def plot_privacy(path: Path, *, rows: Sequence[RoundRow], budget: float | None, 
             )
         epsilon_axis.set_xlabel("round")
         epsilon_axis.set_ylabel("epsilon", color="tab:purple")
+        epsilon_axis.set_ylim(bottom=0)
         epsilon_axis.set_xticks(rounds)
         epsilon_axis.grid(alpha=0.3)
         accuracy_axis = epsilon_axis.twinx()
