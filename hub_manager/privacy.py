@@ -65,6 +65,24 @@ def spent_of(status: Mapping[str, Any], cluster: str | None) -> Spent:
     return Spent(float(entry.get("samplingRate") or 0.0), int(entry.get("steps") or 0))
 
 
+def edit_problem(spec: FederatedLearningSpec, status: Mapping[str, Any]) -> str | None:
+    """A spec edit the record of spending cannot follow: the level or the noise multiplier
+    changed (or DP was dropped) after rounds were published with them, since every step
+    spent so far is accounted at the recorded ones."""
+    privacy = status.get("privacy") or {}
+    if not int(privacy.get("steps") or 0):
+        return None
+    dp = dp_of(spec)
+    was = (privacy.get("level"), privacy.get("noiseMultiplier"))
+    if dp is not None and (dp.level, dp.noise_multiplier) == was:
+        return None
+    return (
+        "spec.privacy.differentialPrivacy: rounds were published with level "
+        f"{was[0]} and noiseMultiplier {was[1]}, and the epsilon spent is accounted with "
+        "them; set them back (or create a new job for other settings)"
+    )
+
+
 def round_privacy(
     spec: FederatedLearningSpec,
     status: Mapping[str, Any],

@@ -319,6 +319,10 @@ class FederatedLearningReconciler:
             obj = await self._invalid(key, obj, status, exc.problems, generation, now)
             return obj, status, None, False
         spec = runtime.spec
+        privacy_problem = hub_privacy.edit_problem(spec, status)
+        if privacy_problem is not None:
+            obj = await self._invalid(key, obj, status, [privacy_problem], generation, now)
+            return obj, status, None, False
         self._resume_if_edited(status, spec)
         st.set_condition(
             status,
