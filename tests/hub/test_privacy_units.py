@@ -66,7 +66,8 @@ def test_the_budget_names_the_cluster_a_round_would_take_past_it() -> None:
         spec, status, participants=["c1"], available=1, samples_of=lambda _c: 600
     )
     assert over is not None
-    assert (over.cluster, over.epsilon) == ("c1", pytest.approx(two))
+    assert over.cluster == "c1"
+    assert over.epsilon == pytest.approx(two)
     unknown = privacy.budget_overrun(
         spec, {}, participants=["c2"], available=1, samples_of=lambda _c: None
     )
