@@ -70,13 +70,21 @@ def summary_document(
     final = rows[-1].accuracy if rows else None
     return {
         "final_accuracy": final,
-        "rounds": [asdict(row) for row in rows],
+        "rounds": [_row_document(row) for row in rows],
         "model_uri": model_uri,
         "model_sha256": model_sha256,
         "clusters": len(clusters),
         "cluster_names": list(clusters),
         **extra,
     }
+
+
+def _row_document(row: RoundRow) -> dict[str, Any]:
+    """A round of summary.json; `epsilon` only for jobs with differential privacy."""
+    document = asdict(row)
+    if row.epsilon is None:
+        del document["epsilon"]
+    return document
 
 
 def plot_rounds(
