@@ -13,10 +13,10 @@ import functools
 import logging
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import dp_accounting
-from dp_accounting import pld, rdp
+if TYPE_CHECKING:  # imported when first used: it takes about a second (scipy)
+    import dp_accounting
 
 Accountant = Literal["RDP", "PLD"]
 ACCOUNTANTS: tuple[Accountant, ...] = ("RDP", "PLD")
@@ -49,6 +49,8 @@ class Spent:
 
 def dp_event(*, noise_multiplier: float, sampling_rate: float, steps: int) -> dp_accounting.DpEvent:
     """`steps` compositions of a Gaussian mechanism on a Poisson sample at `sampling_rate`."""
+    import dp_accounting
+
     gaussian = dp_accounting.GaussianDpEvent(noise_multiplier)
     sampled = dp_accounting.PoissonSampledDpEvent(sampling_rate, gaussian)
     return dp_accounting.SelfComposedDpEvent(sampled, steps)
@@ -74,6 +76,8 @@ def epsilon(
 def _epsilon(
     noise_multiplier: float, sampling_rate: float, steps: int, delta: float, accountant: str
 ) -> float:
+    from dp_accounting import pld, rdp
+
     event = dp_event(noise_multiplier=noise_multiplier, sampling_rate=sampling_rate, steps=steps)
     engine: dp_accounting.PrivacyAccountant
     if accountant == "PLD":
