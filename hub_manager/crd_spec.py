@@ -250,6 +250,11 @@ class FederatedLearningSpec(_Spec):
                 "implement train_dp (fl_core.runtime.api) and set trainerSupport: true, "
                 "or use level: Cluster"
             )
+        if dp is not None and dp.level == "Record" and self.client.dataset is None:
+            raise ValueError(
+                "client.dataset: record-level DP needs the dataset's name: its sampling rate "
+                "comes from the sample count each cluster publishes for it (ClusterClaim)"
+            )
         if (
             dp is not None
             and dp.level == "Cluster"

@@ -265,6 +265,12 @@ def test_invalid_dp_fields_are_named(dp: dict[str, Any], path: str) -> None:
     assert any(p.startswith(f"{path}:") for p in caught.value.problems), caught.value.problems
 
 
+def test_record_level_dp_needs_the_dataset_whose_size_it_accounts_with() -> None:
+    dp = {"differentialPrivacy": {"clipNorm": 1.0, "noiseMultiplier": 1.0}}
+    with pytest.raises(SpecError, match=r"spec\.client\.dataset: record-level DP"):
+        parse_spec({"client": {"image": "trainer:dev"}, "privacy": dp})
+
+
 def test_record_level_dp_needs_a_trainer_that_declares_it() -> None:
     spec = {
         "client": {**_BASE["client"], "args": ["--trainer", "mine:Trainer"]},
