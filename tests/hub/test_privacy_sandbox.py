@@ -52,12 +52,16 @@ async def _finished(hub: Any, name: str) -> dict[str, Any]:
 
 
 async def _samples(hub: Any, cluster: str) -> int:
-    managed = await hub.get(r.MANAGED_CLUSTER, cluster)
+    """The samples= of the cluster's digits claim, once its agent published it."""
     claim = naming.dataset_claim_name("digits")
-    value = next(c["value"] for c in managed["status"]["clusterClaims"] if c["name"] == claim)
-    samples = claimed_samples(value)
-    assert samples is not None
-    return samples
+
+    async def published() -> int | None:
+        managed = await hub.get(r.MANAGED_CLUSTER, cluster)
+        claims = (managed.get("status") or {}).get("clusterClaims") or []
+        value = next((c["value"] for c in claims if c["name"] == claim), None)
+        return claimed_samples(value) if value else None
+
+    return int(await wait_for(published, timeout=30, message=f"{cluster} publishes {claim}"))
 
 
 @pytest.mark.slow
