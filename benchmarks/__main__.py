@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import privacy_utility
 from fl_contract.weights import encode_weights
 
 RESULTS = Path(__file__).resolve().parent / "results" / "aggregation.json"
@@ -85,7 +86,17 @@ def _has_flower() -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="only the 1M-parameter cases")
+    parser.add_argument(
+        "--section",
+        choices=("all", "aggregation", "privacy_utility"),
+        default="all",
+        help="one section (default: every one)",
+    )
     args = parser.parse_args()
+    if args.section == "privacy_utility":
+        return privacy_utility.main([])
+    if args.section == "all":
+        privacy_utility.main([])
     cases = [c for c in CASES if not args.quick or c[1] <= 1_000_000]
     flower_ok = _has_flower()
     root = Path(tempfile.mkdtemp(prefix="fl-bench-", dir=os.environ.get("BENCH_TMPDIR")))

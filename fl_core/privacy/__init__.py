@@ -1,0 +1,1 @@
+"""Privacy protections of federated jobs: differential privacy and secure aggregation."""
