@@ -189,6 +189,46 @@ class SecAggReport(_Frozen):
     revealed: ModelRef | None = None
 
 
+DPLevel = Literal["Record", "Cluster"]
+DPAccountant = Literal["RDP", "PLD"]
+Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+class RoundPrivacy(_Frozen):
+    """The differential privacy a round asks of one cluster (`spec.privacy`).
+
+    Record level: the trainer runs DP-SGD, `epochs` passes of Poisson batches of expected
+    size `batch_size`, each example's gradient clipped to `clip_norm`, noise
+    `noise_multiplier * clip_norm`; `spent_*` is what this cluster spent in earlier rounds
+    (largest sampling rate, steps), so that its report gives the job's epsilon so far.
+    Cluster level: with `noise_stddev` above 0 the cluster clips its change to the global
+    model to `clip_norm` and adds noise of that standard deviation (its share of the
+    noise under secure aggregation); otherwise the hub clips and adds the noise."""
+
+    level: DPLevel
+    accountant: DPAccountant = "RDP"
+    clip_norm: Annotated[float, Field(gt=0)]
+    noise_multiplier: Annotated[float, Field(ge=0)]
+    delta: Annotated[float, Field(gt=0, lt=1)]
+    batch_size: Annotated[int, Field(ge=1)] = 1
+    epochs: Annotated[int, Field(ge=1)] = 1
+    spent_steps: Annotated[int, Field(ge=0)] = 0
+    spent_sampling_rate: Probability = 0.0
+    noise_stddev: Annotated[float, Field(ge=0)] = 0.0
+
+
+class PrivacySpent(_Frozen):
+    """What a record-level DP round spent (`sampling_rate`, `steps`) and the cluster's
+    epsilon at `delta` over the job so far, as the training runtime's accountant says."""
+
+    accountant: DPAccountant
+    noise_multiplier: Annotated[float, Field(ge=0)]
+    sampling_rate: Probability
+    steps: Annotated[int, Field(ge=0)]
+    delta: Annotated[float, Field(gt=0, lt=1)]
+    epsilon: Annotated[float, Field(ge=0)]
+
+
 class RoundSpec(_Frozen):
     """What the hub asks one cluster to do in one round (delivered as a ConfigMap)."""
 
@@ -219,6 +259,8 @@ class RoundSpec(_Frozen):
     resources: Resources = Field(default_factory=Resources)
     # spec.privacy.secureAggregation: the stage of the protocol (None: a plain round).
     secure_aggregation: SecAggRound | None = None
+    # Absent without differential privacy, so agents that predate it accept those specs.
+    privacy: RoundPrivacy | None = None
 
     @field_validator("deadline")
     @classmethod
@@ -259,6 +301,7 @@ class RoundReport(_Frozen):
     # A secure round: where this cluster stands in the protocol. Its `update` is then the
     # masked input, with `num_examples` 0 (the weight is inside the masked input).
     secure_aggregation: SecAggReport | None = None
+    privacy: PrivacySpent | None = None  # record-level DP: what the round spent
 
     def to_message(self) -> str:
         """Compact JSON for a condition message; raises ValueError when over the bound."""
@@ -282,9 +325,10 @@ class TrainingResult(_Frozen):
     sha256: Sha256
     num_examples: Annotated[int, Field(ge=0)]
     metrics: Metrics = Field(default_factory=dict)
+    privacy: PrivacySpent | None = None  # record-level DP: what the round spent
 
     def to_json(self) -> str:
-        text = self.model_dump_json()
+        text = self.model_dump_json(exclude_none=True)
         if len(text.encode()) > MAX_RESULT_BYTES:
             raise ValueError(f"training result is over {MAX_RESULT_BYTES} bytes")
         return text

@@ -240,12 +240,31 @@ class SecureAggregationSpec(_Spec):
 
 class PrivacySpec(_Spec):
     secure_aggregation: SecureAggregationSpec | None = None
+    differential_privacy: DifferentialPrivacySpec | None = None
 
     @property
     def secure(self) -> SecureAggregationSpec | None:
         """The secure-aggregation settings when enabled."""
         spec = self.secure_aggregation
         return spec if spec is not None and spec.enabled else None
+
+
+class DifferentialPrivacySpec(_Spec):
+    """Record level: DP-SGD in each cluster's trainer, epsilon per cluster. Cluster level:
+    each cluster's update clipped and noise on their sum, epsilon per cluster's
+    participation. `maxEpsilon`: no round starts that would take a cluster past it."""
+
+    level: Literal["Record", "Cluster"] = "Record"
+    clip_norm: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    noise_multiplier: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5
+    max_epsilon: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    accountant: Literal["RDP", "PLD"] = "RDP"
+    trainer_support: bool = False
+
+
+# Server optimisers would adapt to the un-noised mean before the noise is added.
+_CLUSTER_DP_STRATEGIES_REFUSED = ("FedAdam", "FedYogi", "FedAdagrad")
 
 
 class FederatedLearningSpec(_Spec):
@@ -284,7 +303,38 @@ class FederatedLearningSpec(_Spec):
                     "with fewer participants than it needs to unmask; lower threshold or "
                     "raise minAvailableClients"
                 )
+        dp = self.privacy.differential_privacy
+        if dp is not None and dp.level == "Record" and self.user_trainer and not dp.trainer_support:
+            raise ValueError(
+                "privacy.differentialPrivacy.trainerSupport: record-level DP needs DP-SGD in "
+                "the trainer, and this job runs its own (--trainer or framework: flower); "
+                "implement train_dp (fl_core.runtime.api) and set trainerSupport: true, "
+                "or use level: Cluster"
+            )
+        if dp is not None and dp.level == "Record" and self.client.dataset is None:
+            raise ValueError(
+                "client.dataset: record-level DP needs the dataset's name: its sampling rate "
+                "comes from the sample count each cluster publishes for it (ClusterClaim)"
+            )
+        if (
+            dp is not None
+            and dp.level == "Cluster"
+            and self.server.strategy.name in _CLUSTER_DP_STRATEGIES_REFUSED
+        ):
+            raise ValueError(
+                f"privacy.differentialPrivacy.level: cluster-level DP adds its noise after "
+                f"aggregation, and {self.server.strategy.name}'s server optimiser would see "
+                "the un-noised mean; use FedAvg, FedProx or a robust strategy, or level: Record"
+            )
         return self
+
+    @property
+    def user_trainer(self) -> bool:
+        """Whether the Jobs run the user's own training code rather than a built-in one."""
+        words = [*self.client.command, *self.client.args]
+        return self.framework == "flower" or any(
+            w == "--trainer" or w.startswith("--trainer=") for w in words
+        )
 
     @property
     def client_framework(self) -> Framework | None:

@@ -16,6 +16,7 @@ from fl_contract import naming
 from fl_contract.models import ModelRef, StoreConfig
 from fl_contract.weights import Weights, WeightsFormatError, decode_weights
 from fl_core.evaluation import get_evaluator
+from fl_core.privacy.dp.central import ClusterDPStrategy
 from fl_core.store import IntegrityError, ModelStore, ObjectNotFound, StoreError, open_store
 from fl_core.strategies import Strategy, make_strategy
 from hub_manager.aggregation import RoundSession
@@ -54,7 +55,13 @@ class JobRuntime:
 
 def build_strategy(spec: FederatedLearningSpec) -> Strategy:
     """ValueError (naming the parameter) when the strategy's parameters are wrong."""
-    return make_strategy(spec.server.strategy.name, spec.server.strategy.parameters)
+    strategy = make_strategy(spec.server.strategy.name, spec.server.strategy.parameters)
+    dp = spec.privacy.differential_privacy
+    if dp is not None and dp.level == "Cluster" and spec.privacy.secure is None:
+        # The hub sees each update, so it clips them and adds the noise itself (under secure
+        # aggregation each cluster clips its own and adds its share of the noise).
+        return ClusterDPStrategy(strategy, clip=dp.clip_norm, noise_multiplier=dp.noise_multiplier)
+    return strategy
 
 
 def open_job_store(config: StoreConfig, *, file_root: Path | None) -> ModelStore:

@@ -25,6 +25,7 @@ from fl_kube.errors import Conflict
 from fl_kube.events import EventRecorder
 from fl_kube.informer import Informer
 from fl_kube.timestamps import format_time, parse_time
+from hub_manager import privacy as hub_privacy
 from hub_manager import rounds, secure_record
 from hub_manager import status as st
 from hub_manager.cache import WriteMemo, contains
@@ -318,6 +319,10 @@ class FederatedLearningReconciler:
             obj = await self._invalid(key, obj, status, exc.problems, generation, now)
             return obj, status, None, False
         spec = runtime.spec
+        privacy_problem = hub_privacy.edit_problem(spec, status)
+        if privacy_problem is not None:
+            obj = await self._invalid(key, obj, status, [privacy_problem], generation, now)
+            return obj, status, None, False
         self._resume_if_edited(status, spec)
         st.set_condition(
             status,
@@ -380,6 +385,26 @@ class FederatedLearningReconciler:
             ),
         )
         log.debug("%s/%s: %s", key[0], key[1], decision)
+        if isinstance(decision, rounds.StartRound):
+            over = hub_privacy.budget_overrun(
+                spec,
+                status,
+                participants=decision.participants,
+                available=len(available),
+                samples_of=lambda cluster: self._reports.samples(spec, cluster),
+            )
+            if over is not None:
+                stopped = (
+                    hub_privacy.BUDGET_EXHAUSTED,
+                    hub_privacy.overrun_message(spec, status, over),
+                )
+                obj = await self._publisher.finish(
+                    key, obj, status, now, failed=None, stopped=stopped
+                )
+                return obj, st.clone(obj.get("status")), None, False
+            hub_privacy.start_round(
+                spec, status, participants=decision.participants, available=len(available)
+            )
         try:
             return await self._execute(key, obj, status, runtime, decision, tally, now)
         except SpecError as exc:  # found only while running (an evaluator that cannot cope)
@@ -393,7 +418,11 @@ class FederatedLearningReconciler:
         progress = st.progress_of(status)
         spec_condition = st.condition(status, st.SPEC_VALID) or {}
         fixed = progress.phase == "Failed" and spec_condition.get("status") == "False"
-        more = progress.phase == "Completed" and spec.server.rounds > progress.published_round
+        more = (
+            progress.phase == "Completed"
+            and spec.server.rounds > progress.published_round
+            and not hub_privacy.still_exhausted(spec, status)
+        )
         if fixed or more:
             st.set_phase(status, "Running" if progress.round else "Waiting")
             status.pop("completionTime", None)

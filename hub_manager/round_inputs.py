@@ -12,11 +12,13 @@ from datetime import datetime
 from typing import Any
 
 from fl_contract import naming
-from fl_contract.models import ModelRef
+from fl_contract.models import ModelRef, RoundReport
 from fl_kube.timestamps import format_time, parse_time
+from hub_manager import privacy as hub_privacy
 from hub_manager import rounds
 from hub_manager import status as st
 from hub_manager.aggregation import RoundSession, new_session
+from hub_manager.crd_spec import FederatedLearningSpec
 from hub_manager.job_runtime import JobRuntime, build_strategy, load_weights, model_ref
 from hub_manager.metrics import HubMetrics
 from hub_manager.reports import AddonView, DatasetSize, published_size, read_report
@@ -145,7 +147,11 @@ class ReportCollector:
                 outcome.kind
             ]
             states[cluster] = st.ParticipantState(
-                state, outcome.reason, outcome.num_examples, outcome.message
+                state,
+                outcome.reason,
+                outcome.num_examples,
+                outcome.message,
+                epsilon=outcome.privacy.epsilon if outcome.privacy is not None else None,
             )
         status["participants"] = st.participants_entries(progress.participants, states)
         return rounds.Tally(
@@ -192,6 +198,13 @@ class ReportCollector:
                 return None
             return published_size(self._managed_cluster(cluster), dataset)
 
+        privacy_status = {"privacy": st.clone(status).get("privacy") or {}}
+
+        def check_privacy(cluster: str, report: RoundReport) -> tuple[str, str] | None:
+            return hub_privacy.check_report(
+                runtime.spec, privacy_status, cluster, report, self.samples(runtime.spec, cluster)
+            )
+
         runtime.session = new_session(
             strategy=runtime.strategy,
             global_weights=runtime.global_weights,
@@ -202,8 +215,16 @@ class ReportCollector:
             store=runtime.store,
             metrics=self._metrics,
             published_samples=published_samples,
+            check_privacy=check_privacy,
         )
         return runtime.session
+
+    def samples(self, spec: FederatedLearningSpec, cluster: str) -> int | None:
+        """The sample count `cluster` publishes for the job's dataset (None: none)."""
+        if spec.client.dataset is None:
+            return None
+        size = published_size(self._managed_cluster(cluster), spec.client.dataset)
+        return size.samples if size is not None else None
 
     async def _prepare_strategy(
         self, obj: dict[str, Any], runtime: JobRuntime, status: dict[str, Any], round_number: int

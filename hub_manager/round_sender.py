@@ -13,6 +13,7 @@ from fl_kube import resources as r
 from fl_kube.client import KubeApi
 from fl_kube.errors import ApiError
 from fl_kube.informer import Informer
+from hub_manager import privacy as hub_privacy
 from hub_manager import rounds, secure_record
 from hub_manager import status as st
 from hub_manager.cache import WriteMemo
@@ -81,6 +82,12 @@ class RoundSender:
                 store=runtime.store_config,
                 deadline=deadline,
                 client_config=client_config,
+                privacy=hub_privacy.round_privacy(
+                    runtime.spec,
+                    status,
+                    cluster,
+                    secure_aggregation=runtime.spec.privacy.secure is not None,
+                ),
             )
             if record is not None:
                 part = secure_record.round_part(

@@ -301,6 +301,7 @@ class RoundController:
             state="UpdateReady",
             update=update,
             metrics=result.metrics,
+            privacy=result.privacy,
             started_at=outcome.started,
             finished_at=outcome.finished,
         )

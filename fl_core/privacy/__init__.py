@@ -1,2 +1,3 @@
-"""Privacy mechanisms for federated rounds: secure aggregation (`secagg`), so the hub
-learns only the weighted sum of the participants' updates, never one update in clear."""
+"""Privacy protections of federated jobs: secure aggregation (`secagg`: the hub learns only
+the weighted sum of the participants' updates, never one in clear) and differential
+privacy (`dp`: DP-SGD, clipping and noise, and the accountant)."""

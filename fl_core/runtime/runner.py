@@ -9,10 +9,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fl_contract.models import MAX_METRICS, RoundSpec, TrainingResult
+from fl_contract.models import (
+    MAX_METRICS,
+    PrivacySpent,
+    RoundPrivacy,
+    RoundSpec,
+    TrainingResult,
+)
 from fl_contract.secagg import encode_masked
 from fl_contract.weights import Weights, decode_weights, describe, encode_weights
-from fl_core.runtime.api import Trainer
+from fl_core.privacy.dp.accountant import Spent, spent_epsilon
+from fl_core.privacy.dp.dpsgd import DPRound, DPSGDParameters
+from fl_core.privacy.dp.noise import clip_and_noise_update
+from fl_core.runtime.api import DPTrainer, Trainer
 from fl_core.store import open_round_store
 from fl_core.strategies.base import Rejected, spec_of, validate
 
@@ -53,17 +62,29 @@ async def run_round(
         )
         if work_dir is not None:
             config["work_dir"] = str(work_dir)
-        new, num_examples, metrics = trainer.train(weights, config, data)
+        privacy = spec.privacy
+        spent: PrivacySpent | None = None
+        if privacy is not None and privacy.level == "Record":
+            new, num_examples, metrics, spent = _train_dp(trainer, weights, config, data, privacy)
+        else:
+            new, num_examples, metrics = trainer.train(weights, config, data)
         _check_update(new, weights)
         if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 0:
             raise TrainingError(f"train() returned num_examples={num_examples!r}, not a count")
+        if privacy is not None and privacy.level == "Cluster" and privacy.noise_stddev > 0:
+            # Secure aggregation: the hub sees only the sum, so each cluster adds its share.
+            new = clip_and_noise_update(
+                new, weights, clip=privacy.clip_norm, stddev=privacy.noise_stddev
+            )
         report = dict(metrics)
         if spec.evaluate:
             eval_examples, eval_metrics = trainer.evaluate(new, config, data)
             report.update(eval_metrics)
             report["eval_examples"] = float(eval_examples)
         if spec.secure_aggregation is not None:
-            encoded = mask_update(spec, new, num_examples, secrets_path=secagg_secrets)
+            # Cluster-level DP counts every cluster once, as the hub does without masking.
+            weight = 1 if privacy is not None and privacy.level == "Cluster" else num_examples
+            encoded = mask_update(spec, new, weight, secrets_path=secagg_secrets)
         else:
             encoded = encode_weights(new)
         ref = await store.put_uri(spec.update_uri, encoded)
@@ -72,6 +93,7 @@ async def run_round(
             sha256=ref.sha256,
             num_examples=num_examples,
             metrics=_clean_metrics(report),
+            privacy=spent,
         )
     finally:
         await store.close()
@@ -111,6 +133,65 @@ def mask_update(
         context(spec.job.uid, spec.round, spec.attempt),
     )
     return encode_masked(secagg.encode_masked(masked), describe(weights))
+
+
+def _train_dp(
+    trainer: Trainer,
+    weights: Weights,
+    config: dict[str, Any],
+    data: Any,
+    privacy: RoundPrivacy,
+) -> tuple[Weights, int, dict[str, float], PrivacySpent]:
+    """Record-level DP-SGD through the trainer's `train_dp`, and what it spent."""
+    if not isinstance(trainer, DPTrainer):
+        raise DPNotSupported(
+            f"the round asks for record-level differential privacy and {type(trainer).__name__} "
+            "has no train_dp(weights, config, data, dp) (see fl_core.runtime.api); implement "
+            "it, or use level: Cluster"
+        )
+    dp = DPRound(
+        DPSGDParameters(
+            clip_norm=privacy.clip_norm,
+            noise_multiplier=privacy.noise_multiplier,
+            batch_size=privacy.batch_size,
+            epochs=privacy.epochs,
+        )
+    )
+    new, num_examples, metrics = trainer.train_dp(weights, config, data, dp)
+    sgd = dp.sgd
+    if sgd is None or sgd.steps_taken != sgd.planned_steps:
+        taken = 0 if sgd is None else sgd.steps_taken
+        planned = "its planned steps" if sgd is None else f"{sgd.planned_steps} steps"
+        raise DPNotSupported(
+            f"train_dp took {taken} DP-SGD steps, not {planned}: every batch of dp.start(n)"
+            ".batches() must be taken (the epsilon reported counts them)"
+        )
+    if num_examples != sgd.samples:
+        raise DPNotSupported(
+            f"train_dp returned num_examples={num_examples!r} but started DP-SGD over "
+            f"{sgd.samples} examples; they must agree (the sampling rate depends on it)"
+        )
+    total = Spent(privacy.spent_sampling_rate, privacy.spent_steps).then(
+        sgd.sampling_rate, sgd.steps_taken
+    )
+    spent = PrivacySpent(
+        accountant=privacy.accountant,
+        noise_multiplier=privacy.noise_multiplier,
+        sampling_rate=sgd.sampling_rate,
+        steps=sgd.steps_taken,
+        delta=privacy.delta,
+        epsilon=spent_epsilon(
+            total,
+            noise_multiplier=privacy.noise_multiplier,
+            delta=privacy.delta,
+            accountant=privacy.accountant,
+        ),
+    )
+    return new, num_examples, metrics, spent
+
+
+class DPNotSupported(TrainingError):
+    """The trainer cannot do the differential privacy the round asks for."""
 
 
 def _check_update(new: Weights, start: Weights) -> None:
