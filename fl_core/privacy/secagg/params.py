@@ -23,7 +23,7 @@ class SecAggParams:
         to the unmasking stage cannot be unmasked, and the round fails for everyone
         (`short_of_shares` tells the hub as soon as masking closes). Robustness therefore
         follows k - t: with 20 % of N = 50 clients dropping after key sharing, k = 12,
-        t = 7 (the defaults) fail about 2 % of rounds, k = 8, t = 5 about 20 %, and
+        t = 7 (the defaults) fail about 3 % of rounds, k = 8, t = 5 about 20 %, and
         t = 4 with k = 8 about 3 % (`python -m benchmarks --section secagg`, column fail).
     num_shares (k): neighbours per client in the SecAgg+ graph (`neighbours`). Masking costs
         a client O(k * P) and unmasking costs the hub O((survivors + dropped * k) * P):
