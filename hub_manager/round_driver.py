@@ -298,8 +298,8 @@ class FederatedLearningReconciler:
         """Seconds to hold back a status write that only moves participants' states, so a
         round with many clusters costs about one write per interval, not one per report."""
         current = obj.get("status") or {}
-        if {k: v for k, v in status.items() if k != "participants"} != {
-            k: v for k, v in current.items() if k != "participants"
+        if {k: v for k, v in status.items() if k not in st.PARTICIPANT_PROGRESS} != {
+            k: v for k, v in current.items() if k not in st.PARTICIPANT_PROGRESS
         }:
             return 0.0
         since = time.monotonic() - self._written_at.get(key, float("-inf"))
@@ -633,7 +633,9 @@ class FederatedLearningReconciler:
             roundStartTime=format_time(now, precise=True),
             roundDeadline=format_time(decision.deadline, precise=True),
             clusters=len(decision.participants),
-            participants=st.participants_entries(decision.participants, {}),
+        )
+        st.set_participants(
+            status, decision.participants, runtime.states_for(decision.round, decision.attempt)
         )
         status.setdefault("startTime", format_time(now))
         st.set_phase(status, "Running")

@@ -122,7 +122,10 @@ class ReportCollector:
             states[cluster] = st.ParticipantState(
                 state, outcome.reason, outcome.num_examples, outcome.message
             )
-        status["participants"] = st.participants_entries(progress.participants, states)
+        kept = runtime.states_for(progress.round, progress.attempt)
+        kept.clear()
+        kept.update(states)
+        st.set_participants(status, progress.participants, states)
         return rounds.Tally(
             accepted=session.accepted(), finished_without_update=session.finished_without_update()
         )
@@ -218,7 +221,7 @@ def _rejection(
         "round": round_number,
         "attempt": attempt,
         "reason": reason,
-        "message": message[:1024],
+        "message": message[: st.MAX_PARTICIPANT_MESSAGE],
         "time": format_time(now),
     }
 
