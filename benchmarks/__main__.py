@@ -85,7 +85,16 @@ def _has_flower() -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="only the 1M-parameter cases")
+    parser.add_argument(
+        "--section", choices=("aggregation", "hub-memory"), help="one section (default: all)"
+    )
     args = parser.parse_args()
+    if args.section != "aggregation":
+        from benchmarks import hub_memory
+
+        hub_memory.main(["--clusters", "100" if args.quick else "1000"])
+        if args.section == "hub-memory":
+            return 0
     cases = [c for c in CASES if not args.quick or c[1] <= 1_000_000]
     flower_ok = _has_flower()
     root = Path(tempfile.mkdtemp(prefix="fl-bench-", dir=os.environ.get("BENCH_TMPDIR")))
