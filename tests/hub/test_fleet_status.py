@@ -1,6 +1,7 @@
 """The hub manager with a round of 60 clusters (add-ons registered on the hub only, as the
 hub sees a fleet): a burst of reports costs a bounded number of status writes (per-cluster
-progress is coalesced), and the status lists 50 participants and names all 60."""
+progress is coalesced), the status lists 50 participants and names all 60, and the manager
+lists and watches the fleet's add-ons once, its own only."""
 
 from __future__ import annotations
 
@@ -116,6 +117,19 @@ async def test_a_burst_of_50_reports_costs_a_bounded_number_of_status_writes(
         print(f"\nstatus writes for {BURST} reports in {elapsed:.1f}s: {writes}")
         # One write at the first report, then at most one per coalescing interval.
         assert writes <= 2 + elapsed / running.settings.status_coalesce_seconds, writes
+        # The manager lists and watches add-ons once for the fleet, only its own by name.
+        addon_reads = [
+            rec
+            for rec in log
+            if rec.user == h.MANAGER_USER
+            and rec.resource == "managedclusteraddons"
+            and rec.verb in ("list", "watch", "get")
+        ]
+        assert addon_reads
+        for rec in addon_reads:
+            assert rec.verb in ("list", "watch"), rec
+            assert "/namespaces/" not in rec.path, rec
+            assert f"fieldSelector=metadata.name%3D{keys.ADDON_NAME}" in rec.query, rec
         # The capped list shows those still going before those done; all 60 still named.
         assert status["participantSummary"]["states"] == {"Pending": 10, "Training": BURST}
         assert st.round_participants(status) == tuple(fleet)
