@@ -24,7 +24,7 @@ def round_record(
     participants = st.round_participants(status)
     if runtime.round_states_of == (round_number, attempt):
         entries = st.participants_entries(participants, runtime.round_states)
-    else:  # resumed after a restart at publication: the reports of the round are gone
+    else:  # this process has not followed the round: what the status lists
         entries = list(status.get("participants") or [])
     return {
         "round": round_number,
