@@ -4,7 +4,8 @@ N = 10, 100 updates of P = 1M, 10M float32 parameters, and the ingest of one upd
 Inputs are safetensors files written once to a temporary folder (set BENCH_TMPDIR to
 choose it; 100 x 10M float32 is 4 GB) and read back from the page cache. Every method of
 every case runs in a fresh process so that its peak RSS is its own. Results go to
-benchmarks/results/aggregation.json and a table on stdout.
+benchmarks/results/aggregation.json and a table on stdout. The other sections are modules
+of their own (`SECTIONS`); `--section NAME` runs one alone.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks import hub_memory, privacy_utility, secagg
 from fl_contract.weights import encode_weights
 
 RESULTS = Path(__file__).resolve().parent / "results" / "aggregation.json"
@@ -82,20 +85,36 @@ def _has_flower() -> bool:
     return True
 
 
+SECTIONS: dict[str, Callable[[bool], int]] = {
+    "aggregation": lambda quick: aggregation(quick=quick),
+    "secagg": lambda quick: secagg.main(["--quick"] if quick else []),
+    "privacy_utility": lambda quick: privacy_utility.main([]),
+    "hub_memory": lambda quick: hub_memory.main(["--clusters", "100" if quick else "1000"]),
+}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="only the 1M-parameter cases")
+    parser.add_argument("--quick", action="store_true", help="the smaller cases only")
     parser.add_argument(
-        "--section", choices=("aggregation", "hub-memory"), help="one section (default: all)"
+        "--section",
+        choices=("all", *SECTIONS),
+        default="all",
+        help="one section (default: every one, in this order)",
     )
     args = parser.parse_args()
-    if args.section != "aggregation":
-        from benchmarks import hub_memory
+    names = list(SECTIONS) if args.section == "all" else [args.section]
+    failed = 0
+    for name in names:
+        print(f"== {name}", flush=True)
+        failed |= SECTIONS[name](args.quick)
+        print()
+    return failed
 
-        hub_memory.main(["--clusters", "100" if args.quick else "1000"])
-        if args.section == "hub-memory":
-            return 0
-    cases = [c for c in CASES if not args.quick or c[1] <= 1_000_000]
+
+def aggregation(*, quick: bool) -> int:
+    """FedAvg aggregation and ingest (see the module docstring)."""
+    cases = [c for c in CASES if not quick or c[1] <= 1_000_000]
     flower_ok = _has_flower()
     root = Path(tempfile.mkdtemp(prefix="fl-bench-", dir=os.environ.get("BENCH_TMPDIR")))
     rows: list[dict[str, Any]] = []
@@ -136,7 +155,7 @@ def main() -> int:
                 row.update(flower_s=fl["seconds"], flower_peak_mb=fl["peak_rss_mb"])
             rows.append(row)
             print(_line(row), flush=True)
-        for params in INGEST_PARAMS if not args.quick else INGEST_PARAMS[:1]:
+        for params in INGEST_PARAMS if not quick else INGEST_PARAMS[:1]:
             folder = root / f"p{params}"
             _write_updates(folder, n=1, params=params)
             result = _run("ingest", folder, 1, 9)
