@@ -124,6 +124,12 @@ def model_key(*, namespace: str, job: str, round_number: int) -> str:
     return f"{prefix}global.safetensors"
 
 
+def round_record_key(*, namespace: str, job: str, round_number: int) -> str:
+    """Store key of a round's record (every participant's state and why), kept with the
+    job (outside `rounds/`, so `keepRounds` leaves it) until the job's objects go."""
+    return f"{job_key_prefix(namespace=namespace, job=job)}records/round-{round_number}.json"
+
+
 def update_key(
     *, namespace: str, job: str, round_number: int, cluster: str, attempt: int = 1
 ) -> str:

@@ -21,6 +21,7 @@ from hub_manager import agent_rbac
 from hub_manager.addon import AddonRegistration, ensure_namespace
 from hub_manager.agent_rbac import AgentRbacReconciler
 from hub_manager.metrics import HubMetrics
+from hub_manager.placement import PLACEMENT_LABEL
 from hub_manager.round_driver import COMPONENT, FederatedLearningReconciler
 from hub_manager.settings import HubSettings
 
@@ -100,9 +101,14 @@ class HubManager:
     async def _run_controllers(self, api: KubeApi) -> None:
         settings = self.settings
         jobs = Informer(api, r.FEDERATED_LEARNING)
-        addons = Informer(api, r.MANAGED_CLUSTER_ADDON)
+        # One cluster-wide list and watch each, selected on the server: only our add-on of
+        # every cluster namespace (not the fleet's other add-ons), and only decisions a
+        # Placement owns (paged at 100 clusters per object; every page carries the label).
+        addons = Informer(
+            api, r.MANAGED_CLUSTER_ADDON, field_selector=f"metadata.name={keys.ADDON_NAME}"
+        )
         placements = Informer(api, r.PLACEMENT)
-        decisions = Informer(api, r.PLACEMENT_DECISION)
+        decisions = Informer(api, r.PLACEMENT_DECISION, label_selector=PLACEMENT_LABEL)
         works = Informer(
             api,
             r.MANIFEST_WORK,

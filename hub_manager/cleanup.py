@@ -17,6 +17,7 @@ from fl_kube.errors import NotFound
 from fl_kube.informer import Informer
 from fl_kube.timestamps import parse_time
 from hub_manager import retention
+from hub_manager import status as st
 from hub_manager.placement import cluster_sets
 from hub_manager.settings import HubSettings
 
@@ -89,8 +90,7 @@ class JobCleaner:
             self._finalizing.add(uid)
             # Works the cache may not have seen yet (created just before the deletion).
             work_name = naming.manifest_work_name(uid)
-            for participant in (obj.get("status") or {}).get("participants") or []:
-                cluster = str(participant.get("cluster") or "")
+            for cluster in st.round_participants(obj.get("status") or {}):
                 if cluster and self._works.get(work_name, cluster) is None:
                     await self._api.delete(r.MANIFEST_WORK, work_name, namespace=cluster)
         deleted_at = parse_time(metadata.get("deletionTimestamp"))

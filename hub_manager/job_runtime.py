@@ -21,6 +21,7 @@ from fl_core.store import IntegrityError, ModelStore, ObjectNotFound, StoreError
 from fl_core.strategies import Strategy, make_strategy
 from hub_manager.aggregation import RoundSession
 from hub_manager.crd_spec import FederatedLearningSpec, SpecError, parse_spec
+from hub_manager.status import ParticipantState
 from hub_manager.work import oversized_round_spec, store_config
 
 if TYPE_CHECKING:
@@ -48,6 +49,17 @@ class JobRuntime:
     session: RoundSession | SecureSession | None = None
     refused_attempt: tuple[int, int] = (0, 0)  # the (round, attempt) `refused` belongs to
     refused: dict[str, str] = field(default_factory=dict)  # cluster -> why its spec was refused
+    # Where every participant of `round_states_of` (round, attempt) stands: the status lists
+    # only some of them, the round's record all.
+    round_states_of: tuple[int, int] = (0, 0)
+    round_states: dict[str, ParticipantState] = field(default_factory=dict)
+
+    def states_for(self, round_number: int, attempt: int) -> dict[str, ParticipantState]:
+        """The participants' states of that round attempt (empty for a new one)."""
+        if self.round_states_of != (round_number, attempt):
+            self.round_states_of = (round_number, attempt)
+            self.round_states = {}
+        return self.round_states
 
     async def close(self) -> None:
         await self.store.close()

@@ -21,6 +21,7 @@ from hub_manager import status as st
 from hub_manager.cleanup import JobCleaner
 from hub_manager.job_runtime import JobRuntime, server_state_key
 from hub_manager.metrics import HubMetrics
+from hub_manager.round_record import write_round_record
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +122,20 @@ class Publisher:
             return await self._write_status(key, obj, status)
         started = parse_time(status.get("roundStartTime"))
         duration = max((now - started).total_seconds(), 0.0) if started else 0.0
+        attempt = int(pending.get("attempt") or 1)
+        namespace, name = key
+        status["roundRecord"] = await write_round_record(
+            status,
+            runtime,
+            namespace=namespace,
+            job=name,
+            round_number=round_number,
+            attempt=attempt,
+        )
         entry: dict[str, Any] = {
             "round": round_number,
-            "attempt": int(pending.get("attempt") or 1),
-            "participants": len(status.get("participants") or []),
+            "attempt": attempt,
+            "participants": len(st.round_participants(status)),
             "accepted": int(pending.get("accepted") or 0),
             "rejected": int(pending.get("rejected") or 0),
             "numExamples": int(pending.get("numExamples") or 0),
@@ -140,7 +151,7 @@ class Publisher:
         hub_privacy.publish(runtime.spec, status, pending.get("privacy"))
         if "privacy" in status:
             entry["epsilon"] = float(status["privacy"].get("epsilon") or 0.0)
-        st.append_bounded(status, "history", [entry], limit=st.MAX_HISTORY)
+        st.add_history(status, entry)
         status["model"] = {
             "round": round_number,
             "uri": pending["uri"],
@@ -174,7 +185,6 @@ class Publisher:
             now=now,
         )
         obj = await self._write_status(key, obj, status)
-        namespace, name = key
         self._metrics.rounds_completed.labels(namespace=namespace, name=name).inc()
         self._metrics.round_duration.observe(duration)
         if "loss" in metrics:

@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace, name)
 MAX_STEPS = 8
 OWN_WRITES = 16  # resourceVersions of our own writes remembered per job
+COALESCE_PARTICIPANTS = 100  # participants per second of the status coalescing interval
 COMPONENT = "federated-learning-hub-manager"
 
 
@@ -297,14 +298,19 @@ class FederatedLearningReconciler:
 
     def _coalesce_wait(self, key: Key, obj: dict[str, Any], status: dict[str, Any]) -> float:
         """Seconds to hold back a status write that only moves participants' states, so a
-        round with many clusters costs about one write per interval, not one per report."""
+        round with many clusters costs about one write per interval, not one per report.
+        The interval grows with the round (one more second per 100 participants): a big
+        status is written less often, and what decides the round is never held back."""
         current = obj.get("status") or {}
-        if {k: v for k, v in status.items() if k != "participants"} != {
-            k: v for k, v in current.items() if k != "participants"
+        if {k: v for k, v in status.items() if k not in st.PARTICIPANT_PROGRESS} != {
+            k: v for k, v in current.items() if k not in st.PARTICIPANT_PROGRESS
         }:
             return 0.0
         since = time.monotonic() - self._written_at.get(key, float("-inf"))
-        return max(self._settings.status_coalesce_seconds - since, 0.0)
+        interval = coalesce_interval(
+            self._settings.status_coalesce_seconds, len(st.round_participants(status))
+        )
+        return max(interval - since, 0.0)
 
     async def _step(
         self, key: Key, obj: dict[str, Any], status: dict[str, Any]
@@ -671,7 +677,9 @@ class FederatedLearningReconciler:
             roundStartTime=format_time(now, precise=True),
             roundDeadline=format_time(decision.deadline, precise=True),
             clusters=len(decision.participants),
-            participants=st.participants_entries(decision.participants, {}),
+        )
+        st.set_participants(
+            status, decision.participants, runtime.states_for(decision.round, decision.attempt)
         )
         status.setdefault("startTime", format_time(now))
         status.pop(secure_record.STATUS_KEY, None)
@@ -737,6 +745,11 @@ def _policy(spec: FederatedLearningSpec) -> rounds.RoundPolicy:
         seed=server.seed,
         wait_for_clusters=server.wait_for_clusters,
     )
+
+
+def coalesce_interval(base: float, participants: int) -> float:
+    """How often per-cluster progress of a round of `participants` may be written."""
+    return base * max(1.0, participants / COALESCE_PARTICIPANTS)
 
 
 def describe_store_error(exc: StoreError) -> str:

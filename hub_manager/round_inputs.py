@@ -153,7 +153,10 @@ class ReportCollector:
                 outcome.message,
                 epsilon=outcome.privacy.epsilon if outcome.privacy is not None else None,
             )
-        status["participants"] = st.participants_entries(progress.participants, states)
+        kept = runtime.states_for(progress.round, progress.attempt)
+        kept.clear()
+        kept.update(states)
+        st.set_participants(status, progress.participants, states)
         return rounds.Tally(
             accepted=session.accepted(), finished_without_update=session.finished_without_update()
         )
@@ -286,7 +289,7 @@ def _rejection(
         "round": round_number,
         "attempt": attempt,
         "reason": reason,
-        "message": message[:1024],
+        "message": message[: st.MAX_PARTICIPANT_MESSAGE],
         "time": format_time(now),
     }
 

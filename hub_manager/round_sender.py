@@ -152,10 +152,10 @@ def note_refused(
     if not refused:
         st.remove_condition(status, st.ROUND_SPECS_DELIVERED)
         return
+    states = runtime.states_for(progress.round, progress.attempt)
     for cluster, why in refused.items():
-        st.set_participant(
-            status, cluster, st.ParticipantState("Failed", "RoundSpecRefused", 0, why)
-        )
+        states[cluster] = st.ParticipantState("Failed", "RoundSpecRefused", 0, why)
+    st.set_participants(status, progress.participants, states)
     st.set_condition(
         status,
         type_=st.ROUND_SPECS_DELIVERED,
@@ -176,12 +176,13 @@ def with_refused(status: dict[str, Any], runtime: JobRuntime, tally: rounds.Tall
     if runtime.refused_attempt != (progress.round, progress.attempt) or not runtime.refused:
         return tally
     refused = frozenset(runtime.refused) - tally.reported()
+    states = runtime.states_for(progress.round, progress.attempt)
     for cluster in refused:
-        st.set_participant(
-            status,
-            cluster,
-            st.ParticipantState("Failed", "RoundSpecRefused", 0, runtime.refused[cluster]),
+        states[cluster] = st.ParticipantState(
+            "Failed", "RoundSpecRefused", 0, runtime.refused[cluster]
         )
+    if refused:
+        st.set_participants(status, progress.participants, states)
     return rounds.Tally(
         accepted=tally.accepted,
         finished_without_update=tally.finished_without_update | refused,

@@ -62,7 +62,8 @@ class HubSettings(BaseModel):
     waiting_recheck_seconds: Seconds = 10.0
     """Re-check interval of a Waiting job besides the events that wake it."""
     status_coalesce_seconds: Annotated[float, Field(ge=0)] = 1.0
-    """Per-cluster progress of a round is written at most this often (0: on every report)."""
+    """Per-cluster progress of a round is written at most this often, times the round's
+    participants / 100 when there are more (0: on every report)."""
     sync_timeout_seconds: Seconds = 60.0
     """How long the informers may take to list before the manager gives up starting."""
 

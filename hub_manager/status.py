@@ -2,6 +2,12 @@
 
 Conditions keep their lastTransitionTime unless their status changes, and lists are
 bounded, so writing the same facts twice produces the same status (and no request).
+
+The status stays small however many clusters take part (etcd holds an object of at most
+1.5 MiB, and `kubectl describe` should stay readable): per-participant detail is listed for
+at most MAX_LISTED_PARTICIPANTS clusters (those without an accepted update first), counted
+by state and reason in `participantSummary`, and kept whole in each round's record in the
+model store (`roundRecord`); a capped round names its participants in `roundParticipants`.
 """
 
 from __future__ import annotations
@@ -17,9 +23,13 @@ from hub_manager.rounds import Phase, Progress
 
 MAX_HISTORY = 100
 MAX_REJECTED = 50
-MAX_PARTICIPANTS = 1000
+MAX_LISTED_PARTICIPANTS = 50
 MAX_PARTICIPANT_MESSAGE = 256
 MAX_ROUND_FAILURES = 20
+MAX_SUMMARY_REASONS = 20
+HISTORY_WITH_FAILURES = 5  # the newest history entries that keep their failures' detail
+# The fields that only move as participants report (their writes are coalesced).
+PARTICIPANT_PROGRESS = frozenset({"participants", "participantSummary"})
 
 # Condition types on a FederatedLearning.
 SPEC_VALID = "SpecValid"
@@ -41,9 +51,7 @@ def progress_of(status: Mapping[str, Any]) -> Progress:
     phase = status.get("phase")
     model = status.get("model") or {}
     pending = status.get("pendingModel") or {}
-    participants = tuple(
-        str(p.get("cluster")) for p in status.get("participants") or [] if p.get("cluster")
-    )
+    participants = round_participants(status)
     return Progress(
         phase=phase if phase in ("Waiting", "Running", "Completed", "Failed") else None,
         round=int(status.get("round") or 0),
@@ -141,22 +149,73 @@ class ParticipantState:
         return entry
 
 
+def round_participants(status: Mapping[str, Any]) -> tuple[str, ...]:
+    """The current round's participants: named in `roundParticipants` when the detail list
+    is capped, else the clusters of `participants`."""
+    if "roundParticipants" in status:
+        return tuple(str(c) for c in status.get("roundParticipants") or [])
+    return tuple(
+        str(p.get("cluster")) for p in status.get("participants") or [] if p.get("cluster")
+    )
+
+
+# Which entries a capped list shows first: those that need a look, then those still going.
+_LISTING_ORDER = {"Failed": 0, "Rejected": 0, "Pending": 1, "Training": 1, "Accepted": 2}
+
+
 def participants_entries(
     participants: Iterable[str], states: Mapping[str, ParticipantState]
 ) -> list[dict[str, Any]]:
-    """Per-cluster state of the current round, by cluster name."""
+    """Per-cluster state of the current round, every participant, by cluster name."""
     return [
-        states.get(cluster, ParticipantState()).entry(cluster)
-        for cluster in sorted(participants)[:MAX_PARTICIPANTS]
+        states.get(cluster, ParticipantState()).entry(cluster) for cluster in sorted(participants)
     ]
 
 
-def set_participant(status: dict[str, Any], cluster: str, state: ParticipantState) -> None:
-    """Replace one participant's entry (a cluster not taking part is left out)."""
-    status["participants"] = [
-        state.entry(cluster) if p.get("cluster") == cluster else p
-        for p in status.get("participants") or []
-    ]
+def set_participants(
+    status: dict[str, Any], participants: Iterable[str], states: Mapping[str, ParticipantState]
+) -> list[dict[str, Any]]:
+    """Record the round's participants and where each stands, bounded; returns every
+    participant's entry (what the round's record keeps)."""
+    entries = participants_entries(participants, states)
+    listed = entries
+    if len(entries) > MAX_LISTED_PARTICIPANTS:
+        first = sorted(entries, key=lambda e: (_LISTING_ORDER.get(e["state"], 1), e["cluster"]))
+        listed = sorted(first[:MAX_LISTED_PARTICIPANTS], key=lambda e: e["cluster"])
+        status["roundParticipants"] = [e["cluster"] for e in entries]
+    else:
+        status.pop("roundParticipants", None)
+    status["participants"] = listed
+    status["participantSummary"] = participant_summary(entries, listed=len(listed))
+    return entries
+
+
+def participant_summary(entries: Iterable[Mapping[str, Any]], *, listed: int) -> dict[str, Any]:
+    """Participants counted by state and by failure reason (the most frequent reasons)."""
+    states: dict[str, int] = {}
+    reasons: dict[str, int] = {}
+    total = 0
+    for entry in entries:
+        total += 1
+        states[str(entry["state"])] = states.get(str(entry["state"]), 0) + 1
+        if entry.get("reason"):
+            reasons[str(entry["reason"])] = reasons.get(str(entry["reason"]), 0) + 1
+    summary: dict[str, Any] = {"total": total, "listed": listed, "states": states}
+    if reasons:
+        top = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_SUMMARY_REASONS]
+        summary["reasons"] = dict(sorted(top))
+    return summary
+
+
+def add_history(status: dict[str, Any], entry: dict[str, Any]) -> None:
+    """Append a round's entry; older entries keep their counts but not their failures'
+    detail (that is in each round's record), so the history stays small at any fleet size."""
+    append_bounded(status, "history", [entry], limit=MAX_HISTORY)
+    history = status["history"]
+    older = max(len(history) - HISTORY_WITH_FAILURES, 0)
+    status["history"] = [
+        {k: v for k, v in old.items() if k != "failures"} for old in history[:older]
+    ] + history[older:]
 
 
 def round_failures(status: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -113,8 +113,12 @@ async def test_record_level_dp_reports_epsilon_and_stops_at_the_budget(
             assert participant["epsilon"] == pytest.approx(expected[participant["cluster"]])
         assert status["history"][0]["epsilon"] == pytest.approx(max(after(1).values()))
 
-        events = (await hub.list(r.EVENT, namespace=NS)).items
-        assert any(e.get("reason") == "PrivacyBudgetExhausted" for e in events)
+        async def budget_event() -> bool | None:
+            events = (await hub.list(r.EVENT, namespace=NS)).items
+            return any(e.get("reason") == "PrivacyBudgetExhausted" for e in events) or None
+
+        # The Event follows the status write that completed the job.
+        assert await wait_for(budget_event, timeout=10, message="PrivacyBudgetExhausted Event")
 
 
 @pytest.mark.slow

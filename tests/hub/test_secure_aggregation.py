@@ -72,6 +72,9 @@ def _assert_no_clear_update(sb: Sandbox, name: str, *, participants: int) -> Non
         if path.name in ("global.safetensors", "server-state.safetensors"):
             continue
         data = path.read_bytes()
+        if path.parent.name == "records":  # a round's record: states and reasons, no weights
+            assert set(json.loads(data)) >= {"round", "participants"}, path
+            continue
         if path.suffix == ".json":  # encrypted share bundles, inboxes, revealed shares
             body = json.loads(data)
             assert set(body) == {"version", "items"}, path
@@ -439,7 +442,10 @@ async def test_secure_job_on_s3_signs_each_cluster_only_its_own_objects(
             }
             assert grants == own, grants - own  # no global model in round 1, nothing else
         # Default retention: the round's secure-aggregation objects go with its updates.
-        assert _s3_keys(s3_server, bucket) == ["fl/team-a/secure-s3/rounds/1/global.safetensors"]
+        assert _s3_keys(s3_server, bucket) == [
+            "fl/team-a/secure-s3/records/round-1.json",
+            "fl/team-a/secure-s3/rounds/1/global.safetensors",
+        ]
 
 
 @pytest.mark.parametrize(

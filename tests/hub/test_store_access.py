@@ -101,9 +101,12 @@ async def test_s3_job_gives_each_cluster_only_its_own_objects(
                 await c1.train(s1, shift=2.0)
             status = await h.wait_status(sb, "s3job", h.phase_is("Completed"))
             assert "X-Amz" not in json.dumps(status)
-            # Default retention: updates gone once their round is published; models kept.
+            # Default retention: updates gone once their round is published; models and
+            # the rounds' records kept.
             keys = _keys(s3_server, bucket)
             assert keys == [
+                "fl/team-a/s3job/records/round-1.json",
+                "fl/team-a/s3job/records/round-2.json",
                 "fl/team-a/s3job/rounds/1/global.safetensors",
                 "fl/team-a/s3job/rounds/2/global.safetensors",
             ]
@@ -134,16 +137,22 @@ async def test_retention_policy_on_a_file_store(sandbox_factory: Any) -> None:
         finally:
             await h.close_clusters(cs)
         root = sb.model_store_dir
+        records = ["records/round-1.json", "records/round-2.json", "records/round-3.json"]
         assert _files(root / "team-a/kept") == [
+            *records,  # small, and kept whatever keepRounds says
             "rounds/3/global.safetensors",
             "rounds/3/updates/cluster1.safetensors",
             "rounds/3/updates/cluster2.safetensors",
         ]
-        assert _files(root / "team-a/default") == ["rounds/1/global.safetensors"]
+        assert _files(root / "team-a/default") == [
+            "records/round-1.json",
+            "rounds/1/global.safetensors",
+        ]
         for name in ("kept", "default"):
             await h.hub(sb).delete(r.FEDERATED_LEARNING, name, namespace="team-a")
             await wait_for(functools.partial(_gone, sb, name), timeout=20, message=name)
         assert _files(root / "team-a/kept") == [
+            *records,
             "rounds/3/global.safetensors",
             "rounds/3/updates/cluster1.safetensors",
             "rounds/3/updates/cluster2.safetensors",

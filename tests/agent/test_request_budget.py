@@ -1,0 +1,113 @@
+"""The hub API's request budget per cluster per round, for the hub manager and each agent.
+
+A fleet of hundreds of clusters makes every request per cluster per round count: a job of
+5 clusters x 3 rounds runs with the real hub manager and agents, and every request they
+make to the hub's API server while it runs is counted by identity. The manager's requests
+in a cluster's namespace (its round-spec ManifestWork, its withdrawal) are the per-cluster
+cost; the job's own (coalesced status writes, Events) are a per-round cost that does not
+grow with the clusters. Watches are excluded (an informer holds one open per resource,
+however many clusters and rounds).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from fl_kube.waiting import wait_for
+from hub_manager.round_driver import coalesce_interval
+from tests.agent.harness import TRAIN
+from tests.hub import helpers as h
+
+pytestmark = pytest.mark.slow
+
+CLUSTERS = 5
+ROUNDS = 3
+HUB_BUDGET = 2.0  # requests per cluster per round, in the cluster's namespace
+# The job's own requests, whatever the clusters: per round, its start, the result's record
+# and its publication (status) and two Events; per job, its set-up and end (finalizer,
+# binding, Placement, first and last status, an Event); and, while reports come in, at most
+# one status write per coalescing interval.
+HUB_PER_ROUND = 5
+HUB_PER_JOB = 6
+AGENT_BUDGET = 3.0  # requests per round of each agent
+
+
+async def test_requests_per_cluster_per_round_stay_in_budget(sandbox_factory: Any) -> None:
+    async with sandbox_factory(clusters=CLUSTERS, agents=True) as sb, h.manager(sb) as running:
+        assert sb.hub is not None
+        log = sb.hub.request_log
+        await wait_for(
+            lambda: len(sb.running_agents()) == CLUSTERS, timeout=30, message="agents running"
+        )
+
+        def granted() -> bool:  # the manager's per-cluster set-up is not a round's cost
+            bindings = [
+                rec
+                for rec in log
+                if rec.user == h.MANAGER_USER
+                and rec.resource == "rolebindings"
+                and rec.verb == "patch"
+                and rec.status < 300
+            ]
+            return len(bindings) >= CLUSTERS
+
+        await wait_for(granted, timeout=30, message="the agents' hub RBAC granted")
+        start = len(log)
+        started = time.monotonic()
+        await h.create_job(
+            sb,
+            "budget",
+            rounds=ROUNDS,
+            min_available=CLUSTERS,
+            timeout="60s",
+            client={"command": ["python", "-c", TRAIN], "args": ["ok"], "dataset": "digits"},
+        )
+        status = await h.wait_status(
+            sb, "budget", lambda s: s.get("phase") in ("Completed", "Failed"), timeout=120
+        )
+        assert status["phase"] == "Completed", status
+        elapsed = time.monotonic() - started
+        uid = (await h.get_job(sb, "budget"))["metadata"]["uid"]
+
+        async def withdrawn() -> bool:
+            return not await h.works_of(sb, uid)
+
+        await wait_for(withdrawn, timeout=30, message="round-spec ManifestWorks withdrawn")
+        requests = [rec for rec in log[start:] if rec.verb != "watch"]
+        manager = [rec for rec in requests if rec.user == h.MANAGER_USER]
+        agents = [rec for rec in requests if ":addon:federated-learning:agent:" in rec.user]
+        # What the manager asks per cluster (in the cluster namespaces), and per job.
+        per_cluster = [rec for rec in manager if _namespace(rec.path) in sb.cluster_names]
+        per_job = [rec for rec in manager if rec not in per_cluster]
+        cluster_rounds = CLUSTERS * ROUNDS
+        print(
+            f"\nhub API requests: manager {len(per_cluster) / cluster_rounds:.2f} per cluster "
+            f"per round {dict(_kinds(per_cluster))} and {len(per_job) / ROUNDS:.2f} per round "
+            f"{dict(_kinds(per_job))} in {elapsed:.1f}s; agents {len(agents) / cluster_rounds:.2f} per cluster "
+            f"per round {dict(_kinds(agents))}"
+        )
+        assert len(per_cluster) <= HUB_BUDGET * cluster_rounds, _kinds(per_cluster)
+        # At most one round-spec write per participant per round, and no reads: what either
+        # side needs to know comes from its watches.
+        applies = [r for r in per_cluster if (r.verb, r.resource) == ("patch", "manifestworks")]
+        assert len(applies) <= cluster_rounds, _kinds(per_cluster)
+        assert [rec.path for rec in manager + agents if rec.verb in ("get", "list")] == []
+        coalesce = coalesce_interval(running.settings.status_coalesce_seconds, CLUSTERS)
+        assert len(per_job) <= HUB_PER_ROUND * ROUNDS + HUB_PER_JOB + elapsed / coalesce, (
+            elapsed,
+            _kinds(per_job),
+        )
+        assert len(agents) <= AGENT_BUDGET * cluster_rounds, _kinds(agents)
+
+
+def _namespace(path: str) -> str | None:
+    parts = path.split("/")
+    return parts[parts.index("namespaces") + 1] if "namespaces" in parts[:-1] else None
+
+
+def _kinds(records: list[Any]) -> Counter[str]:
+    return Counter(f"{rec.verb} {rec.resource}" for rec in records)
