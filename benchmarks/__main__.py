@@ -4,7 +4,9 @@ N = 10, 100 updates of P = 1M, 10M float32 parameters, and the ingest of one upd
 Inputs are safetensors files written once to a temporary folder (set BENCH_TMPDIR to
 choose it; 100 x 10M float32 is 4 GB) and read back from the page cache. Every method of
 every case runs in a fresh process so that its peak RSS is its own. Results go to
-benchmarks/results/aggregation.json and a table on stdout.
+benchmarks/results/aggregation.json and a table on stdout. Then `demo_vs_flower`: `make
+demo` against Flower's simulation of the same task (benchmarks/demo_vs_flower.py);
+`--section` runs one section.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import demo_vs_flower
 from fl_contract.weights import encode_weights
 
 RESULTS = Path(__file__).resolve().parent / "results" / "aggregation.json"
@@ -85,7 +88,14 @@ def _has_flower() -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="only the 1M-parameter cases")
+    parser.add_argument(
+        "--section",
+        choices=("aggregation", "demo_vs_flower"),
+        help="run one section (default: every section)",
+    )
     args = parser.parse_args()
+    if args.section == "demo_vs_flower":
+        return demo_vs_flower.main([])
     cases = [c for c in CASES if not args.quick or c[1] <= 1_000_000]
     flower_ok = _has_flower()
     root = Path(tempfile.mkdtemp(prefix="fl-bench-", dir=os.environ.get("BENCH_TMPDIR")))
@@ -153,6 +163,8 @@ def main() -> int:
     print(table(rows))
     print(f"\nload average {load_at_start[0]:.1f} at start on {os.cpu_count()} CPUs")
     print(f"written {RESULTS} in {report['seconds_total']} s")
+    if args.section is None:
+        return demo_vs_flower.main([])
     return 0
 
 

@@ -74,14 +74,22 @@ def summary_document(
     }
 
 
+def load_pyplot() -> Any:
+    """matplotlib's pyplot on the file-only backend (a second of imports: the demo loads it
+    while the job runs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    return pyplot
+
+
 def plot_rounds(
     path: Path, *, rows: Sequence[RoundRow], baseline: float | None, title: str
 ) -> None:
     """Accuracy and loss per round, with the centralised baseline's accuracy as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    plt = load_pyplot()
 
     rounds = [row.round for row in rows]
     figure, accuracy_axis = plt.subplots(figsize=(7.5, 5.0), dpi=120)

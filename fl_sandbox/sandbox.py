@@ -52,6 +52,7 @@ ADDON_TEMPLATES_DIR: Final = REPO_ROOT / "addon_templates"
 HUB_NAMESPACES: Final = ("open-cluster-management", "open-cluster-management-hub")
 FIELD_MANAGER: Final = "fl-sandbox"
 DATASET_NAME: Final = "digits"
+_YAML_LOADER: Final = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, when built
 
 
 def _import_optional(module: str, attribute: str) -> Any:
@@ -593,7 +594,7 @@ def _addon_documents(folder: Path) -> list[dict[str, Any]]:
     for path in sorted(folder.glob("*.yaml")):
         if path.name == "kustomization.yaml":
             continue
-        for doc in yaml.safe_load_all(path.read_text()):
+        for doc in yaml.load_all(path.read_text(), Loader=_YAML_LOADER):
             if isinstance(doc, dict) and doc.get("kind") and doc.get("apiVersion"):
                 try:
                     r.by_kind(str(doc["apiVersion"]), str(doc["kind"]))

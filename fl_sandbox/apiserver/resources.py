@@ -104,6 +104,11 @@ def parse_body(raw: bytes, content_type: str) -> Any:
         raise errors.bad_request("the request body is empty")
     try:
         if "yaml" in content_type:
+            # JSON is YAML, and what clients send an apply patch as: read it as JSON first
+            # (as kube-apiserver's YAML decoder does), which is also many times faster.
+            if raw.lstrip()[:1] == b"{":
+                with contextlib.suppress(ValueError):
+                    return json.loads(raw)
             return yaml.safe_load(raw)
         return json.loads(raw)
     except (ValueError, yaml.YAMLError) as exc:
