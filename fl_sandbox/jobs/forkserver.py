@@ -132,6 +132,8 @@ class ForkServer:
         command is not one of ours (it then runs as a fresh process)."""
         if not plan.argv or self._process is None or self._process.returncode is not None:
             return None
+        if self._ready is not None and self._ready.done() and self._ready.exception():
+            return None  # it could not start
         name = Path(plan.argv[0]).name
         if name not in ENTRY_POINTS:
             return None
@@ -199,9 +201,14 @@ class ForkServer:
         reason = "the fork server exited"
         try:
             while line := await process.stdout.readline():
-                self._dispatch(json.loads(line))
-        except (ValueError, ConnectionError) as exc:
-            reason = f"the fork server's reply was unreadable: {exc}"
+                try:
+                    reply = json.loads(line)
+                except ValueError:
+                    log.warning("fork server: unreadable reply %r", line[:200])
+                    continue
+                self._dispatch(reply)
+        except (ValueError, ConnectionError) as exc:  # e.g. a line over the stream's limit
+            reason = f"the fork server's replies were unreadable: {exc}"
         finally:
             error = ForkServerError(reason)
             if not self._ready.done():
@@ -337,8 +344,8 @@ class _Server:
     def close_in_child(self) -> None:
         signal.set_wakeup_fd(-1)
         self.selector.close()
-        os.close(self.wake_read)
-        os.close(self.wake_write)
+        for fd in (self.wake_read, self.wake_write, _REPLY_FD[0]):
+            os.close(fd)
 
 
 class _Stop(Exception):
@@ -356,7 +363,12 @@ def _stop(signum: int, frame: object) -> None:
 def _reply(message: dict[str, Any]) -> None:
     data = json.dumps(message).encode() + b"\n"
     while data:
-        data = data[os.write(1, data) :]
+        data = data[os.write(_REPLY_FD[0], data) :]
+
+
+# The pipe replies go to; stdout itself goes to stderr, so what an imported module prints
+# cannot garble the protocol.
+_REPLY_FD = [1]
 
 
 def _child(request: dict[str, Any], *, log_fd: int, ready: int, server: _Server) -> NoReturn:
@@ -455,6 +467,8 @@ _BASE_PATH: list[str] = []
 def main(argv: Sequence[str] | None = None) -> int:
     """The server process: import the runtime, then serve until stdin closes."""
     modules = list(sys.argv[1:] if argv is None else argv)
+    _REPLY_FD[0] = os.dup(1)
+    os.dup2(2, 1)
     own = {p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p}
     _BASE_PATH[:] = [p for p in sys.path[1:] if p not in own]
     try:

@@ -22,8 +22,9 @@ from fl_kube.client import KubeApi
 from fl_kube.waiting import wait_for
 from fl_sandbox.apiserver import ApiServer
 from fl_sandbox.jobs import JobRunner
-from fl_sandbox.jobs.forkserver import ForkServer
+from fl_sandbox.jobs.forkserver import PRELOAD, ForkServer, ForkServerError
 from fl_sandbox.jobs.podenv import LaunchPlan
+from fl_sandbox.jobs.process import run_container
 from tests.sandbox.test_jobrunner import alive, conditions, terminated
 
 FORKED, FRESH = "forked", "fresh"  # namespaces: one runner with the fork server, one without
@@ -267,20 +268,10 @@ async def test_other_commands_start_a_fresh_process(env: Env) -> None:
 
 
 async def test_stopping_the_server_kills_its_children(tmp_path: Path) -> None:
-    code = tmp_path / "code"
-    code.mkdir()
-    (code / "probe.py").write_text(textwrap.dedent(PROBE))
     server = ForkServer()
     await server.start()
     pid_file = tmp_path / "pid"
-    bin_dir = str(Path(sys.executable).parent)
-    plan = LaunchPlan(
-        argv=["fl-train", "--trainer", "probe:Probe"],
-        env={"PATH": bin_dir, "PYTHONPATH": str(code), "PROBE": "hang", "PID_FILE": str(pid_file)},
-        cwd=tmp_path,
-        termination_file=tmp_path / "termination-log",
-        termination_policy="File",
-    )
+    plan = _probe_plan(tmp_path, PROBE="hang", PID_FILE=str(pid_file))
     try:
         entry = server.entry_point(plan)
         assert entry is not None
@@ -290,3 +281,54 @@ async def test_stopping_the_server_kills_its_children(tmp_path: Path) -> None:
     finally:
         await server.stop()
     await wait_for(lambda: not alive(child.pid), timeout=5, message="a child outlived the server")
+
+
+def _probe_plan(tmp_path: Path, **env: str) -> LaunchPlan:
+    code = tmp_path / "code"
+    code.mkdir(exist_ok=True)
+    (code / "probe.py").write_text(textwrap.dedent(PROBE))
+    bin_dir = str(Path(sys.executable).parent)
+    return LaunchPlan(
+        argv=["fl-train", "--trainer", "probe:Probe"],
+        env={"PATH": bin_dir, "PYTHONPATH": str(code), **env},
+        cwd=tmp_path,
+        termination_file=tmp_path / "termination-log",
+        termination_policy="File",
+    )
+
+
+async def test_what_an_import_prints_does_not_garble_the_replies(tmp_path: Path) -> None:
+    (tmp_path / "chatty.py").write_text("print('hello from an import')\n")
+    server = ForkServer(
+        preload=[*PRELOAD, "chatty"], env={**os.environ, "PYTHONPATH": str(tmp_path)}
+    )
+    await server.start()
+    try:
+        assert await server.wait_ready() == server.pid
+        plan = _probe_plan(tmp_path)
+        outcome = await run_container(
+            plan, log_file=tmp_path / "log", deadline=None, grace=1.0, fork_server=server
+        )
+        assert outcome.exit_code == 2
+        assert probe_record(tmp_path / "log")["ppid"] == server.pid
+    finally:
+        await server.stop()
+
+
+async def test_a_server_that_cannot_start_leaves_containers_to_new_processes(
+    tmp_path: Path,
+) -> None:
+    server = ForkServer(preload=["fl_no_such_module"])
+    await server.start()
+    try:
+        with pytest.raises(ForkServerError, match="fl_no_such_module"):
+            await server.wait_ready()
+        plan = _probe_plan(tmp_path)
+        assert server.entry_point(plan) is None
+        outcome = await run_container(
+            plan, log_file=tmp_path / "log", deadline=None, grace=1.0, fork_server=server
+        )
+        assert outcome.exit_code == 2  # fl-train's own exit: no round spec
+        assert probe_record(tmp_path / "log")["ppid"] == os.getpid()
+    finally:
+        await server.stop()
