@@ -166,12 +166,15 @@ class ForkServer:
         try:
             process.stdin.write(json.dumps(request).encode() + b"\n")
             await process.stdin.drain()
-            pid = await started
+            pid = await asyncio.shield(started)
         except (ConnectionError, ForkServerError) as exc:
+            self._started.pop(request_id, None)
             self._exits.pop(request_id, None)
             raise ForkServerError(f"the fork server is not running: {exc}") from exc
-        finally:
-            self._started.pop(request_id, None)
+        except asyncio.CancelledError:
+            # Cancelled (the Job deleted) while the child starts: kill it once it has a pid.
+            started.add_done_callback(_kill_started)
+            raise
         self.forked += 1
         return ForkedProcess(pid, exited)
 
@@ -230,7 +233,7 @@ class ForkServer:
             log.warning("fork server: %s", reply.get("error"))
             self._ready.set_exception(ForkServerError(str(reply.get("error"))))
             return
-        started = self._started.get(request_id)
+        started = self._started.pop(request_id, None) if "exit" not in reply else None
         if "pid" in reply and started is not None and not started.done():
             started.set_result(int(reply["pid"]))
         elif "error" in reply and started is not None and not started.done():
@@ -241,6 +244,12 @@ class ForkServer:
             exited = self._exits.pop(request_id, None)
             if exited is not None and not exited.done():
                 exited.set_result(int(reply["exit"]))
+
+
+def _kill_started(started: asyncio.Future[int]) -> None:
+    if not started.cancelled() and started.exception() is None:
+        with contextlib.suppress(OSError):
+            os.killpg(started.result(), signal.SIGKILL)
 
 
 # -- the server process ----------------------------------------------------------------
