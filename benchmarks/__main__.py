@@ -4,9 +4,8 @@ N = 10, 100 updates of P = 1M, 10M float32 parameters, and the ingest of one upd
 Inputs are safetensors files written once to a temporary folder (set BENCH_TMPDIR to
 choose it; 100 x 10M float32 is 4 GB) and read back from the page cache. Every method of
 every case runs in a fresh process so that its peak RSS is its own. Results go to
-benchmarks/results/aggregation.json and a table on stdout. Then `demo_vs_flower`: `make
-demo` against Flower's simulation of the same task (benchmarks/demo_vs_flower.py);
-`--section` runs one section.
+benchmarks/results/aggregation.json and a table on stdout. The other sections are modules
+of their own (`SECTIONS`); `--section NAME` runs one alone.
 """
 
 from __future__ import annotations
@@ -20,12 +19,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks import demo_vs_flower
+from benchmarks import demo_vs_flower, privacy_utility, secagg
 from fl_contract.weights import encode_weights
 
 RESULTS = Path(__file__).resolve().parent / "results" / "aggregation.json"
@@ -85,18 +85,36 @@ def _has_flower() -> bool:
     return True
 
 
+SECTIONS: dict[str, Callable[[bool], int]] = {
+    "aggregation": lambda quick: aggregation(quick=quick),
+    "secagg": lambda quick: secagg.main(["--quick"] if quick else []),
+    "privacy_utility": lambda quick: privacy_utility.main([]),
+    "demo_vs_flower": lambda quick: demo_vs_flower.main([]),
+}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="only the 1M-parameter cases")
+    parser.add_argument("--quick", action="store_true", help="the smaller cases only")
     parser.add_argument(
         "--section",
-        choices=("aggregation", "demo_vs_flower"),
-        help="run one section (default: every section)",
+        choices=("all", *SECTIONS),
+        default="all",
+        help="one section (default: every one, in this order)",
     )
     args = parser.parse_args()
-    if args.section == "demo_vs_flower":
-        return demo_vs_flower.main([])
-    cases = [c for c in CASES if not args.quick or c[1] <= 1_000_000]
+    names = list(SECTIONS) if args.section == "all" else [args.section]
+    failed = 0
+    for name in names:
+        print(f"== {name}", flush=True)
+        failed |= SECTIONS[name](args.quick)
+        print()
+    return failed
+
+
+def aggregation(*, quick: bool) -> int:
+    """FedAvg aggregation and ingest (see the module docstring)."""
+    cases = [c for c in CASES if not quick or c[1] <= 1_000_000]
     flower_ok = _has_flower()
     root = Path(tempfile.mkdtemp(prefix="fl-bench-", dir=os.environ.get("BENCH_TMPDIR")))
     rows: list[dict[str, Any]] = []
@@ -137,7 +155,7 @@ def main() -> int:
                 row.update(flower_s=fl["seconds"], flower_peak_mb=fl["peak_rss_mb"])
             rows.append(row)
             print(_line(row), flush=True)
-        for params in INGEST_PARAMS if not args.quick else INGEST_PARAMS[:1]:
+        for params in INGEST_PARAMS if not quick else INGEST_PARAMS[:1]:
             folder = root / f"p{params}"
             _write_updates(folder, n=1, params=params)
             result = _run("ingest", folder, 1, 9)
@@ -163,8 +181,6 @@ def main() -> int:
     print(table(rows))
     print(f"\nload average {load_at_start[0]:.1f} at start on {os.cpu_count()} CPUs")
     print(f"written {RESULTS} in {report['seconds_total']} s")
-    if args.section is None:
-        return demo_vs_flower.main([])
     return 0
 
 

@@ -24,6 +24,7 @@ LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
 COMPONENT_ROUND_SPEC: Final = "round-spec"
 COMPONENT_TRAINING: Final = "training"
 COMPONENT_AGENT_RBAC: Final = "agent-rbac"
+COMPONENT_SECAGG: Final = "secagg-secrets"
 
 # The hub manager's finalizer on FederatedLearning objects (ManifestWorks live in other
 # namespaces, so owner references cannot clean them).
@@ -65,6 +66,11 @@ ENV_WORK_DIR: Final = "FL_WORK_DIR"
 # The dataset catalogue entry's nodeConfig as a JSON object (a Flower app's node_config).
 ENV_NODE_CONFIG: Final = "FL_NODE_CONFIG"
 ROUND_SPEC_MOUNT: Final = "/etc/federated-learning"
+# A secure round's client secrets: the per-round Secret's key, mounted into the Job.
+ENV_SECAGG_SECRETS_PATH: Final = "FL_SECAGG_SECRETS_PATH"
+SECAGG_SECRETS_KEY: Final = "client-secrets"
+SECAGG_REVEALED_KEY: Final = "revealed"
+SECAGG_SECRETS_MOUNT: Final = "/var/run/secrets/federated-learning"
 DATASET_MOUNT: Final = "/data"
 WORK_DIR_MOUNT: Final = "/tmp/fl"  # noqa: S108 - an emptyDir in the Job, not a shared /tmp
 TERMINATION_MESSAGE_PATH: Final = "/dev/termination-log"

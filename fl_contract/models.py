@@ -132,6 +132,103 @@ class Resources(_Frozen):
     limits: dict[str, str] = Field(default_factory=dict)
 
 
+Base64Text = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]*={0,2}$", max_length=1024)]
+ClusterName = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+# The stages of a secure-aggregation round, in order: advertise public keys, share
+# encrypted secret shares, upload the masked input, reveal shares for the unmasking.
+SecAggStage = Literal["keys", "shares", "mask", "reveal"]
+
+
+class PublicKeyPair(_Frozen):
+    """One cluster's public keys of a secure round (base64): `c_pk` encrypts the shares
+    sent to it, `s_pk` seeds its pairwise masks."""
+
+    c_pk: Base64Text
+    s_pk: Base64Text
+
+
+class SecAggConfig(_Frozen):
+    """The protocol's parameters for one round, fixed by the hub when the round starts."""
+
+    threshold: Annotated[int, Field(ge=2)]
+    num_shares: Annotated[int, Field(ge=2)]
+    clipping_range: Annotated[float, Field(gt=0)]
+    quantization_range: Annotated[int, Field(ge=2)]
+    modulus: Annotated[int, Field(ge=2)]
+    # The largest weight (example count) a participant may have; weights enter as a share
+    # of it, so the closer to the real counts, the finer the quantisation.
+    max_weight: Annotated[float, Field(gt=0)] = 1.0
+
+
+class SecAggRound(_Frozen):
+    """The secure-aggregation part of a round spec: the stage the hub asks for and what it
+    relays. Public keys and cluster names travel here; bulk items (encrypted shares) only
+    through the model store, by URI and sha256."""
+
+    stage: SecAggStage
+    params: SecAggConfig
+    shares_uri: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    revealed_uri: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    # From `shares` on: the public keys of this cluster's neighbours still in the protocol.
+    neighbours: dict[ClusterName, PublicKeyPair] = Field(default_factory=dict)
+    # From `mask` on: the encrypted shares the other clusters addressed to this one.
+    inbox: ModelRef | None = None
+    # `reveal`: the clusters whose masked inputs are summed, and those that dropped after
+    # sharing their keys (reveal their secret-key shares, never both kinds for one cluster).
+    survivors: list[ClusterName] = Field(default_factory=list)
+    dropped: list[ClusterName] = Field(default_factory=list)
+
+
+class SecAggReport(_Frozen):
+    """The secure-aggregation part of a round report: the last stage this cluster completed,
+    its public keys, and the store objects of its stages."""
+
+    stage: SecAggStage
+    public_keys: PublicKeyPair
+    shares: ModelRef | None = None
+    revealed: ModelRef | None = None
+
+
+DPLevel = Literal["Record", "Cluster"]
+DPAccountant = Literal["RDP", "PLD"]
+Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+class RoundPrivacy(_Frozen):
+    """The differential privacy a round asks of one cluster (`spec.privacy`).
+
+    Record level: the trainer runs DP-SGD, `epochs` passes of Poisson batches of expected
+    size `batch_size`, each example's gradient clipped to `clip_norm`, noise
+    `noise_multiplier * clip_norm`; `spent_*` is what this cluster spent in earlier rounds
+    (largest sampling rate, steps), so that its report gives the job's epsilon so far.
+    Cluster level: with `noise_stddev` above 0 the cluster clips its change to the global
+    model to `clip_norm` and adds noise of that standard deviation (its share of the
+    noise under secure aggregation); otherwise the hub clips and adds the noise."""
+
+    level: DPLevel
+    accountant: DPAccountant = "RDP"
+    clip_norm: Annotated[float, Field(gt=0)]
+    noise_multiplier: Annotated[float, Field(ge=0)]
+    delta: Annotated[float, Field(gt=0, lt=1)]
+    batch_size: Annotated[int, Field(ge=1)] = 1
+    epochs: Annotated[int, Field(ge=1)] = 1
+    spent_steps: Annotated[int, Field(ge=0)] = 0
+    spent_sampling_rate: Probability = 0.0
+    noise_stddev: Annotated[float, Field(ge=0)] = 0.0
+
+
+class PrivacySpent(_Frozen):
+    """What a record-level DP round spent (`sampling_rate`, `steps`) and the cluster's
+    epsilon at `delta` over the job so far, as the training runtime's accountant says."""
+
+    accountant: DPAccountant
+    noise_multiplier: Annotated[float, Field(ge=0)]
+    sampling_rate: Probability
+    steps: Annotated[int, Field(ge=0)]
+    delta: Annotated[float, Field(gt=0, lt=1)]
+    epsilon: Annotated[float, Field(ge=0)]
+
+
 class RoundSpec(_Frozen):
     """What the hub asks one cluster to do in one round (delivered as a ConfigMap)."""
 
@@ -160,6 +257,10 @@ class RoundSpec(_Frozen):
     evaluate: bool = True
     deadline: datetime
     resources: Resources = Field(default_factory=Resources)
+    # spec.privacy.secureAggregation: the stage of the protocol (None: a plain round).
+    secure_aggregation: SecAggRound | None = None
+    # Absent without differential privacy, so agents that predate it accept those specs.
+    privacy: RoundPrivacy | None = None
 
     @field_validator("deadline")
     @classmethod
@@ -197,6 +298,10 @@ class RoundReport(_Frozen):
     message: Annotated[str, StringConstraints(max_length=1024)] = ""
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # A secure round: where this cluster stands in the protocol. Its `update` is then the
+    # masked input, with `num_examples` 0 (the weight is inside the masked input).
+    secure_aggregation: SecAggReport | None = None
+    privacy: PrivacySpent | None = None  # record-level DP: what the round spent
 
     def to_message(self) -> str:
         """Compact JSON for a condition message; raises ValueError when over the bound."""
@@ -220,9 +325,10 @@ class TrainingResult(_Frozen):
     sha256: Sha256
     num_examples: Annotated[int, Field(ge=0)]
     metrics: Metrics = Field(default_factory=dict)
+    privacy: PrivacySpent | None = None  # record-level DP: what the round spent
 
     def to_json(self) -> str:
-        text = self.model_dump_json()
+        text = self.model_dump_json(exclude_none=True)
         if len(text.encode()) > MAX_RESULT_BYTES:
             raise ValueError(f"training result is over {MAX_RESULT_BYTES} bytes")
         return text

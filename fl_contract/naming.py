@@ -6,6 +6,7 @@ the same name never meets the objects of its predecessor.
 
 import hashlib
 import re
+from typing import Literal
 
 from fl_contract import keys
 
@@ -32,14 +33,29 @@ def round_spec_configmap_name(job_uid: str) -> str:
     return f"fl-{job_hash(job_uid)}"
 
 
-def training_job_name(job_uid: str, round_number: int, attempt: int = 1) -> str:
-    """The training Job of one round (and attempt): deterministic, so a restart finds it."""
+def training_job_name(
+    job_uid: str, round_number: int, attempt: int = 1, *, secure: bool = False
+) -> str:
+    """The training Job of one round (and attempt): deterministic, so a restart finds it.
+    A secure round's Job (it masks its update) has its own name, so a job whose secure
+    aggregation is turned on or off mid-round never takes one Job's output for the other's."""
     if round_number < 1 or attempt < 1:
         raise ValueError("round and attempt start at 1")
     name = f"fl-{job_hash(job_uid)}-r{round_number}"
     if attempt > 1:
         name += f"-a{attempt}"
-    return name
+    return name + ("-s" if secure else "")
+
+
+def secagg_secret_name(job_uid: str, round_number: int, attempt: int = 1) -> str:
+    """The Secret in the agent namespace holding one secure round's client secrets."""
+    return f"{training_job_name(job_uid, round_number, attempt)}-secagg"
+
+
+def secagg_reveal_record_name(job_uid: str, round_number: int, attempt: int = 1) -> str:
+    """The Secret recording which reveal a cluster agreed to for one secure round: created
+    once (write-once by `create`), so no restart can reveal for another set of survivors."""
+    return f"{secagg_secret_name(job_uid, round_number, attempt)}-reveal"
 
 
 def placement_name(fl_name: str) -> str:
@@ -115,6 +131,25 @@ def update_key(
     suffix = "" if attempt == 1 else f".a{attempt}"
     prefix = round_key_prefix(namespace=namespace, job=job, round_number=round_number)
     return f"{prefix}updates/{cluster}{suffix}.safetensors"
+
+
+SecAggObject = Literal["shares", "inbox", "revealed"]
+
+
+def secagg_key(
+    *,
+    namespace: str,
+    job: str,
+    round_number: int,
+    cluster: str,
+    attempt: int = 1,
+    kind: SecAggObject,
+) -> str:
+    """Store key of one cluster's secure-aggregation object of a round attempt: the
+    encrypted shares it sends, those addressed to it (written by the hub), its revealed
+    shares. (Its masked input is at `update_key`.)"""
+    prefix = round_key_prefix(namespace=namespace, job=job, round_number=round_number)
+    return f"{prefix}secagg/a{attempt}/{kind}/{cluster}.json"
 
 
 def _bounded(name: str, *, limit: int) -> str:

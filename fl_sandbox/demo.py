@@ -32,6 +32,7 @@ from fl_sandbox.demo_progress import JobState, Progress
 from fl_sandbox.demo_report import (
     format_table,
     load_pyplot,
+    plot_privacy,
     plot_rounds,
     rounds_from_history,
     summary_document,
@@ -60,6 +61,9 @@ class UsageError(Exception):
     """An invalid option: one line naming it and what to do; exit 2."""
 
 
+DP_DELTA = 1e-5
+
+
 class DemoError(Exception):
     """The demo could not finish (the job failed, or did not complete in time); exit 1."""
 
@@ -73,6 +77,10 @@ class DemoOptions:
     alpha: float
     output: Path
     timeout: float
+    # Record-level DP (None: off): noise multiplier, clip norm, budget.
+    dp_noise_multiplier: float | None = None
+    dp_clip: float = 1.0
+    dp_max_epsilon: float | None = None
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,6 +106,24 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=Path("demo-output"),
         help="folder for summary.json, accuracy.png and the sandbox (default demo-output)",
+    )
+    parser.add_argument(
+        "--dp-noise-multiplier",
+        type=float,
+        default=None,
+        help="train with record-level differential privacy (DP-SGD) at this noise multiplier",
+    )
+    parser.add_argument(
+        "--dp-clip",
+        type=float,
+        default=None,
+        help="with --dp-noise-multiplier: per-example gradient clip norm (default 1.0)",
+    )
+    parser.add_argument(
+        "--dp-max-epsilon",
+        type=float,
+        default=None,
+        help="with --dp-noise-multiplier: the budget at delta 1e-5; the job stops before it",
     )
     parser.add_argument(
         "--timeout",
@@ -138,7 +164,11 @@ def options_from(args: argparse.Namespace) -> DemoOptions:
     timeout = float(args.timeout)
     if not (math.isfinite(timeout) and timeout > 0):
         raise UsageError(f"--timeout {args.timeout}: use a positive number of seconds")
+    dp = _dp_options(args)
     return DemoOptions(
+        dp_noise_multiplier=dp[0],
+        dp_clip=dp[1],
+        dp_max_epsilon=dp[2],
         clusters=clusters,
         rounds=rounds,
         strategy=strategy,
@@ -147,6 +177,24 @@ def options_from(args: argparse.Namespace) -> DemoOptions:
         output=output,
         timeout=timeout,
     )
+
+
+def _dp_options(args: argparse.Namespace) -> tuple[float | None, float, float | None]:
+    noise = getattr(args, "dp_noise_multiplier", None)
+    clip = getattr(args, "dp_clip", None)
+    budget = getattr(args, "dp_max_epsilon", None)
+    if noise is None:
+        if clip is not None or budget is not None:
+            raise UsageError("--dp-clip and --dp-max-epsilon need --dp-noise-multiplier")
+        return None, 1.0, None
+    for flag, value in (
+        ("--dp-noise-multiplier", noise),
+        ("--dp-clip", clip),
+        ("--dp-max-epsilon", budget),
+    ):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise UsageError(f"{flag} {value}: use a positive number, e.g. 1.0")
+    return float(noise), float(clip if clip is not None else 1.0), budget
 
 
 async def run_demo(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
@@ -269,6 +317,7 @@ async def _report(
             "centralised_accuracy": baseline,
             "job": f"{NAMESPACE}/{final['metadata']['name']}",
             "wall_seconds": round(elapsed, 2),
+            **_privacy_summary(status),
         },
     )
     summary_path = output / "summary.json"
@@ -276,6 +325,18 @@ async def _report(
     await asyncio.to_thread(write_summary, summary_path, summary)
     title = f"{options.strategy} over {options.clusters} clusters, digits"
     await asyncio.to_thread(plot_rounds, plot_path, rows=rows, baseline=baseline, title=title)
+    outputs = [summary_path, plot_path]
+    if options.dp_noise_multiplier is not None:
+        privacy_path = output / "privacy.png"
+        await asyncio.to_thread(
+            plot_privacy,
+            privacy_path,
+            rows=rows,
+            budget=options.dp_max_epsilon,
+            title=f"record-level DP, noise multiplier {options.dp_noise_multiplier:g}, "
+            f"clip {options.dp_clip:g}",
+        )
+        outputs.append(privacy_path)
 
     print("", file=out)
     print(format_table(rows), file=out)
@@ -288,9 +349,23 @@ async def _report(
         )
     print(f"model   {summary['model_uri']}", file=out)
     print(f"sha256  {summary['model_sha256']}", file=out)
-    print(f"outputs {summary_path}, {plot_path}", file=out)
+    if "epsilon" in summary:
+        print(f"epsilon {summary['epsilon']:.4g} at delta {DP_DELTA:g}", file=out)
+    print(f"outputs {', '.join(str(p) for p in outputs)}", file=out)
     print(f"done in {elapsed:.1f}s", file=out)
     return summary
+
+
+def _privacy_summary(status: dict[str, Any]) -> dict[str, Any]:
+    """summary.json's privacy part: epsilon spent and how (none without DP)."""
+    privacy = status.get("privacy")
+    if not privacy:
+        return {}
+    stopped = next(
+        (c.get("reason") for c in status.get("conditions") or [] if c.get("type") == "Succeeded"),
+        None,
+    )
+    return {"epsilon": privacy.get("epsilon"), "privacy": privacy, "completion_reason": stopped}
 
 
 def _job(options: DemoOptions) -> dict[str, Any]:
@@ -304,6 +379,16 @@ def _job(options: DemoOptions) -> dict[str, Any]:
     parameters = REQUIRED_PARAMETERS.get(options.strategy)
     if parameters:
         server["strategy"]["parameters"] = dict(parameters)
+    if options.dp_noise_multiplier is not None:
+        dp: dict[str, Any] = {
+            "level": "Record",
+            "noiseMultiplier": options.dp_noise_multiplier,
+            "clipNorm": options.dp_clip,
+            "delta": DP_DELTA,
+        }
+        if options.dp_max_epsilon is not None:
+            dp["maxEpsilon"] = options.dp_max_epsilon
+        job["spec"]["privacy"] = {"differentialPrivacy": dp}
     return dict(job)
 
 

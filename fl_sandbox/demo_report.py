@@ -19,6 +19,7 @@ class RoundRow:
     loss: float | None
     participants: int
     seconds: float | None
+    epsilon: float | None = None  # differential privacy spent up to this round
 
 
 def rounds_from_history(history: Sequence[Mapping[str, Any]]) -> list[RoundRow]:
@@ -32,17 +33,21 @@ def rounds_from_history(history: Sequence[Mapping[str, Any]]) -> list[RoundRow]:
             loss=_number(entry.get("loss")),
             participants=int(entry.get("participants") or entry.get("accepted") or 0),
             seconds=_number(entry.get("durationSeconds")),
+            epsilon=_number(entry.get("epsilon")),
         )
     return [by_round[n] for n in sorted(by_round)]
 
 
 def format_table(rows: Sequence[RoundRow]) -> str:
     """A plain-text table, one line per round."""
-    lines = [f"{'round':>5}  {'accuracy':>8}  {'loss':>8}  {'clusters':>8}  {'seconds':>7}"]
+    private = any(row.epsilon is not None for row in rows)
+    head = f"{'round':>5}  {'accuracy':>8}  {'loss':>8}  {'clusters':>8}  {'seconds':>7}"
+    lines = [head + (f"  {'epsilon':>8}" if private else "")]
     for row in rows:
         lines.append(
             f"{row.round:>5}  {_fixed(row.accuracy, 4):>8}  {_fixed(row.loss, 4):>8}  "
             f"{row.participants:>8}  {_fixed(row.seconds, 2):>7}"
+            + (f"  {_fixed(row.epsilon, 3):>8}" if private else "")
         )
     return "\n".join(lines)
 
@@ -65,7 +70,7 @@ def summary_document(
     final = rows[-1].accuracy if rows else None
     return {
         "final_accuracy": final,
-        "rounds": [asdict(row) for row in rows],
+        "rounds": [_row_document(row) for row in rows],
         "model_uri": model_uri,
         "model_sha256": model_sha256,
         "clusters": len(clusters),
@@ -83,6 +88,14 @@ def load_pyplot() -> Any:
     from matplotlib import pyplot
 
     return pyplot
+
+
+def _row_document(row: RoundRow) -> dict[str, Any]:
+    """A round of summary.json; `epsilon` only for jobs with differential privacy."""
+    document = asdict(row)
+    if row.epsilon is None:
+        del document["epsilon"]
+    return document
 
 
 def plot_rounds(
@@ -132,6 +145,57 @@ def plot_rounds(
             frameon=False,
         )
         accuracy_axis.set_title(title)
+        figure.tight_layout()
+        temp = path.with_name(f".{path.stem}.tmp.png")
+        figure.savefig(temp)
+        temp.replace(path)
+    finally:
+        plt.close(figure)
+
+
+def plot_privacy(path: Path, *, rows: Sequence[RoundRow], budget: float | None, title: str) -> None:
+    """Epsilon spent (largest of any cluster) and accuracy per round, with the budget."""
+    plt = load_pyplot()
+
+    rounds = [row.round for row in rows]
+    figure, epsilon_axis = plt.subplots(figsize=(7.5, 5.0), dpi=120)
+    try:
+        epsilon_axis.plot(
+            rounds,
+            [_nan(row.epsilon) for row in rows],
+            marker="o",
+            color="tab:purple",
+            label="epsilon (delta 1e-5)",
+        )
+        if budget is not None:
+            epsilon_axis.axhline(
+                budget, color="tab:purple", linestyle="--", label=f"maxEpsilon ({budget:g})"
+            )
+        epsilon_axis.set_xlabel("round")
+        epsilon_axis.set_ylabel("epsilon", color="tab:purple")
+        epsilon_axis.set_ylim(bottom=0)
+        epsilon_axis.set_xticks(rounds)
+        epsilon_axis.grid(alpha=0.3)
+        accuracy_axis = epsilon_axis.twinx()
+        accuracy_axis.plot(
+            rounds,
+            [_nan(row.accuracy) for row in rows],
+            marker="s",
+            color="tab:blue",
+            label="test accuracy",
+        )
+        accuracy_axis.set_ylabel("test accuracy", color="tab:blue")
+        handles = epsilon_axis.get_legend_handles_labels()
+        more = accuracy_axis.get_legend_handles_labels()
+        epsilon_axis.legend(
+            handles[0] + more[0],
+            handles[1] + more[1],
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.14),
+            ncol=3,
+            frameon=False,
+        )
+        epsilon_axis.set_title(title)
         figure.tight_layout()
         temp = path.with_name(f".{path.stem}.tmp.png")
         figure.savefig(temp)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from fl_contract.models import RoundReport, UpdateRef
+from fl_contract.models import PrivacySpent, RoundReport, UpdateRef
 from fl_contract.weights import (
     Weights,
     WeightsFormatError,
@@ -32,6 +32,8 @@ from hub_manager.reports import DatasetSize
 log = logging.getLogger(__name__)
 
 OutcomeKind = Literal["accepted", "rejected", "failed"]
+# (reason, message) when a report's privacy record does not agree with the hub's accounting.
+PrivacyCheck = Callable[[str, RoundReport], tuple[str, str] | None]
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Outcome:
     num_examples: int = 0
     sha256: str = ""
     metrics: Mapping[str, float] = field(default_factory=dict)
+    privacy: PrivacySpent | None = None
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,9 @@ class RoundSession:
         store: ModelStore,
         metrics: HubMetrics,
         published_samples: Callable[[str], DatasetSize | None] | None = None,
+        check_privacy: PrivacyCheck | None = None,
     ) -> None:
+        self._check_privacy = check_privacy or (lambda _cluster, _report: None)
         self.job_uid = job_uid
         self.round = round_number
         self.attempt = attempt
@@ -131,6 +136,10 @@ class RoundSession:
         update = report.update
         if update is None:
             return _rejected(cluster, "InvalidReport", "the report names no update"), False
+        if report.secure_aggregation is not None:  # the job's secure aggregation was turned off
+            return _rejected(
+                cluster, "MaskedInput", "a masked input, but the round is not a secure one"
+            ), False
         if report.cluster != cluster:
             return _rejected(
                 cluster, "ClusterMismatch", f"the report claims to be from {report.cluster!r}"
@@ -149,6 +158,9 @@ class RoundSession:
                 f"{published.samples} samples for dataset {published.dataset!r} "
                 f"(ClusterClaim {published.claim})",
             ), False
+        privacy_problem = self._check_privacy(cluster, report)
+        if privacy_problem is not None:
+            return _rejected(cluster, *privacy_problem), False
         turn = self._order[self._settled : self._settled + 1] == [cluster]
         started = time.perf_counter()
         try:
@@ -168,6 +180,7 @@ class RoundSession:
             num_examples=update.num_examples,
             sha256=update.sha256,
             metrics=dict(report.metrics),
+            privacy=report.privacy,
         )
         return outcome, turn
 
@@ -325,6 +338,7 @@ def new_session(
     store: ModelStore,
     metrics: HubMetrics,
     published_samples: Callable[[str], DatasetSize | None] | None = None,
+    check_privacy: PrivacyCheck | None = None,
 ) -> RoundSession:
     return RoundSession(
         job_uid=job_uid,
@@ -335,4 +349,5 @@ def new_session(
         store=store,
         metrics=metrics,
         published_samples=published_samples,
+        check_privacy=check_privacy,
     )

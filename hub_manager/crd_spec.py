@@ -208,10 +208,70 @@ class ClientSpec(_Spec):
         return value
 
 
+# Strategies that look at each update on its own: secure aggregation hides exactly that.
+INDIVIDUAL_UPDATE_STRATEGIES = frozenset({"FedMedian", "FedTrimmedAvg", "Krum", "MultiKrum"})
+SECAGG_MODULUS = 2**32  # the ring of the masked sums: quantizationRange x clusters must fit
+
+
+class SecureAggregationSpec(_Spec):
+    """spec.privacy.secureAggregation: SecAgg+ parameters (threshold and numShares default
+    to the round's participants, see `secagg_params`)."""
+
+    enabled: bool = False
+    threshold: Annotated[int, Field(ge=2)] | None = None
+    num_shares: Annotated[int, Field(ge=2)] | None = None
+    clipping_range: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 8.0
+    quantization_range: Annotated[int, Field(ge=2, le=2**28)] = 2**22
+
+    @model_validator(mode="after")
+    def _shares(self) -> SecureAggregationSpec:
+        if (
+            self.threshold is not None
+            and self.num_shares is not None
+            and self.num_shares < self.threshold
+        ):
+            raise ValueError(
+                f"numShares: {self.num_shares} is below threshold ({self.threshold}): a "
+                "cluster's secrets could never be reconstructed; raise numShares or lower "
+                "threshold"
+            )
+        return self
+
+
+class PrivacySpec(_Spec):
+    secure_aggregation: SecureAggregationSpec | None = None
+    differential_privacy: DifferentialPrivacySpec | None = None
+
+    @property
+    def secure(self) -> SecureAggregationSpec | None:
+        """The secure-aggregation settings when enabled."""
+        spec = self.secure_aggregation
+        return spec if spec is not None and spec.enabled else None
+
+
+class DifferentialPrivacySpec(_Spec):
+    """Record level: DP-SGD in each cluster's trainer, epsilon per cluster. Cluster level:
+    each cluster's update clipped and noise on their sum, epsilon per cluster's
+    participation. `maxEpsilon`: no round starts that would take a cluster past it."""
+
+    level: Literal["Record", "Cluster"] = "Record"
+    clip_norm: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    noise_multiplier: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5
+    max_epsilon: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    accountant: Literal["RDP", "PLD"] = "RDP"
+    trainer_support: bool = False
+
+
+# Server optimisers would adapt to the un-noised mean before the noise is added.
+_CLUSTER_DP_STRATEGIES_REFUSED = ("FedAdam", "FedYogi", "FedAdagrad")
+
+
 class FederatedLearningSpec(_Spec):
     framework: str = "other"
     server: ServerSpec = Field(default_factory=ServerSpec)
     client: ClientSpec = Field(default_factory=ClientSpec)
+    privacy: PrivacySpec = Field(default_factory=PrivacySpec)
 
     @model_validator(mode="after")
     def _required(self) -> FederatedLearningSpec:
@@ -219,7 +279,62 @@ class FederatedLearningSpec(_Spec):
             raise ValueError(
                 "client.image: is required; set spec.client.image to the training image"
             )
+        secure = self.privacy.secure
+        if secure is not None:
+            strategy = self.server.strategy.name
+            if strategy in INDIVIDUAL_UPDATE_STRATEGIES:
+                raise ValueError(
+                    f"privacy.secureAggregation.enabled: cannot be combined with "
+                    f"spec.server.strategy.name {strategy}, which needs each cluster's update "
+                    "while secure aggregation reveals only their sum; use FedAvg, FedProx, "
+                    "FedAdam, FedYogi or FedAdagrad, or disable secure aggregation"
+                )
+            needed = self.server.min_available_clients
+            if needed < 2:
+                raise ValueError(
+                    "server.minAvailableClients: secure aggregation needs at least 2 clusters "
+                    f"per round (the sum of one update is that update), got {needed}; raise "
+                    "minAvailableClients"
+                )
+            if secure.threshold is not None and secure.threshold > needed:
+                raise ValueError(
+                    f"privacy.secureAggregation.threshold: {secure.threshold} exceeds "
+                    f"spec.server.minAvailableClients ({needed}), so a round could start "
+                    "with fewer participants than it needs to unmask; lower threshold or "
+                    "raise minAvailableClients"
+                )
+        dp = self.privacy.differential_privacy
+        if dp is not None and dp.level == "Record" and self.user_trainer and not dp.trainer_support:
+            raise ValueError(
+                "privacy.differentialPrivacy.trainerSupport: record-level DP needs DP-SGD in "
+                "the trainer, and this job runs its own (--trainer or framework: flower); "
+                "implement train_dp (fl_core.runtime.api) and set trainerSupport: true, "
+                "or use level: Cluster"
+            )
+        if dp is not None and dp.level == "Record" and self.client.dataset is None:
+            raise ValueError(
+                "client.dataset: record-level DP needs the dataset's name: its sampling rate "
+                "comes from the sample count each cluster publishes for it (ClusterClaim)"
+            )
+        if (
+            dp is not None
+            and dp.level == "Cluster"
+            and self.server.strategy.name in _CLUSTER_DP_STRATEGIES_REFUSED
+        ):
+            raise ValueError(
+                f"privacy.differentialPrivacy.level: cluster-level DP adds its noise after "
+                f"aggregation, and {self.server.strategy.name}'s server optimiser would see "
+                "the un-noised mean; use FedAvg, FedProx or a robust strategy, or level: Record"
+            )
         return self
+
+    @property
+    def user_trainer(self) -> bool:
+        """Whether the Jobs run the user's own training code rather than a built-in one."""
+        words = [*self.client.command, *self.client.args]
+        return self.framework == "flower" or any(
+            w == "--trainer" or w.startswith("--trainer=") for w in words
+        )
 
     @property
     def client_framework(self) -> Framework | None:

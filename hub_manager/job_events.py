@@ -141,9 +141,10 @@ def _finished(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[JobEvent]:
     phase = new.get("phase")
     if phase == old.get("phase") or phase not in ("Completed", "Failed"):
         return []
-    if phase == "Completed":
-        return [JobEvent("Normal", "Completed", str(new.get("message") or ""))]
     succeeded = st.condition(new, st.SUCCEEDED)
+    if phase == "Completed":  # Completed, or PrivacyBudgetExhausted
+        reason = str((succeeded or {}).get("reason") or "Completed")
+        return [JobEvent("Normal", reason, str(new.get("message") or ""))]
     if succeeded is None:  # an invalid spec: its SpecValid condition says it all
         return []
     return [JobEvent("Warning", str(succeeded.get("reason")), str(new.get("message") or ""))]

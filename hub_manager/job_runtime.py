@@ -10,17 +10,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fl_contract import naming
 from fl_contract.models import ModelRef, StoreConfig
 from fl_contract.weights import Weights, WeightsFormatError, decode_weights
 from fl_core.evaluation import get_evaluator
+from fl_core.privacy.dp.central import ClusterDPStrategy
 from fl_core.store import IntegrityError, ModelStore, ObjectNotFound, StoreError, open_store
 from fl_core.strategies import Strategy, make_strategy
 from hub_manager.aggregation import RoundSession
 from hub_manager.crd_spec import FederatedLearningSpec, SpecError, parse_spec
 from hub_manager.work import oversized_round_spec, store_config
+
+if TYPE_CHECKING:
+    from hub_manager.secure_rounds import SecureSession
 
 
 def server_state_key(*, namespace: str, job: str, round_number: int) -> str:
@@ -41,7 +45,7 @@ class JobRuntime:
     strategy_round: int = 0  # server state loaded/advanced up to this round
     global_round: int = -1  # the round whose model `global_weights` is (-1: not loaded)
     global_weights: Weights | None = None
-    session: RoundSession | None = None
+    session: RoundSession | SecureSession | None = None
     refused_attempt: tuple[int, int] = (0, 0)  # the (round, attempt) `refused` belongs to
     refused: dict[str, str] = field(default_factory=dict)  # cluster -> why its spec was refused
 
@@ -51,7 +55,13 @@ class JobRuntime:
 
 def build_strategy(spec: FederatedLearningSpec) -> Strategy:
     """ValueError (naming the parameter) when the strategy's parameters are wrong."""
-    return make_strategy(spec.server.strategy.name, spec.server.strategy.parameters)
+    strategy = make_strategy(spec.server.strategy.name, spec.server.strategy.parameters)
+    dp = spec.privacy.differential_privacy
+    if dp is not None and dp.level == "Cluster" and spec.privacy.secure is None:
+        # The hub sees each update, so it clips them and adds the noise itself (under secure
+        # aggregation each cluster clips its own and adds its share of the noise).
+        return ClusterDPStrategy(strategy, clip=dp.clip_norm, noise_multiplier=dp.noise_multiplier)
+    return strategy
 
 
 def open_job_store(config: StoreConfig, *, file_root: Path | None) -> ModelStore:

@@ -15,6 +15,7 @@ from typing import Any
 from fl_contract import naming
 from fl_contract.weights import encode_weights, sha256_hex
 from fl_kube.timestamps import format_time, parse_time
+from hub_manager import privacy as hub_privacy
 from hub_manager import retention, rounds
 from hub_manager import status as st
 from hub_manager.cleanup import JobCleaner
@@ -80,6 +81,13 @@ class Publisher:
             for metric in ("loss", "accuracy"):
                 if metric in result.metrics:
                     pending[metric] = result.metrics[metric]
+            spent = hub_privacy.pending_record(
+                runtime.spec,
+                status,
+                {c: session.outcomes[c].privacy for c in result.accepted},
+            )
+            if spent is not None:
+                pending["privacy"] = spent
             status["pendingModel"] = pending
             obj = await self._write_status(key, obj, status)
             if state_data is not None:
@@ -129,6 +137,9 @@ class Publisher:
         failures = st.round_failures(status)
         if failures:
             entry["failures"] = failures
+        hub_privacy.publish(runtime.spec, status, pending.get("privacy"))
+        if "privacy" in status:
+            entry["epsilon"] = float(status["privacy"].get("epsilon") or 0.0)
         st.append_bounded(status, "history", [entry], limit=st.MAX_HISTORY)
         status["model"] = {
             "round": round_number,
@@ -196,7 +207,9 @@ class Publisher:
         now: datetime,
         *,
         failed: rounds.Fail | None,
+        stopped: tuple[str, str] | None = None,
     ) -> dict[str, Any]:
+        """Completed (`stopped`: early, with that reason and message) or Failed."""
         generation = int(obj["metadata"].get("generation") or 0)
         model = status.get("model") or {}
         if failed is None:
@@ -204,8 +217,10 @@ class Publisher:
                 f"{model.get('round', 0)} rounds completed; final model {model.get('uri')} "
                 f"(sha256 {model.get('sha256')})"
             )
-            st.set_phase(status, "Completed", message)
             reason, value = "Completed", True
+            if stopped is not None:
+                reason, message = stopped[0], f"{stopped[1]}; {message}"
+            st.set_phase(status, "Completed", message)
         else:
             message = failed.message
             st.set_phase(status, "Failed", message)

@@ -51,9 +51,10 @@ async def apply_after_publication(
     """Delete what the policy no longer keeps now that round `published` is published."""
     policy: RetentionSpec = spec.server.retention
     keep = _initial_keys(spec, store)
-    prefixes = [
-        naming.round_key_prefix(namespace=namespace, job=job, round_number=r) + "updates/"
+    prefixes = [  # the updates, and a secure round's shares and masked inputs' companions
+        naming.round_key_prefix(namespace=namespace, job=job, round_number=r) + folder
         for r in _rounds_leaving(published, policy.keep_updates)
+        for folder in ("updates/", "secagg/")
     ]
     if policy.keep_rounds is not None:
         prefixes += [

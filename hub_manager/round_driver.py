@@ -25,7 +25,8 @@ from fl_kube.errors import Conflict
 from fl_kube.events import EventRecorder
 from fl_kube.informer import Informer
 from fl_kube.timestamps import format_time, parse_time
-from hub_manager import rounds
+from hub_manager import privacy as hub_privacy
+from hub_manager import rounds, secure_record
 from hub_manager import status as st
 from hub_manager.cache import WriteMemo, contains
 from hub_manager.cleanup import JobCleaner
@@ -318,6 +319,10 @@ class FederatedLearningReconciler:
             obj = await self._invalid(key, obj, status, exc.problems, generation, now)
             return obj, status, None, False
         spec = runtime.spec
+        privacy_problem = hub_privacy.edit_problem(spec, status)
+        if privacy_problem is not None:
+            obj = await self._invalid(key, obj, status, [privacy_problem], generation, now)
+            return obj, status, None, False
         self._resume_if_edited(status, spec)
         st.set_condition(
             status,
@@ -354,7 +359,9 @@ class FederatedLearningReconciler:
         available = [c for c in chosen.clusters if self._addon(c).available]
         self._clusters_condition(status, spec, chosen, available, generation, now)
 
-        tally = await self._reports.collect(obj, runtime, status, now, selected=chosen.clusters)
+        tally = await self._reports.collect(
+            obj, runtime, status, now, selected=chosen.clusters, available=available
+        )
         tally = with_refused(status, runtime, tally)
         clusters = st.condition(status, st.CLUSTERS_AVAILABLE) or {}
         decision = rounds.decide(
@@ -378,6 +385,26 @@ class FederatedLearningReconciler:
             ),
         )
         log.debug("%s/%s: %s", key[0], key[1], decision)
+        if isinstance(decision, rounds.StartRound):
+            over = hub_privacy.budget_overrun(
+                spec,
+                status,
+                participants=decision.participants,
+                available=len(available),
+                samples_of=lambda cluster: self._reports.samples(spec, cluster),
+            )
+            if over is not None:
+                stopped = (
+                    hub_privacy.BUDGET_EXHAUSTED,
+                    hub_privacy.overrun_message(spec, status, over),
+                )
+                obj = await self._publisher.finish(
+                    key, obj, status, now, failed=None, stopped=stopped
+                )
+                return obj, st.clone(obj.get("status")), None, False
+            hub_privacy.start_round(
+                spec, status, participants=decision.participants, available=len(available)
+            )
         try:
             return await self._execute(key, obj, status, runtime, decision, tally, now)
         except SpecError as exc:  # found only while running (an evaluator that cannot cope)
@@ -391,7 +418,11 @@ class FederatedLearningReconciler:
         progress = st.progress_of(status)
         spec_condition = st.condition(status, st.SPEC_VALID) or {}
         fixed = progress.phase == "Failed" and spec_condition.get("status") == "False"
-        more = progress.phase == "Completed" and spec.server.rounds > progress.published_round
+        more = (
+            progress.phase == "Completed"
+            and spec.server.rounds > progress.published_round
+            and not hub_privacy.still_exhausted(spec, status)
+        )
         if fixed or more:
             st.set_phase(status, "Running" if progress.round else "Waiting")
             status.pop("completionTime", None)
@@ -437,8 +468,15 @@ class FederatedLearningReconciler:
         if isinstance(decision, rounds.StartRound):
             return await self._start_round(key, obj, status, runtime, decision, tally, now)
         if isinstance(decision, rounds.AwaitReports):
+            if status.get(secure_record.STATUS_KEY) != (obj.get("status") or {}).get(
+                secure_record.STATUS_KEY
+            ):  # a secure stage closed: on record before any round spec asks for the next
+                obj = await self._write_status(key, obj, status)
             note_refused(status, runtime, await self._sender.send(obj, status, runtime), now=now)
             delay = min(max(decision.requeue_after, 0.05), self._settings.resync_seconds)
+            stage_end = getattr(runtime.session, "next_check", None)
+            if stage_end is not None:  # a secure round's stage closes at its own deadline
+                delay = min(delay, max((stage_end - now).total_seconds(), 0.05))
             wait = self._coalesce_wait(key, obj, status)
             if wait > 0:  # only per-cluster progress changed: batch it with what follows
                 return obj, status, Result(requeue_after=min(delay, wait)), False
@@ -636,6 +674,18 @@ class FederatedLearningReconciler:
             participants=st.participants_entries(decision.participants, {}),
         )
         status.setdefault("startTime", format_time(now))
+        status.pop(secure_record.STATUS_KEY, None)
+        if runtime.spec.privacy.secure is not None:
+            secure_record.start_record(
+                status,
+                runtime.spec,
+                round_number=decision.round,
+                attempt=decision.attempt,
+                participants=len(decision.participants),
+                max_weight=self._reports.max_weight(
+                    decision.participants, runtime.spec.client.dataset
+                ),
+            )
         st.set_phase(status, "Running")
         retry = f" (attempt {decision.attempt})" if decision.attempt > 1 else ""
         st.set_condition(
@@ -674,10 +724,13 @@ class FederatedLearningReconciler:
 
 def _policy(spec: FederatedLearningSpec) -> rounds.RoundPolicy:
     server = spec.server
+    secure = spec.privacy.secure
+    # A secure round needs at least `threshold` participants (2 when it is left to default).
+    quorum = max(server.quorum, (secure.threshold or 2) if secure is not None else 0)
     return rounds.RoundPolicy(
         rounds=server.rounds,
         min_available=server.min_available_clients,
-        quorum=server.quorum,
+        quorum=quorum,
         max_retries=server.max_round_retries,
         round_timeout=server.round_timeout,
         fraction_fit=spec.client.fraction_fit,

@@ -12,14 +12,21 @@ from datetime import datetime
 from typing import Any
 
 from fl_contract import naming
-from fl_contract.models import ModelRef
-from fl_kube.timestamps import format_time
+from fl_contract.models import ModelRef, RoundReport
+from fl_kube.timestamps import format_time, parse_time
+from hub_manager import privacy as hub_privacy
 from hub_manager import rounds
 from hub_manager import status as st
 from hub_manager.aggregation import RoundSession, new_session
+from hub_manager.crd_spec import FederatedLearningSpec
 from hub_manager.job_runtime import JobRuntime, build_strategy, load_weights, model_ref
 from hub_manager.metrics import HubMetrics
 from hub_manager.reports import AddonView, DatasetSize, published_size, read_report
+from hub_manager.secure_rounds import SecureSession
+
+# A secure round's weight bound when no participant publishes its dataset's size: weights
+# are quantised as a share of it, so it costs precision when far above the real counts.
+DEFAULT_MAX_WEIGHT = 100_000.0
 
 
 class ReportCollector:
@@ -34,6 +41,17 @@ class ReportCollector:
         self._metrics = metrics
         self._managed_cluster = managed_cluster or (lambda _cluster: None)
 
+    def max_weight(self, participants: Iterable[str], dataset: str | None) -> float:
+        """The largest weight a secure round's participant may have: the most samples any
+        of them publishes for the job's dataset (DEFAULT_MAX_WEIGHT when none does)."""
+        sizes = [
+            size.samples
+            for cluster in participants
+            if dataset is not None
+            and (size := published_size(self._managed_cluster(cluster), dataset)) is not None
+        ]
+        return float(max(sizes)) if sizes and max(sizes) > 0 else DEFAULT_MAX_WEIGHT
+
     async def collect(
         self,
         obj: dict[str, Any],
@@ -42,6 +60,7 @@ class ReportCollector:
         now: datetime,
         *,
         selected: Iterable[str],
+        available: Iterable[str] | None = None,
     ) -> rounds.Tally:
         """Fold in the reports of the current round attempt; record late and bad ones."""
         metadata = obj["metadata"]
@@ -111,6 +130,14 @@ class ReportCollector:
                 if not _recorded(status, entry):
                     rejected.append(entry)
                     self._metrics.update_rejected("Late")
+        if isinstance(session, SecureSession):
+            await session.advance(
+                status, now, available=set(available) if available is not None else None
+            )
+            for cluster in progress.participants:
+                stage_state = session.state_of(cluster)
+                if stage_state is not None:
+                    states[cluster] = stage_state
         if rejected:
             st.append_bounded(status, "rejectedUpdates", rejected, limit=st.MAX_REJECTED)
         if session is None:
@@ -120,7 +147,11 @@ class ReportCollector:
                 outcome.kind
             ]
             states[cluster] = st.ParticipantState(
-                state, outcome.reason, outcome.num_examples, outcome.message
+                state,
+                outcome.reason,
+                outcome.num_examples,
+                outcome.message,
+                epsilon=outcome.privacy.epsilon if outcome.privacy is not None else None,
             )
         status["participants"] = st.participants_entries(progress.participants, states)
         return rounds.Tally(
@@ -133,12 +164,29 @@ class ReportCollector:
         runtime: JobRuntime,
         status: dict[str, Any],
         progress: rounds.Progress,
-    ) -> RoundSession:
+    ) -> RoundSession | SecureSession:
         uid = str(obj["metadata"]["uid"])
         session = runtime.session
         if session is not None and session.key() == (uid, progress.round, progress.attempt):
             return session
         await self._prepare_strategy(obj, runtime, status, progress.round)
+        if runtime.spec.privacy.secure is not None:
+            runtime.session = SecureSession(
+                job_uid=uid,
+                namespace=str(obj["metadata"]["namespace"]),
+                job=str(obj["metadata"]["name"]),
+                round_number=progress.round,
+                attempt=progress.attempt,
+                participants=progress.participants,
+                strategy=runtime.strategy,
+                global_weights=runtime.global_weights,
+                store=runtime.store,
+                metrics=self._metrics,
+                started=parse_time(status.get("roundStartTime"))
+                or _deadline(progress) - runtime.spec.server.round_timeout,
+                timeout=runtime.spec.server.round_timeout,
+            )
+            return runtime.session
         expected = {
             cluster: update_uri(obj, runtime, progress=progress, cluster=cluster)
             for cluster in progress.participants
@@ -150,6 +198,13 @@ class ReportCollector:
                 return None
             return published_size(self._managed_cluster(cluster), dataset)
 
+        privacy_status = {"privacy": st.clone(status).get("privacy") or {}}
+
+        def check_privacy(cluster: str, report: RoundReport) -> tuple[str, str] | None:
+            return hub_privacy.check_report(
+                runtime.spec, privacy_status, cluster, report, self.samples(runtime.spec, cluster)
+            )
+
         runtime.session = new_session(
             strategy=runtime.strategy,
             global_weights=runtime.global_weights,
@@ -160,8 +215,16 @@ class ReportCollector:
             store=runtime.store,
             metrics=self._metrics,
             published_samples=published_samples,
+            check_privacy=check_privacy,
         )
         return runtime.session
+
+    def samples(self, spec: FederatedLearningSpec, cluster: str) -> int | None:
+        """The sample count `cluster` publishes for the job's dataset (None: none)."""
+        if spec.client.dataset is None:
+            return None
+        size = published_size(self._managed_cluster(cluster), spec.client.dataset)
+        return size.samples if size is not None else None
 
     async def _prepare_strategy(
         self, obj: dict[str, Any], runtime: JobRuntime, status: dict[str, Any], round_number: int
@@ -179,6 +242,11 @@ class ReportCollector:
             ref = global_model(obj, status, round_number)
             runtime.global_weights = await load_weights(runtime.store, ref) if ref else None
             runtime.global_round = before
+
+
+def _deadline(progress: rounds.Progress) -> datetime:
+    assert progress.deadline is not None  # an open round always has one
+    return progress.deadline
 
 
 def global_model(obj: dict[str, Any], status: dict[str, Any], round_number: int) -> ModelRef | None:

@@ -13,7 +13,8 @@ from fl_kube import resources as r
 from fl_kube.client import KubeApi
 from fl_kube.errors import ApiError
 from fl_kube.informer import Informer
-from hub_manager import rounds
+from hub_manager import privacy as hub_privacy
+from hub_manager import rounds, secure_record
 from hub_manager import status as st
 from hub_manager.cache import WriteMemo
 from hub_manager.cleanup import JobCleaner
@@ -59,6 +60,13 @@ class RoundSender:
         client_config = runtime.strategy.client_config(progress.round)
         start_model = global_model(obj, status, progress.round)
         work_name = naming.manifest_work_name(uid)
+        record = secure_record.SecureRecord.of(status)
+        if (
+            record is None
+            or runtime.spec.privacy.secure is None  # turned off mid-round: a plain spec
+            or (record.round, record.attempt) != (progress.round, progress.attempt)
+        ):
+            record = None
         for cluster in progress.participants:
             addon = self._addon(cluster)
             if addon.agent_namespace is None:
@@ -74,7 +82,29 @@ class RoundSender:
                 store=runtime.store_config,
                 deadline=deadline,
                 client_config=client_config,
+                privacy=hub_privacy.round_privacy(
+                    runtime.spec,
+                    status,
+                    cluster,
+                    secure_aggregation=runtime.spec.privacy.secure is not None,
+                ),
             )
+            if record is not None:
+                part = secure_record.round_part(
+                    record,
+                    job_uid=uid,
+                    cluster=cluster,
+                    uris=secure_record.uris_for(
+                        runtime.store,
+                        namespace=str(obj["metadata"]["namespace"]),
+                        job=str(obj["metadata"]["name"]),
+                        round_number=progress.round,
+                        attempt=progress.attempt,
+                        cluster=cluster,
+                    ),
+                    participants=progress.participants,
+                )
+                spec = spec.model_copy(update={"secure_aggregation": part})
             cached = self._works.get(work_name, cluster)
             spec = await self._access.grant(spec, store=runtime.store, current_work=cached)
             desired = desired_manifest_work(

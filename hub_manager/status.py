@@ -125,6 +125,7 @@ class ParticipantState:
     reason: str = ""
     num_examples: int = 0
     message: str = ""
+    epsilon: float | None = None  # record-level DP: the cluster's epsilon so far
 
     def entry(self, cluster: str) -> dict[str, Any]:
         entry: dict[str, Any] = {"cluster": cluster, "state": self.state}
@@ -135,6 +136,8 @@ class ParticipantState:
             entry["message"] = message[:MAX_PARTICIPANT_MESSAGE]
         if self.num_examples:
             entry["numExamples"] = self.num_examples
+        if self.epsilon is not None:
+            entry["epsilon"] = self.epsilon
         return entry
 
 

@@ -2,8 +2,9 @@
 the hub (the only holder of store credentials) and sent only in that cluster's round spec.
 
 A cluster gets GET of the round's global model, PUT of its own update key and GET of that
-same key (the agent reads the update back to check its sha256): nothing of another
-cluster, nothing of another round, nothing that outlives the round's deadline by more than
+same key (the agent reads the update back to check its sha256); in a secure round also PUT
+of its share bundle and of its revealed shares and GET of the inbox the hub wrote for it
+(the masked input is at the update key): nothing of another cluster, nothing of another round, nothing that outlives the round's deadline by more than
 `ACCESS_SLACK`. A file:// store gets no grants: it serves one machine, whose processes share
 the hub's folder.
 
@@ -74,6 +75,11 @@ class AccessGranter:
         ]
         if spec.global_model is not None:
             wanted.insert(0, (spec.global_model.uri, "GET"))
+        secure = spec.secure_aggregation
+        if secure is not None:  # this cluster's own secure-aggregation objects, nobody else's
+            wanted += [(secure.shares_uri, "PUT"), (secure.revealed_uri, "PUT")]
+            if secure.inbox is not None:
+                wanted.append((secure.inbox.uri, "GET"))
         expires_in = min(max(spec.deadline + ACCESS_SLACK - now, MIN_ACCESS), MAX_ACCESS)
         expires_in = timedelta(seconds=int(expires_in.total_seconds()))
         grants = [

@@ -15,6 +15,7 @@ from fl_contract.models import (
     ModelRef,
     ObjectGrant,
     Resources,
+    RoundPrivacy,
     RoundSpec,
     StoreAccess,
     StoreConfig,
@@ -62,6 +63,7 @@ def build_round_spec(
     store: StoreConfig,
     deadline: datetime,
     client_config: dict[str, float | int | str | bool],
+    privacy: RoundPrivacy | None = None,
 ) -> RoundSpec:
     metadata = obj["metadata"]
     config = dict(spec.client.training_config)
@@ -93,6 +95,7 @@ def build_round_spec(
             requests=dict(spec.client.resources.requests),
             limits=dict(spec.client.resources.limits),
         ),
+        privacy=privacy,
     )
 
 

@@ -22,6 +22,7 @@ RUN_AS_USER = 65532  # the conventional "nonroot" user of distroless images
 VOLUME_SPEC = "round-spec"
 VOLUME_DATASET = "dataset"
 VOLUME_WORK = "work"
+VOLUME_SECAGG = "secagg-secrets"
 WORK_DIR_SIZE_LIMIT = "1Gi"
 _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
 
@@ -67,13 +68,17 @@ def build_training_job(
     backoff_limit: int = 1,
     ttl_seconds: int = 86400,
     min_deadline_seconds: int = 1,
+    secagg_secret: str | None = None,
 ) -> dict[str, Any]:
-    """The Job manifest for one round and attempt (raises DeadlinePassed)."""
+    """The Job manifest for one round and attempt (raises DeadlinePassed). A secure round's
+    Job also mounts `secagg_secret`, its client secrets, read-only."""
     if (spec.dataset is None) != (dataset is None) or (
         dataset is not None and dataset.name != spec.dataset
     ):
         raise ValueError("the dataset passed in must be the one the round spec names")
-    name = naming.training_job_name(spec.job.uid, spec.round, spec.attempt)
+    name = naming.training_job_name(
+        spec.job.uid, spec.round, spec.attempt, secure=spec.secure_aggregation is not None
+    )
     labels = job_labels(spec)
     cm_meta = spec_configmap["metadata"]
     spec_path = f"{keys.ROUND_SPEC_MOUNT}/{keys.ROUND_SPEC_KEY}"
@@ -100,6 +105,22 @@ def build_training_job(
         },
         {"name": VOLUME_WORK, "emptyDir": {"sizeLimit": WORK_DIR_SIZE_LIMIT}},
     ]
+    if secagg_secret is not None:
+        path = f"{keys.SECAGG_SECRETS_MOUNT}/{keys.SECAGG_SECRETS_KEY}"
+        env.append({"name": keys.ENV_SECAGG_SECRETS_PATH, "value": path})
+        mounts.append(
+            {"name": VOLUME_SECAGG, "mountPath": keys.SECAGG_SECRETS_MOUNT, "readOnly": True}
+        )
+        volumes.append(
+            {
+                "name": VOLUME_SECAGG,
+                "secret": {
+                    "secretName": secagg_secret,
+                    "items": [{"key": keys.SECAGG_SECRETS_KEY, "path": keys.SECAGG_SECRETS_KEY}],
+                    "defaultMode": 0o400,
+                },
+            }
+        )
     if dataset is not None:
         env.append({"name": keys.ENV_DATASET_PATH, "value": keys.DATASET_MOUNT})
         env.append({"name": keys.ENV_DATASET_NAME, "value": dataset.name})

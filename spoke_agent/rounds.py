@@ -17,7 +17,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from fl_contract import keys, naming
-from fl_contract.models import Dataset, RoundReport, RoundSpec
+from fl_contract.models import Dataset, RoundReport, RoundSpec, SecAggReport
+from fl_core.privacy import secagg
 from fl_kube import resources as r
 from fl_kube.client import KubeApi
 from fl_kube.controller import Controller, Result, TemporaryError, TerminalError
@@ -38,6 +39,7 @@ from spoke_agent.results import (
     training_failure,
     verify_update,
 )
+from spoke_agent.secure import SecAggRefused, SecureStages, secure_report
 from spoke_agent.settings import AgentSettings
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,7 @@ class RoundController:
         self._status = status
         self._claims = claims
         self._metrics = metrics
+        self._secure = SecureStages(spoke, namespace=self._ns, file_root=settings.file_store_root)
         self.specs = Informer(
             spoke, r.CONFIGMAP, namespace=self._ns, label_selector=SPEC_SELECTOR, settings=watch
         )
@@ -150,31 +153,91 @@ class RoundController:
             self.controller.enqueue(SWEEP)
             return None
         spec = await self._parse(cm)
-        job_name = naming.training_job_name(spec.job.uid, spec.round, spec.attempt)
+        job_name = naming.training_job_name(
+            spec.job.uid, spec.round, spec.attempt, secure=spec.secure_aggregation is not None
+        )
         for stale in jobs:
             if _name(stale) != job_name:
                 await self._delete_job(_name(stale), why=f"{key} moved on to {job_name}")
         type_ = naming.round_condition_type(spec.job.namespace, spec.job.name)
         reported = cond.report_of(cond.find(await self._status.conditions(), type_))
+        if spec.secure_aggregation is not None:
+            same = reported is not None and _same_round(reported, spec)
+            return await self._secure_round(spec, cm, job_name, reported if same else None)
         if reported is not None and _same_round(reported, spec) and reported.state != "Training":
             return None  # final report on the hub: nothing left to do for this round
+        return await self._train(spec, cm, job_name)
+
+    async def _train(
+        self, spec: RoundSpec, cm: dict[str, Any], job_name: str, secure: SecAggReport | None = None
+    ) -> Result | None:
+        """Start the round's Job, follow it, and report its update (or why there is none)."""
         job = self.jobs.get(job_name, self._ns) or await self._spoke.get_or_none(
             r.JOB, job_name, namespace=self._ns
         )
         if job is None:
-            return await self._start(spec, cm)
+            return await self._start(spec, cm, secure)
         outcome = job_outcome(job)
         if outcome.phase == "Running":
-            await self._report(spec, _training(spec, outcome))
+            await self._report(spec, _training(spec, outcome, secure))
             return Result(requeue_after=self._settings.resync_seconds)
         if outcome.phase == "Failed":
             message = await self._pod_message(job_name, succeeded=False)
             reason, detail = training_failure(message, outcome)
             await self._fail(spec, outcome, _Failure(reason, detail))
             return None
-        return await self._finish(spec, job_name, outcome)
+        return await self._finish(spec, job_name, outcome, secure)
 
-    async def _start(self, spec: RoundSpec, cm: dict[str, Any]) -> Result | None:
+    async def _secure_round(
+        self,
+        spec: RoundSpec,
+        cm: dict[str, Any],
+        job_name: str,
+        reported: RoundReport | None,
+    ) -> Result | None:
+        """The stage the round spec asks for, each done once (the report says which are)."""
+        asked = spec.secure_aggregation
+        assert asked is not None
+        if reported is not None and reported.state == "TrainingFailed":
+            return None
+        current = reported.secure_aggregation if reported is not None else None
+        if current is not None and current.stage == "reveal":
+            await self._secure.forget(spec)  # revealed and reported: the secrets are done
+            return None
+        try:
+            if current is None:
+                await self._secure.forget_earlier_attempt(spec)
+                secrets = await self._secure.secrets(spec, cm)
+                current = self._secure.keys_report(spec, secrets)
+                await self._report(spec, secure_report(spec, state="Training", secure=current))
+            if asked.stage == "keys":
+                return None
+            if current.stage == "keys":
+                secrets = await self._secure.secrets(spec, cm)
+                current = await self._secure.share(spec, secrets, current)
+                await self._report(spec, secure_report(spec, state="Training", secure=current))
+            if asked.stage == "shares":
+                return None
+            if current.stage == "shares":
+                return await self._train(spec, cm, job_name, current)
+            if asked.stage != "reveal" or reported is None or reported.update is None:
+                return None
+            secrets = await self._secure.secrets(spec, cm)
+            current = await self._secure.reveal(spec, cm, secrets, current)
+        except (SecAggRefused, secagg.SecAggError) as exc:
+            reason = exc.reason if isinstance(exc, SecAggRefused) else "SecAggFailed"
+            now = cond.now_utc()
+            await self._fail(spec, JobOutcome("Failed", finished=now), _Failure(reason, str(exc)))
+            return None
+        report = secure_report(spec, state="UpdateReady", secure=current, update=reported.update)
+        if await self._report(spec, report):
+            log.info("%s round %d: secure-aggregation shares revealed", _job_id(spec), spec.round)
+        await self._secure.forget(spec)
+        return None
+
+    async def _start(
+        self, spec: RoundSpec, cm: dict[str, Any], secure: SecAggReport | None = None
+    ) -> Result | None:
         now = cond.now_utc()
         dataset, missing = self._dataset_for(spec)
         if missing is not None:
@@ -190,6 +253,11 @@ class RoundController:
                 backoff_limit=self._settings.job_backoff_limit,
                 ttl_seconds=self._settings.job_ttl_seconds,
                 min_deadline_seconds=self._settings.min_active_deadline_seconds,
+                secagg_secret=(
+                    naming.secagg_secret_name(spec.job.uid, spec.round, spec.attempt)
+                    if secure is not None
+                    else None
+                ),
             )
         except DeadlinePassed as exc:
             failure = _Failure("DeadlineExceeded", f"{exc}; no Job was started")
@@ -203,10 +271,16 @@ class RoundController:
             if not exc.already_exists:
                 raise
             job = await self._spoke.get(r.JOB, name, namespace=self._ns)  # already there: use it
-        await self._report(spec, _training(spec, job_outcome(job)))
+        await self._report(spec, _training(spec, job_outcome(job), secure))
         return Result(requeue_after=self._settings.resync_seconds)
 
-    async def _finish(self, spec: RoundSpec, job_name: str, outcome: JobOutcome) -> Result | None:
+    async def _finish(
+        self,
+        spec: RoundSpec,
+        job_name: str,
+        outcome: JobOutcome,
+        secure: SecAggReport | None = None,
+    ) -> Result | None:
         message = await self._pod_message(job_name, succeeded=True)
         if message is None and outcome.finished is not None:
             waited = (cond.now_utc() - outcome.finished).total_seconds()
@@ -227,9 +301,20 @@ class RoundController:
             state="UpdateReady",
             update=update,
             metrics=result.metrics,
+            privacy=result.privacy,
             started_at=outcome.started,
             finished_at=outcome.finished,
         )
+        if secure is not None:
+            # A masked input: its example count (the weight) and the cluster's own metrics
+            # stay here; the hub learns only sums.
+            report = report.model_copy(
+                update={
+                    "update": update.model_copy(update={"num_examples": 0}),
+                    "metrics": {},
+                    "secure_aggregation": secure.model_copy(update={"stage": "mask"}),
+                }
+            )
         if await self._report(spec, report):
             self._metrics.rounds_trained_total.labels(result="UpdateReady").inc()
             self._observe_duration(outcome)
@@ -248,6 +333,8 @@ class RoundController:
             started_at=outcome.started,
             finished_at=outcome.finished,
         )
+        if spec.secure_aggregation is not None:
+            await self._secure.forget(spec)
         if await self._report(spec, report, invalid=failure.invalid):
             result = "UpdateInvalid" if failure.invalid else "TrainingFailed"
             self._metrics.rounds_trained_total.labels(result=result).inc()
@@ -398,7 +485,9 @@ class RoundController:
             self._metrics.job_duration_seconds.observe(outcome.duration)
 
 
-def _training(spec: RoundSpec, outcome: JobOutcome) -> RoundReport:
+def _training(
+    spec: RoundSpec, outcome: JobOutcome, secure: SecAggReport | None = None
+) -> RoundReport:
     return RoundReport(
         job_uid=spec.job.uid,
         cluster=spec.cluster,
@@ -406,6 +495,7 @@ def _training(spec: RoundSpec, outcome: JobOutcome) -> RoundReport:
         attempt=spec.attempt,
         state="Training",
         started_at=outcome.started,
+        secure_aggregation=secure,
     )
 
 

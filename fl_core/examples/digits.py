@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fl_contract.weights import Weights
+from fl_core.privacy.dp.dpsgd import DPSGD, DPRound
 from fl_core.runtime.api import Config, EvalOutput, TrainerBase, TrainOutput
 
 FEATURES = 64
@@ -174,6 +175,43 @@ def local_train(
     return {"W": w, "b": b}, last
 
 
+def per_example_gradients(w: Array, b: Array, x: Array, y: Array) -> dict[str, Array]:
+    """Each example's cross-entropy gradient: W of shape (n, 64, 10), b of shape (n, 10)."""
+    logits = x @ w + b
+    logits -= logits.max(axis=1, keepdims=True)
+    prob = np.exp(logits)
+    prob /= prob.sum(axis=1, keepdims=True)
+    prob[np.arange(len(y)), y] -= 1.0
+    return {"W": x[:, :, None] * prob[:, None, :], "b": prob}
+
+
+def local_train_dp(
+    weights: Weights,
+    x: Array,
+    y: Array,
+    *,
+    sgd: DPSGD,
+    learning_rate: float = LEARNING_RATE,
+) -> tuple[Weights, float]:
+    """DP-SGD from `weights`: the batches of `sgd` (Poisson samples), each step the noisy
+    clipped mean gradient. Returns the new weights and the mean loss over the round's
+    batches (computed on the batches; not itself private)."""
+    w = np.array(weights["W"], dtype=np.float64)
+    b = np.array(weights["b"], dtype=np.float64)
+    total, seen = 0.0, 0
+    for batch in sgd.batches():
+        xb, yb = x[batch], y[batch]
+        if len(yb):
+            loss, _, _ = softmax_loss_grad(w, b, xb, yb)
+            total += loss * len(yb)
+            seen += len(yb)
+        grads = per_example_gradients(w, b, xb, yb)
+        step = sgd.privatize(grads)
+        w -= learning_rate * step["W"]
+        b -= learning_rate * step["b"]
+    return {"W": w, "b": b}, total / max(seen, 1)
+
+
 def evaluate_arrays(weights: Weights, x: Array, y: Array) -> dict[str, float]:
     """Accuracy and mean cross-entropy of `weights` on (x, y)."""
     if len(y) == 0:
@@ -249,6 +287,18 @@ class DigitsTrainer(TrainerBase):
             batch_size=int(config.get("batch_size", BATCH_SIZE)),
             learning_rate=float(config.get("learning_rate", LEARNING_RATE)),
             proximal_mu=float(config.get("proximal_mu", 0.0)),
+        )
+        return new, len(y), {"train_loss": loss}
+
+    def train_dp(self, weights: Weights, config: Config, data: Any, dp: DPRound) -> TrainOutput:
+        """Record-level DP-SGD: the epochs and batch size are the round's DP parameters."""
+        x, y = _xy(data)
+        new, loss = local_train_dp(
+            weights,
+            x,
+            y,
+            sgd=dp.start(len(y)),
+            learning_rate=float(config.get("learning_rate", LEARNING_RATE)),
         )
         return new, len(y), {"train_loss": loss}
 

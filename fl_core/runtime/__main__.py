@@ -7,7 +7,8 @@ The second form is for Flower jobs (`framework: flower` in the round spec): it r
 Flower ClientApp named by --client-app or by the app's pyproject.toml in --app-dir (default:
 the working directory), see `fl_core.runtime.flower`. Reads FL_ROUND_SPEC_PATH (the round spec), FL_DATASET_PATH (the dataset folder, optional),
 FL_WORK_DIR (scratch) and FL_RESULT_PATH (where the result record goes: the container's
-termination message), plus FL_STORE_ROOT (optional: where a file:// store's folder is
+termination message), FL_SECAGG_SECRETS_PATH (a secure round's client secrets, which mask
+the update before it leaves the Job), plus FL_STORE_ROOT (optional: where a file:// store's folder is
 mounted in this container) and FL_NODE_CONFIG (optional: a Flower app's node_config). Exit 0 with the result record written; exit 1 (the round
 failed) or 2 (invalid command-line input) with a failure record written instead: the
 error, its message and the last lines of stderr (`fl_core.runtime.failure`). Without --example or
@@ -194,6 +195,7 @@ def _main(argv: list[str] | None, tail: StderrTail) -> int:
                 dataset_path=_env_path(keys.ENV_DATASET_PATH),
                 work_dir=_env_path(keys.ENV_WORK_DIR),
                 file_root=_env_path(ENV_STORE_ROOT),
+                secagg_secrets=_env_path(keys.ENV_SECAGG_SECRETS_PATH),
             )
         )
     except Exception as exc:

@@ -16,6 +16,22 @@ are reported to the hub, which aggregates them across clusters.
 
 Run it with `fl-train --trainer mypackage.module:MyTrainer` (a class is instantiated with no
 arguments; an instance is used as is).
+
+Record-level differential privacy (`spec.privacy.differentialPrivacy.level: Record`): the
+runtime calls `train_dp(weights, config, data, dp)` instead of `train`, where `dp` is a
+`fl_core.privacy.dp.dpsgd.DPRound`. Start it with the number of local examples, take its
+batches and turn each batch's per-example gradients into a step with `privatize`:
+
+        def train_dp(self, weights, config, data, dp):
+            sgd = dp.start(len(data["y"]))
+            for batch in sgd.batches():
+                step = sgd.privatize(per_example_grads(weights, data, batch))
+                ...                                          # weights -= lr * step
+            return weights, len(data["y"]), {}
+
+The runtime checks that every planned step was taken and reports the epsilon spent. A
+trainer without `train_dp` fails such rounds (`DPNotSupported`); declare the support in the
+job with `spec.privacy.differentialPrivacy.trainerSupport: true`.
 """
 
 from __future__ import annotations
@@ -27,6 +43,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from fl_contract.weights import Weights
+from fl_core.privacy.dp.dpsgd import DPRound
 
 Config = Mapping[str, float | int | str | bool]
 TrainOutput = tuple[Weights, int, dict[str, float]]
@@ -49,6 +66,13 @@ class Trainer(Protocol):
 
     def evaluate(self, weights: Weights, config: Config, data: Any) -> EvalOutput:
         """Evaluate `weights` on local data; return the number of examples and metrics."""
+        ...
+
+
+@runtime_checkable
+class DPTrainer(Trainer, Protocol):
+    def train_dp(self, weights: Weights, config: Config, data: Any, dp: DPRound) -> TrainOutput:
+        """`train` with record-level DP-SGD from `dp` (see the module docstring)."""
         ...
 
 

@@ -283,3 +283,14 @@ async def test_apply_owns_nested_leaves(custom: client.CustomObjectsApi) -> None
             _content_type=APPLY,
         )
     assert ".spec.addOnMeta.displayName" in json.loads(error_body(exc.value))["message"]
+
+
+def test_an_apply_body_in_json_keeps_exponent_numbers() -> None:
+    """kube-apiserver reads JSON (YAML 1.2) apply bodies: 1e-05 is a number, not a string."""
+    from fl_sandbox.apiserver.resources import parse_body
+
+    body = parse_body(b'{"spec": {"delta": 1e-05}}', "application/apply-patch+yaml")
+    assert body == {"spec": {"delta": 1e-05}}
+    assert parse_body(b"spec: {delta: 0.5}", "application/apply-patch+yaml") == {
+        "spec": {"delta": 0.5}
+    }

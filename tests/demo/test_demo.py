@@ -81,6 +81,31 @@ async def test_demo_reproduces_the_reference_task(tmp_path: Path) -> None:
     assert "\r" not in text, "plain lines when the output is not a terminal"
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_demo_with_dp_plots_epsilon_per_round(tmp_path: Path) -> None:
+    out = io.StringIO()
+    options = DemoOptions(
+        clusters=2,
+        rounds=2,
+        strategy="FedAvg",
+        partition="dirichlet",
+        alpha=0.5,
+        output=tmp_path / "demo-output",
+        timeout=100,
+        dp_noise_multiplier=1.0,
+        dp_clip=1.0,
+    )
+    summary = await run(options, out=out)
+
+    epsilons = [row["epsilon"] for row in summary["rounds"]]
+    assert 0 < epsilons[0] < epsilons[1] == summary["epsilon"] == summary["privacy"]["epsilon"]
+    assert summary["privacy"]["noiseMultiplier"] == 1.0
+    plot = (options.output / "privacy.png").read_bytes()
+    assert plot.startswith(b"\x89PNG\r\n\x1a\n")
+    assert f"epsilon {summary['epsilon']:.4g} at delta 1e-05" in out.getvalue()
+
+
 @pytest.mark.parametrize(
     ("argv", "flag"),
     [
@@ -94,6 +119,9 @@ async def test_demo_reproduces_the_reference_task(tmp_path: Path) -> None:
         (["--alpha", "nan"], "--alpha"),
         (["--partition", "iid", "--alpha", "0.3"], "--alpha"),
         (["--timeout", "-1"], "--timeout"),
+        (["--dp-clip", "1"], "--dp-clip"),
+        (["--dp-noise-multiplier", "0"], "--dp-noise-multiplier"),
+        (["--dp-noise-multiplier", "1", "--dp-max-epsilon", "-2"], "--dp-max-epsilon"),
     ],
 )
 async def test_invalid_options_give_one_line_and_exit_2(

@@ -191,12 +191,15 @@ def test_agent_spoke_rbac_covers_what_the_agent_does_and_no_more() -> None:
     assert rules[("batch", "jobs")] == {"get", "list", "watch", "create", "delete"}
     assert rules[("", "pods")] == READ_VERBS
     assert rules[("", "configmaps")] == READ_VERBS
-    assert ("", "secrets") not in rules  # no store credentials on clusters: presigned URLs
+    # No store credentials on clusters (presigned URLs); only a secure round's own client
+    # secrets, created and read back by name, never listed or watched.
+    assert rules[("", "secrets")] == {"get", "create", "delete"}
     assert {"get", "create", "update"} <= rules[("coordination.k8s.io", "leases")]
     assert set(rules) == {
         ("batch", "jobs"),
         ("", "pods"),
         ("", "configmaps"),
+        ("", "secrets"),
         ("coordination.k8s.io", "leases"),
     }
     assert all("*" not in verbs for verbs in rules.values())

@@ -93,6 +93,7 @@ async def create_job(
     placement: dict[str, Any] | None = None,
     client: dict[str, Any] | None = None,
     server: dict[str, Any] | None = None,
+    privacy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     api = hub(sb)
     with contextlib.suppress(Conflict):
@@ -112,11 +113,14 @@ async def create_job(
         "placement": placement if placement is not None else {"clusterSets": ["global"]},
     }
     client_spec.update(client or {})
+    spec: dict[str, Any] = {"framework": "other", "server": server_spec, "client": client_spec}
+    if privacy is not None:
+        spec["privacy"] = privacy
     body = {
         "apiVersion": r.FEDERATED_LEARNING.api_version,
         "kind": r.FEDERATED_LEARNING.kind,
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"framework": "other", "server": server_spec, "client": client_spec},
+        "spec": spec,
     }
     return await api.create(r.FEDERATED_LEARNING, body, namespace=namespace)
 

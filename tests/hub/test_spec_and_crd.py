@@ -55,6 +55,7 @@ def test_crd_names(crd: dict[str, Any]) -> None:
         "Round",
         "Clusters",
         "Metric",
+        "Epsilon",
         "Age",
     ]
 
