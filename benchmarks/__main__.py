@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import hub_memory, privacy_utility, secagg
+from benchmarks import demo_vs_flower, hub_memory, privacy_utility, secagg
 from fl_contract.weights import encode_weights
 
 RESULTS = Path(__file__).resolve().parent / "results" / "aggregation.json"
@@ -90,6 +90,7 @@ SECTIONS: dict[str, Callable[[bool], int]] = {
     "secagg": lambda quick: secagg.main(["--quick"] if quick else []),
     "privacy_utility": lambda quick: privacy_utility.main([]),
     "hub_memory": lambda quick: hub_memory.main(["--clusters", "100" if quick else "1000"]),
+    "demo_vs_flower": lambda quick: demo_vs_flower.main([]),
 }
 
 

@@ -79,6 +79,17 @@ def summary_document(
     }
 
 
+def load_pyplot() -> Any:
+    """matplotlib's pyplot on the file-only backend (a second of imports: the demo loads it
+    while the job runs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    return pyplot
+
+
 def _row_document(row: RoundRow) -> dict[str, Any]:
     """A round of summary.json; `epsilon` only for jobs with differential privacy."""
     document = asdict(row)
@@ -91,10 +102,7 @@ def plot_rounds(
     path: Path, *, rows: Sequence[RoundRow], baseline: float | None, title: str
 ) -> None:
     """Accuracy and loss per round, with the centralised baseline's accuracy as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    plt = load_pyplot()
 
     rounds = [row.round for row in rows]
     figure, accuracy_axis = plt.subplots(figsize=(7.5, 5.0), dpi=120)
@@ -147,10 +155,7 @@ def plot_rounds(
 
 def plot_privacy(path: Path, *, rows: Sequence[RoundRow], budget: float | None, title: str) -> None:
     """Epsilon spent (largest of any cluster) and accuracy per round, with the budget."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    plt = load_pyplot()
 
     rounds = [row.round for row in rows]
     figure, epsilon_axis = plt.subplots(figsize=(7.5, 5.0), dpi=120)

@@ -35,6 +35,7 @@ from fl_kube import Conflict, ControllerMetrics, KubeApi
 from fl_kube import resources as r
 from fl_kube.waiting import wait_for
 from fl_sandbox.apiserver import ApiServer
+from fl_sandbox.jobs.forkserver import ForkServer
 from fl_sandbox.ocm import conditions as cond
 from fl_sandbox.ocm.addonconfig import DEFAULT_INSTALL_NAMESPACE
 from fl_sandbox.ocm.addons import AddonInstaller
@@ -51,6 +52,7 @@ ADDON_TEMPLATES_DIR: Final = REPO_ROOT / "addon_templates"
 HUB_NAMESPACES: Final = ("open-cluster-management", "open-cluster-management-hub")
 FIELD_MANAGER: Final = "fl-sandbox"
 DATASET_NAME: Final = "digits"
+_YAML_LOADER: Final = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, when built
 
 
 def _import_optional(module: str, attribute: str) -> Any:
@@ -146,7 +148,9 @@ class Sandbox:
     with the identities the add-on registration issues them; the emulated controllers, the
     in-process hub manager and the admin kubeconfigs are ``system:masters``). ``tls``: https
     with a self-signed certificate per server, trusted by the kubeconfigs (kubectl sends a
-    token only to a TLS server).
+    token only to a TLS server). ``fork_server``: `fl-train` containers are forked from one
+    process that has imported the training runtime (``fl_sandbox.jobs.forkserver``), the
+    sandbox's cheap container start; False starts every container as a new process.
     """
 
     def __init__(
@@ -165,6 +169,7 @@ class Sandbox:
         addon_lease_grace: float | None = None,
         resync_period: float | None = 30.0,
         start_timeout: float = 30.0,
+        fork_server: bool = True,
     ) -> None:
         if clusters < 1:
             raise ValueError(f"clusters must be at least 1, not {clusters}")
@@ -181,6 +186,8 @@ class Sandbox:
         self.addon_lease_grace = addon_lease_grace
         self.resync_period = resync_period
         self.start_timeout = start_timeout
+        self.use_fork_server = fork_server
+        self.fork_server: ForkServer | None = None
         self.hub_kubeconfig = self.workdir / "hub.kubeconfig"
         self.model_store_dir = self.workdir / "models"
         self.registry = CollectorRegistry()
@@ -309,6 +316,9 @@ class Sandbox:
         self._lock.acquire()
         (self.workdir / "clusters").mkdir(parents=True, exist_ok=True)
         self.model_store_dir.mkdir(parents=True, exist_ok=True)
+        if self.use_fork_server:  # first: it imports the training runtime meanwhile
+            self.fork_server = ForkServer()
+            await self.fork_server.start()
 
         hub = ApiServer(name="hub", crd_dirs=self.crd_dirs, authorize=self.authorize, tls=self.tls)
         self._hub = hub
@@ -417,6 +427,7 @@ class Sandbox:
                 root=root,
                 max_parallel=2,
                 pod_credentials=functools.partial(self._service_account_kubeconfig, name),
+                fork_server=self.fork_server,
             )
             self.job_runners[name] = runner
             runtime.background(runner.run)
@@ -550,6 +561,9 @@ class Sandbox:
                 if asyncio.iscoroutine(result):
                     await result
         self.job_runners.clear()
+        if self.fork_server is not None:
+            await self.fork_server.stop()
+            self.fork_server = None
         apis = [self._hub_api, *self.spoke_apis.values()]
         self._hub_api = None
         self.spoke_apis = {}
@@ -580,7 +594,7 @@ def _addon_documents(folder: Path) -> list[dict[str, Any]]:
     for path in sorted(folder.glob("*.yaml")):
         if path.name == "kustomization.yaml":
             continue
-        for doc in yaml.safe_load_all(path.read_text()):
+        for doc in yaml.load_all(path.read_text(), Loader=_YAML_LOADER):
             if isinstance(doc, dict) and doc.get("kind") and doc.get("apiVersion"):
                 try:
                     r.by_kind(str(doc["apiVersion"]), str(doc["kind"]))

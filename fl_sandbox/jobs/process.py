@@ -11,7 +11,9 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Protocol
 
+from fl_sandbox.jobs.forkserver import ForkServer, ForkServerError
 from fl_sandbox.jobs.podenv import LaunchPlan
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,18 @@ class Outcome:
         return self.exit_code == 0 and self.reason == "Completed"
 
 
+class _Process(Protocol):
+    """A started container process: asyncio's, or one forked by the fork server."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+
 def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
@@ -47,11 +61,14 @@ async def run_container(
     deadline: float | None,
     grace: float,
     on_started: Callable[[dt.datetime], Awaitable[None]] | None = None,
+    fork_server: ForkServer | None = None,
 ) -> Outcome:
     """Start ``plan.argv``, wait until it exits or ``deadline`` (loop time) passes.
 
     The process leads its own process group, so a deadline or a cancellation kills
-    everything it started (SIGTERM, then SIGKILL after ``grace`` seconds).
+    everything it started (SIGTERM, then SIGKILL after ``grace`` seconds). An `fl-train`
+    command is forked from ``fork_server`` when one is given; anything else, or a fork
+    server that is not running, starts a fresh process.
     """
     loop = asyncio.get_running_loop()
     await asyncio.to_thread(log_file.parent.mkdir, parents=True, exist_ok=True)
@@ -59,14 +76,8 @@ async def run_container(
     started = now_utc()
     try:
         try:
-            process = await asyncio.create_subprocess_exec(
-                *plan.argv,
-                cwd=plan.cwd,
-                env=plan.env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_handle,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
+            process = await _start(
+                plan, log_file=log_file, log_handle=log_handle, fork_server=fork_server
             )
         except OSError as exc:
             message = f"failed to start {plan.argv[0]!r}: {exc.strerror or exc}"
@@ -102,7 +113,27 @@ async def run_container(
     )
 
 
-async def kill_group(process: asyncio.subprocess.Process, *, grace: float) -> None:
+async def _start(
+    plan: LaunchPlan, *, log_file: Path, log_handle: BinaryIO, fork_server: ForkServer | None
+) -> _Process:
+    entry = None if fork_server is None else fork_server.entry_point(plan)
+    if fork_server is not None and entry is not None:
+        try:
+            return await fork_server.spawn(plan, entry=entry, log_file=log_file)
+        except ForkServerError as exc:
+            log.warning("%s; starting %s as a new process", exc, plan.argv[0])
+    return await asyncio.create_subprocess_exec(
+        *plan.argv,
+        cwd=plan.cwd,
+        env=plan.env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=log_handle,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+async def kill_group(process: _Process, *, grace: float) -> None:
     """SIGTERM the process group, then SIGKILL it if it is still alive after ``grace``."""
     if process.returncode is not None:
         return

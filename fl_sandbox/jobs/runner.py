@@ -4,7 +4,9 @@ It watches Jobs on one (emulated) cluster through ``fl_kube`` like any controlle
 each Job creates Pod objects (owned by the Job, labelled ``job-name``/``controller-uid``),
 runs the container (see ``podenv`` for how paths are mapped), records the outcome in the
 Pod's status and the Job's ``/status``, honours ``activeDeadlineSeconds``, ``backoffLimit``
-and ``ttlSecondsAfterFinished``, and kills the process when the Job is deleted.
+and ``ttlSecondsAfterFinished``, and kills the process when the Job is deleted. With a
+``ForkServer``, an `fl-train` container is forked from it instead of started afresh
+(``forkserver``: same environment, files, logs and exit status, without the import time).
 
 Pods run one after another per Job (``parallelism`` 1; ``completions`` successes are
 collected sequentially); ``restartPolicy: OnFailure`` is treated like ``Never`` (each retry
@@ -40,6 +42,7 @@ from fl_kube.metrics import ControllerMetrics
 from fl_kube.resources import CONFIGMAP, JOB, POD, SECRET
 from fl_kube.timestamps import format_time, parse_time
 from fl_sandbox.jobs import status as st
+from fl_sandbox.jobs.forkserver import ForkServer
 from fl_sandbox.jobs.podenv import (
     ContainerConfigError,
     LaunchPlan,
@@ -82,6 +85,7 @@ class JobRunner:
         registry: CollectorRegistry | None = None,
         base_env: dict[str, str] | None = None,
         pod_credentials: Callable[[str, str], Path] | None = None,
+        fork_server: ForkServer | None = None,
     ) -> None:
         if max_parallel < 1:
             raise ValueError("max_parallel must be >= 1")
@@ -96,6 +100,8 @@ class JobRunner:
         # (namespace, serviceAccountName) -> a kubeconfig of that ServiceAccount: the
         # sandbox's in-cluster configuration, given to the process as KUBECONFIG.
         self._pod_credentials = pod_credentials
+        # Started by the owner (shared by the runners of a sandbox); `fl-train` forks from it.
+        self._fork_server = fork_server
         self._slots = asyncio.Semaphore(max_parallel)
         self._runs: dict[JobKey, _Run] = {}
         # Jobs this runner finished, until the informer shows their final status: key -> (uid, when)
@@ -366,6 +372,7 @@ class JobRunner:
                 deadline=deadline,
                 grace=grace,
                 on_started=started,
+                fork_server=self._fork_server,
             )
         finally:
             self._slots.release()
