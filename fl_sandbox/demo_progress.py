@@ -33,6 +33,9 @@ class JobState:
     def of(cls, obj: dict[str, Any], *, rounds: int) -> JobState:
         status = obj.get("status") or {}
         participants = status.get("participants") or []
+        # Above the hub's cap the list shows some participants; the summary counts them all.
+        summary = status.get("participantSummary") or {}
+        states: dict[str, int] = summary.get("states") or {}
         done: dict[int, RoundDone] = {}
         for entry in status.get("history") or []:
             number = int(entry.get("round", 0))
@@ -47,8 +50,12 @@ class JobState:
             round=int(status.get("round") or 0),
             rounds=rounds,
             attempt=int(status.get("attempt") or 1),
-            clusters=len(participants) or int(status.get("clusters") or 0),
-            reported=sum(1 for p in participants if p.get("state") in REPORTED),
+            clusters=int(summary.get("total") or 0)
+            or len(participants)
+            or int(status.get("clusters") or 0),
+            reported=sum(int(states.get(s) or 0) for s in REPORTED)
+            if summary
+            else sum(1 for p in participants if p.get("state") in REPORTED),
             done=tuple(done[n] for n in sorted(done)),
         )
 

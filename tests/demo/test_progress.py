@@ -83,3 +83,16 @@ def test_table_keeps_the_last_attempt_of_a_retried_round() -> None:
     table = format_table(rows).splitlines()
     assert table[1].split() == ["1", "0.9000", "0.4000", "3", "2.00"]
     assert table[2].split() == ["2", "0.9500", "0.2000", "2", "1.25"]
+
+
+def test_a_capped_participant_list_counts_from_the_summary() -> None:
+    """Above 50 participants the hub lists some and counts all in participantSummary."""
+    obj = _job("Running", 1, ["Failed"] + ["Training"] * 49, [])
+    obj["status"]["participantSummary"] = {
+        "total": 300,
+        "listed": 50,
+        "states": {"Accepted": 120, "Failed": 1, "Training": 179},
+    }
+    state = JobState.of(obj, rounds=3)
+    assert (state.clusters, state.reported) == (300, 121)
+    assert "121/300 clusters reported" in state.line()
