@@ -1,4 +1,5 @@
-"""`python -m benchmarks`: FedAvg aggregation (ours, Flower's, the copy bound) for
+"""`python -m benchmarks`: every section (``--section aggregation|control_plane`` for one;
+the control plane's is benchmarks/control_plane.py). Aggregation: FedAvg aggregation (ours, Flower's, the copy bound) for
 N = 10, 100 updates of P = 1M, 10M float32 parameters, and the ingest of one update.
 
 Inputs are safetensors files written once to a temporary folder (set BENCH_TMPDIR to
@@ -82,10 +83,32 @@ def _has_flower() -> bool:
     return True
 
 
+SECTIONS = ("aggregation", "control_plane")
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    """Every section by default; ``--section NAME [its options]`` runs one."""
+    front = argparse.ArgumentParser(add_help=False)
+    front.add_argument("--section", choices=SECTIONS)
+    known, rest = front.parse_known_args()
+    if known.section == "control_plane":
+        from benchmarks import control_plane
+
+        return control_plane.main(rest)
+    code = aggregation(rest)
+    if known.section is None:
+        from benchmarks import control_plane
+
+        code = control_plane.main([]) or code
+    return code
+
+
+def aggregation(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks [--section aggregation]", description=__doc__
+    )
     parser.add_argument("--quick", action="store_true", help="only the 1M-parameter cases")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     cases = [c for c in CASES if not args.quick or c[1] <= 1_000_000]
     flower_ok = _has_flower()
     root = Path(tempfile.mkdtemp(prefix="fl-bench-", dir=os.environ.get("BENCH_TMPDIR")))

@@ -82,6 +82,7 @@ class JobRunner:
         registry: CollectorRegistry | None = None,
         base_env: dict[str, str] | None = None,
         pod_credentials: Callable[[str, str], Path] | None = None,
+        slots: asyncio.Semaphore | None = None,
     ) -> None:
         if max_parallel < 1:
             raise ValueError("max_parallel must be >= 1")
@@ -96,7 +97,8 @@ class JobRunner:
         # (namespace, serviceAccountName) -> a kubeconfig of that ServiceAccount: the
         # sandbox's in-cluster configuration, given to the process as KUBECONFIG.
         self._pod_credentials = pod_credentials
-        self._slots = asyncio.Semaphore(max_parallel)
+        # Processes running at once; runners given the same ``slots`` share one machine.
+        self._slots = slots if slots is not None else asyncio.Semaphore(max_parallel)
         self._runs: dict[JobKey, _Run] = {}
         # Jobs this runner finished, until the informer shows their final status: key -> (uid, when)
         self._finished: dict[JobKey, tuple[str, dt.datetime]] = {}

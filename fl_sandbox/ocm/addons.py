@@ -169,8 +169,20 @@ class AddonInstaller:
 
     def _lease_handler(self, cluster: str) -> Callable[[str, dict[str, Any]], None]:
         def handler(_type: str, obj: dict[str, Any]) -> None:
-            name = str((obj.get("metadata") or {}).get("name"))
-            if self.addons.get(name, cluster) is not None:
+            meta = obj.get("metadata") or {}
+            name = str(meta.get("name"))
+            mca = self.addons.get(name, cluster)
+            if mca is None:
+                return
+            # A renewal that leaves Available as it is changes nothing: the reconcile that
+            # wrote it already looks again when the lease would go stale. Only a change of
+            # health is worth a whole reconcile (with a fleet, renewals are most events).
+            health, _ = self._health(cluster, name, str(meta.get("namespace") or ""))
+            written = cond.find((mca.get("status") or {}).get("conditions"), "Available")
+            if written is None or (written.get("status"), written.get("reason")) != (
+                health["status"],
+                health["reason"],
+            ):
                 self.controller.enqueue((cluster, name))
 
         return handler
