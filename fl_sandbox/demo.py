@@ -44,7 +44,7 @@ EXIT_FAILED: Final = 1
 NAMESPACE: Final = "default"  # where `kubectl apply -f` would put the sample
 FIELD_MANAGER: Final = "fl-sandbox-demo"
 DATASET: Final = "digits"
-MAX_CLUSTERS: Final = 20
+MAX_CLUSTERS: Final = 100  # above 20 the sandbox's clusters are light
 MAX_ROUNDS: Final = 100
 DEFAULT_PARTITION: Final = "dirichlet"
 DEFAULT_ALPHA: Final = 0.5
@@ -174,7 +174,13 @@ async def run(options: DemoOptions, *, out: TextIO) -> dict[str, Any]:
     output.mkdir(parents=True, exist_ok=True)
 
     progress.step(f"Starting a hub and {options.clusters} managed clusters in {workdir}")
-    sandbox = Sandbox(workdir=workdir, clusters=options.clusters, hub_manager=True, agents=True)
+    sandbox = Sandbox(
+        workdir=workdir,
+        clusters=options.clusters,
+        hub_manager=True,
+        agents=True,
+        start_timeout=max(30.0, float(options.clusters)),
+    )
     async with sandbox:
         hub = sandbox.hub_api
         assert hub is not None
