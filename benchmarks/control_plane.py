@@ -79,20 +79,36 @@ def build_parser() -> argparse.ArgumentParser:
         default=TIME_LIMIT,
         help=f"seconds allowed per size; a size over it is recorded as such (default {TIME_LIMIT:.0f})",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="write cProfile statistics of the hub manager and of the sandbox process "
+        "(during the job) to this folder: hub-manager-N.prof, sandbox-N.prof",
+    )
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # one size, in this process
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
     if args.one is not None:
-        row = asyncio.run(_measure(args.one, rounds=args.rounds, limit=args.time_limit))
+        row = asyncio.run(
+            _measure(args.one, rounds=args.rounds, limit=args.time_limit, profile=args.profile)
+        )
         print(json.dumps(row), flush=True)
         return 0
-    return run(args.sizes, rounds=args.rounds, limit=args.time_limit)
+    return run(args.sizes, rounds=args.rounds, limit=args.time_limit, profile=args.profile)
 
 
-def run(sizes: list[int], *, rounds: int = ROUNDS, limit: float = TIME_LIMIT) -> int:
+def run(
+    sizes: list[int],
+    *,
+    rounds: int = ROUNDS,
+    limit: float = TIME_LIMIT,
+    profile: Path | None = None,
+) -> int:
     """Measure each size in its own process; merge the rows into the results file."""
     started = time.perf_counter()
     load_at_start = list(os.getloadavg())
@@ -100,6 +116,8 @@ def run(sizes: list[int], *, rounds: int = ROUNDS, limit: float = TIME_LIMIT) ->
     for n in sizes:
         command = [sys.executable, "-m", "benchmarks.control_plane", "--one", str(n)]
         command += ["--rounds", str(rounds), "--time-limit", str(limit)]
+        if profile is not None:
+            command += ["--profile", str(profile.resolve())]
         try:
             proc = subprocess.run(
                 command, capture_output=True, text=True, check=False, timeout=limit + 300
@@ -154,16 +172,18 @@ def _total_memory() -> int:
 class _Manager:
     """``fl-hub-manager`` as its own process, with its own hub identity."""
 
-    def __init__(self, sandbox: Any, workdir: Path) -> None:
+    def __init__(self, sandbox: Any, workdir: Path, profile: Path | None = None) -> None:
         import psutil
 
         kubeconfig = workdir / "hub-manager.kubeconfig"
         sandbox.hub.write_kubeconfig(kubeconfig, user=MANAGER_USER, groups=("system:masters",))
-        executable = Path(sys.executable).with_name("fl-hub-manager")
+        command = [str(Path(sys.executable).with_name("fl-hub-manager"))]
+        if profile is not None:  # written when it stops (SIGTERM is a clean stop)
+            command = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "hub_manager"]
         self.log = (workdir / "hub-manager.log").open("wb")
         self.proc = subprocess.Popen(
             [
-                str(executable),
+                *command,
                 "--kubeconfig",
                 str(kubeconfig),
                 "--no-leader-elect",
@@ -196,7 +216,7 @@ class _Manager:
     def stop(self) -> None:
         self.proc.terminate()
         try:
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -273,7 +293,11 @@ async def _settled(counter: Any, *, quiet: float, within: float) -> None:
             return
 
 
-async def _measure(n: int, *, rounds: int, limit: float) -> dict[str, Any]:
+async def _measure(
+    n: int, *, rounds: int, limit: float, profile: Path | None = None
+) -> dict[str, Any]:
+    import cProfile
+
     import psutil
 
     from fl_sandbox.cli import SHARED_CRD_DIR
@@ -305,7 +329,9 @@ async def _measure(n: int, *, rounds: int, limit: float) -> dict[str, Any]:
             row["sandbox_start_s"] = round(time.perf_counter() - t0, 1)
             cpu1 = me.cpu_times()
             row["sandbox_start_cpu_s"] = round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 1)
-            manager = _Manager(sandbox, workdir)
+            manager = _Manager(
+                sandbox, workdir, profile / f"hub-manager-{n}.prof" if profile else None
+            )
             # Ready: its start-up (add-on registration, each cluster's RBAC) has settled.
             await _settled(
                 lambda: sum(
@@ -325,7 +351,13 @@ async def _measure(n: int, *, rounds: int, limit: float) -> dict[str, Any]:
             row["manager_rss_mb_ready"] = round(manager.rss_mb(), 1)
             cpu_ready = manager.cpu_seconds()
             requests0, written0 = _tallies(sandbox)
+            profiler = cProfile.Profile() if profile is not None else None
+            if profiler is not None:
+                profiler.enable()
             await _run_job(sandbox, n=n, rounds=rounds, row=row, manager=manager)
+            if profiler is not None and profile is not None:
+                profiler.disable()
+                profiler.dump_stats(profile / f"sandbox-{n}.prof")
             requests1, written1 = _tallies(sandbox)
             row["manager_cpu_s_per_round"] = round((manager.cpu_seconds() - cpu_ready) / rounds, 2)
             row["manager_rss_mb_peak"] = round(manager.peak_rss_mb(), 1)
