@@ -360,7 +360,8 @@ async def test_lease_renewals_that_change_nothing_cost_no_reconcile(
 ) -> None:
     async with sandbox_factory(clusters=1, datasets=False, resync_period=None) as sb:
         spoke = sb.spoke_apis["cluster1"]
-        assert sb.installer is not None and sb.runtime is not None
+        assert sb.installer is not None
+        assert sb.runtime is not None
         installer, runtime = sb.installer, sb.runtime
 
         async def renew() -> None:
