@@ -367,6 +367,9 @@ async def _measure(
             _requests_row(row, _delta(requests1, requests0), _delta(written1, written0), n, rounds)
     except TimeoutError:
         row["error"] = f"not done within the time limit of {limit:.0f}s"
+        if manager is not None:  # how far it got
+            row["manager_rss_mb_peak"] = round(manager.peak_rss_mb(), 1)
+            row["manager_cpu_s_total"] = round(manager.cpu_seconds(), 1)
     finally:
         if manager is not None:
             manager.stop()
@@ -405,13 +408,16 @@ async def _run_job(
         delivered = specs_delivered() - before
         if first is None and delivered >= 1:
             first = time.perf_counter() - created
+            row["first_spec_delivered_s"] = round(first, 2)
         if last is None and delivered >= n:
             last = time.perf_counter() - created
+            row["all_specs_delivered_s"] = round(last, 2)
         obj = await hub.get(r.FEDERATED_LEARNING, JOB, namespace=NAMESPACE)
         status = obj.get("status") or {}
         history = status.get("history") or []
         if done_rounds < len(history):
             await _reported_runs(hub, slowest)
+        row["rounds_done"] = len(history)
         while done_rounds < len(history):
             done_rounds += 1
             now_cpu = manager.cpu_seconds()
@@ -505,9 +511,6 @@ def table(rows: list[dict[str, Any]]) -> str:
     )
     lines = [head, "-" * len(head)]
     for row in rows:
-        if row.get("error"):
-            lines.append(f"{row['clusters']:>5} | {row['error']}")
-            continue
         req = row.get("requests_per_cluster_round") or {}
         written = sum((row.get("bytes_written_per_round") or {}).values()) / 1024
         lines.append(
@@ -523,6 +526,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{_fmt(req.get('agent-spoke')):>6} | {written:>8.0f} | "
             f"{(row.get('status_bytes') or 0) / 1024:>9.1f} | "
             f"{_fmt((row.get('load_average_at_end') or [None])[0], '.1f'):>5}"
+            + (f"  ({row['error']})" if row.get("error") else "")
         )
     return "\n".join(lines)
 
