@@ -17,7 +17,8 @@ is timed is the control plane around the training process. Per N:
 - API requests per cluster per round, by the hub manager and by the agents (hub and own
   cluster), and by verb/resource; bytes of request bodies written per round;
 - the FederatedLearning object's size at the end, the load average, the sandbox's own
-  start time, RSS and idle CPU.
+  start time, RSS, idle CPU and CPU per cluster and round (the emulation's cost: API
+  servers, OCM controllers, Job runners and agents share this one process).
 
 Results go to benchmarks/results/control_plane.json (rows of other sizes already there are
 kept) and a table on stdout.
@@ -354,7 +355,16 @@ async def _measure(
             profiler = cProfile.Profile() if profile is not None else None
             if profiler is not None:
                 profiler.enable()
+            job_cpu0 = me.cpu_times()
             await _run_job(sandbox, n=n, rounds=rounds, row=row, manager=manager)
+            job_cpu1 = me.cpu_times()
+            # The emulation's own cost (API servers, OCM controllers, Job runners, agents).
+            row["sandbox_cpu_ms_per_cluster_round"] = round(
+                (job_cpu1.user + job_cpu1.system - job_cpu0.user - job_cpu0.system)
+                / (n * rounds)
+                * 1000,
+                1,
+            )
             if profiler is not None and profile is not None:
                 profiler.disable()
                 profiler.dump_stats(profile / f"sandbox-{n}.prof")
