@@ -330,6 +330,15 @@ async def _measure(
             row["sandbox_start_s"] = round(time.perf_counter() - t0, 1)
             cpu1 = me.cpu_times()
             row["sandbox_start_cpu_s"] = round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 1)
+            # Idle: once the agents' start-up requests have settled, before the manager runs.
+            await _settled(lambda: sum(_tallies(sandbox)[0].values()), quiet=3.0, within=limit / 4)
+            idle_cpu0, idle_t0 = me.cpu_times(), time.perf_counter()
+            await asyncio.sleep(10.0)
+            idle_cpu1 = me.cpu_times()
+            busy = idle_cpu1.user + idle_cpu1.system - idle_cpu0.user - idle_cpu0.system
+            row["sandbox_idle_cpu_ms_per_s_per_cluster"] = round(
+                busy / (time.perf_counter() - idle_t0) / n * 1000, 3
+            )
             manager = _Manager(
                 sandbox, workdir, profile / f"hub-manager-{n}.prof" if profile else None
             )
@@ -342,13 +351,6 @@ async def _measure(
                 within=limit / 2,
             )
             row["sandbox_rss_mb"] = round(me.memory_info().rss / 2**20)
-            idle_cpu0, idle_t0 = me.cpu_times(), time.perf_counter()
-            await asyncio.sleep(10.0)
-            idle_cpu1 = me.cpu_times()
-            busy = idle_cpu1.user + idle_cpu1.system - idle_cpu0.user - idle_cpu0.system
-            row["sandbox_idle_cpu_ms_per_s_per_cluster"] = round(
-                busy / (time.perf_counter() - idle_t0) / n * 1000, 3
-            )
             row["manager_rss_mb_ready"] = round(manager.rss_mb(), 1)
             cpu_ready = manager.cpu_seconds()
             requests0, written0 = _tallies(sandbox)
@@ -413,7 +415,7 @@ async def _run_job(
     slowest: dict[int, float] = {}
     round_cpu: list[float] = []
     cpu_mark = manager.cpu_seconds()
-    done_rounds = 0
+    done_rounds = polls = 0
     while True:
         delivered = specs_delivered() - before
         if first is None and delivered >= 1:
@@ -425,7 +427,10 @@ async def _run_job(
         obj = await hub.get(r.FEDERATED_LEARNING, JOB, namespace=NAMESPACE)
         status = obj.get("status") or {}
         history = status.get("history") or []
-        if done_rounds < len(history):
+        polls += 1
+        # Reports are overwritten by the next round's: read them while the round runs (a
+        # list of every add-on, so less often in large fleets).
+        if first is not None and polls % (4 if n <= 100 else 16) == 0:
             await _reported_runs(hub, slowest)
         row["rounds_done"] = len(history)
         while done_rounds < len(history):
@@ -434,8 +439,9 @@ async def _run_job(
             round_cpu.append(round(now_cpu - cpu_mark, 2))
             cpu_mark = now_cpu
         if status.get("phase") in ("Completed", "Failed"):
+            await _reported_runs(hub, slowest)
             break
-        await asyncio.sleep(0.2 if last is None else 1.0)
+        await asyncio.sleep(0.2 if last is None else 0.5)
     row["job_wall_s"] = round(time.perf_counter() - created, 1)
     row["phase"] = status.get("phase")
     if status.get("phase") == "Failed":
