@@ -430,7 +430,7 @@ async def _run_job(
         polls += 1
         # Reports are overwritten by the next round's: read them while the round runs (a
         # list of every add-on, so less often in large fleets).
-        if first is not None and polls % (4 if n <= 100 else 16) == 0:
+        if first is not None and polls % (1 if n <= 100 else 16) == 0:
             await _reported_runs(hub, slowest)
         row["rounds_done"] = len(history)
         while done_rounds < len(history):
