@@ -377,9 +377,13 @@ async def _measure(
                 (row["manager_rss_mb_peak"] - row["manager_rss_mb_ready"]) * 1024 / n, 1
             )
             _requests_row(row, _delta(requests1, requests0), _delta(written1, written0), n, rounds)
-    except TimeoutError:
-        row["error"] = f"not done within the time limit of {limit:.0f}s"
-        if manager is not None:  # how far it got
+    except Exception as exc:  # recorded with how far it got
+        row["error"] = (
+            f"not done within the time limit of {limit:.0f}s"
+            if isinstance(exc, TimeoutError)
+            else f"{type(exc).__name__}: {str(exc)[:300]}"
+        )
+        if manager is not None:
             row["manager_rss_mb_peak"] = round(manager.peak_rss_mb(), 1)
             row["manager_cpu_s_total"] = round(manager.cpu_seconds(), 1)
     finally:

@@ -64,6 +64,7 @@ LIGHT_LEASE_DURATION: Final = 120  # ...valid for two (stale after 5 x 120 s)
 LIGHT_CATALOGUE_POLL: Final = 60.0  # agent's re-read of its dataset catalogue
 LIGHT_BOOKMARK_INTERVAL: Final = 60.0  # watch bookmarks (kube-apiserver: about a minute)
 LIGHT_REQUEST_LOG: Final = 2_000  # request records kept per API server (tallies stay whole)
+FILES_PER_CLUSTER: Final = 64  # both ends of its connections (one process), sockets, logs
 PROCESSES_PER_CPU: Final = 4  # training processes at once per CPU in a light sandbox
 
 
@@ -357,6 +358,7 @@ class Sandbox:
 
     async def _start(self) -> None:
         self._lock.acquire()
+        _raise_open_files(FILES_PER_CLUSTER * len(self.cluster_names) + 4096)
         (self.workdir / "clusters").mkdir(parents=True, exist_ok=True)
         self.model_store_dir.mkdir(parents=True, exist_ok=True)
 
@@ -625,6 +627,23 @@ class Sandbox:
             if server is not None:
                 await server.stop()
         self._lock.release()
+
+
+def _raise_open_files(wanted: int) -> None:
+    """Allow this process ``wanted`` open files if it may (the soft limit up to the hard
+    one; the hard one too where permitted): a thousand clusters in one process, with both
+    ends of every connection, need tens of thousands."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(wanted, soft), max(wanted, hard)))
+    except (ValueError, OSError):
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        log.warning("open files limited to %s where %d may be needed", hard, wanted)
 
 
 def _count_samples(path: Path) -> int:
