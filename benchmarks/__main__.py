@@ -1,4 +1,5 @@
-"""`python -m benchmarks`: FedAvg aggregation (ours, Flower's, the copy bound) for
+"""`python -m benchmarks`: every section (``--section aggregation|control_plane`` for one;
+the control plane's is benchmarks/control_plane.py). Aggregation: FedAvg aggregation (ours, Flower's, the copy bound) for
 N = 10, 100 updates of P = 1M, 10M float32 parameters, and the ingest of one update.
 
 Inputs are safetensors files written once to a temporary folder (set BENCH_TMPDIR to
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import demo_vs_flower, hub_memory, privacy_utility, secagg
+from benchmarks import control_plane, demo_vs_flower, hub_memory, privacy_utility, secagg
 from fl_contract.weights import encode_weights
 
 RESULTS = Path(__file__).resolve().parent / "results" / "aggregation.json"
@@ -85,17 +86,28 @@ def _has_flower() -> bool:
     return True
 
 
-SECTIONS: dict[str, Callable[[bool], int]] = {
-    "aggregation": lambda quick: aggregation(quick=quick),
-    "secagg": lambda quick: secagg.main(["--quick"] if quick else []),
-    "privacy_utility": lambda quick: privacy_utility.main([]),
-    "hub_memory": lambda quick: hub_memory.main(["--clusters", "100" if quick else "1000"]),
-    "demo_vs_flower": lambda quick: demo_vs_flower.main([]),
+# Each section takes (quick, its own options: what follows `--section NAME` on the line).
+SECTIONS: dict[str, Callable[[bool, list[str]], int]] = {
+    "aggregation": lambda quick, rest: aggregation(quick=quick),
+    "secagg": lambda quick, rest: secagg.main(["--quick"] if quick else []),
+    "privacy_utility": lambda quick, rest: privacy_utility.main([]),
+    "hub_memory": lambda quick, rest: hub_memory.main(
+        rest or ["--clusters", "100" if quick else "1000"]
+    ),
+    "demo_vs_flower": lambda quick, rest: demo_vs_flower.main([]),
+    "control_plane": lambda quick, rest: control_plane.main(
+        rest or (["--sizes", "10,100"] if quick else [])
+    ),
 }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        epilog="options after --section NAME go to that section (e.g. --section control_plane "
+        "--sizes 10,100)",
+    )
     parser.add_argument("--quick", action="store_true", help="the smaller cases only")
     parser.add_argument(
         "--section",
@@ -103,12 +115,14 @@ def main() -> int:
         default="all",
         help="one section (default: every one, in this order)",
     )
-    args = parser.parse_args()
+    args, rest = parser.parse_known_args()
+    if rest and args.section == "all":
+        parser.error(f"unrecognized arguments: {' '.join(rest)} (section options need --section)")
     names = list(SECTIONS) if args.section == "all" else [args.section]
     failed = 0
     for name in names:
         print(f"== {name}", flush=True)
-        failed |= SECTIONS[name](args.quick)
+        failed |= SECTIONS[name](args.quick, rest)
         print()
     return failed
 

@@ -95,6 +95,13 @@ def build_parser(*, with_demo: bool = False) -> argparse.ArgumentParser:
         "(default on; needs the openssl command)",
     )
     up.add_argument(
+        "--light",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="light clusters, cheap enough for a thousand on a small machine (README: The "
+        "sandbox at scale); default: on above 20 clusters",
+    )
+    up.add_argument(
         "--crd-dir",
         type=_crd_dir,
         action="append",
@@ -147,6 +154,8 @@ async def run_up(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
             agents=args.agents,
             authorize=args.authorize,
             tls=args.authorize,
+            light=args.light,
+            start_timeout=max(30.0, float(args.clusters)),
         )
         try:
             start = asyncio.create_task(sandbox.start())

@@ -47,7 +47,7 @@ EXIT_FAILED: Final = 1
 NAMESPACE: Final = "default"  # where `kubectl apply -f` would put the sample
 FIELD_MANAGER: Final = "fl-sandbox-demo"
 DATASET: Final = "digits"
-MAX_CLUSTERS: Final = 20
+MAX_CLUSTERS: Final = 100  # above 20 the sandbox's clusters are light
 MAX_ROUNDS: Final = 100
 DEFAULT_PARTITION: Final = "dirichlet"
 DEFAULT_ALPHA: Final = 0.5
@@ -224,7 +224,13 @@ async def run(options: DemoOptions, *, out: TextIO) -> dict[str, Any]:
     output.mkdir(parents=True, exist_ok=True)
 
     progress.step(f"Starting a hub and {options.clusters} managed clusters in {workdir}")
-    sandbox = Sandbox(workdir=workdir, clusters=options.clusters, hub_manager=True, agents=True)
+    sandbox = Sandbox(
+        workdir=workdir,
+        clusters=options.clusters,
+        hub_manager=True,
+        agents=True,
+        start_timeout=max(30.0, float(options.clusters)),
+    )
     async with sandbox:
         hub = sandbox.hub_api
         assert hub is not None
@@ -233,9 +239,12 @@ async def run(options: DemoOptions, *, out: TextIO) -> dict[str, Any]:
             f"Add-on {keys.ADDON_NAME} enabled on {', '.join(sandbox.cluster_names)} "
             f"(agents in {', '.join(namespaces)})"
         )
+        counts: dict[str, int] | None = None
         if (options.partition, options.alpha) != (DEFAULT_PARTITION, DEFAULT_ALPHA):
-            await _repartition(sandbox, options)
-        samples = await _wait_for_claims(hub, sandbox.cluster_names, within=options.timeout)
+            counts = await _repartition(sandbox, options)
+        samples = await _wait_for_claims(
+            hub, sandbox.cluster_names, within=options.timeout, counts=counts
+        )
         # What start-up built (modules, servers, controllers) lives until exit: the garbage
         # collector's full sweeps during the job need not walk it again and again.
         gc.freeze()
@@ -392,9 +401,10 @@ def _job(options: DemoOptions) -> dict[str, Any]:
     return dict(job)
 
 
-async def _repartition(sandbox: Any, options: DemoOptions) -> None:
+async def _repartition(sandbox: Any, options: DemoOptions) -> dict[str, int]:
     """Give each cluster its share under the chosen partition (the sandbox wrote the
-    default one); the agents re-read their catalogue and update the claims."""
+    default one); the agents re-read their catalogue and update the claims. Returns each
+    cluster's new sample count."""
     from fl_core.examples.digits import prepare_cluster_datasets
 
     root = sandbox.workdir / "partition"
@@ -405,18 +415,21 @@ async def _repartition(sandbox: Any, options: DemoOptions) -> None:
         partition="iid" if options.partition == "iid" else "dirichlet",
         alpha=options.alpha,
     )
+    counts: dict[str, int] = {}
     for cluster, folder in zip(sandbox.cluster_names, folders, strict=True):
         target = Path(sandbox.dataset_dir(cluster)) / "train.npz"
         await asyncio.to_thread((Path(folder) / "train.npz").replace, target)
         catalogue_path = Path(sandbox.catalogue_path(cluster))
         text = await asyncio.to_thread(catalogue_path.read_text)
         catalogue = yaml.safe_load(text) or {}
+        counts[cluster] = await asyncio.to_thread(_count, target)
         for entry in catalogue.get("datasets") or []:
             if entry.get("name") == DATASET:
-                entry["samples"] = await asyncio.to_thread(_count, target)
+                entry["samples"] = counts[cluster]
         temp = catalogue_path.with_name(f".{catalogue_path.name}.tmp")
         await asyncio.to_thread(temp.write_text, yaml.safe_dump(catalogue, sort_keys=False))
         await asyncio.to_thread(temp.replace, catalogue_path)
+    return counts
 
 
 def _count(path: Path) -> int:
@@ -426,8 +439,13 @@ def _count(path: Path) -> int:
         return int(data["y"].shape[0])
 
 
-async def _wait_for_claims(hub: KubeApi, clusters: list[str], *, within: float) -> dict[str, str]:
-    """Each cluster's dataset claim as the hub sees it (ManagedCluster status)."""
+async def _wait_for_claims(
+    hub: KubeApi, clusters: list[str], *, within: float, counts: dict[str, int] | None = None
+) -> dict[str, str]:
+    """Each cluster's dataset claim as the hub sees it (ManagedCluster status); with
+    ``counts``, once every claim shows its cluster's new sample count (an agent re-reads its
+    catalogue on its own schedule: a job started before would train on more examples than
+    the agent believes the cluster holds)."""
     claim = naming.dataset_claim_name(DATASET)
 
     async def claims() -> dict[str, str] | None:
@@ -437,6 +455,10 @@ async def _wait_for_claims(hub: KubeApi, clusters: list[str], *, within: float) 
             for entry in (cluster.get("status") or {}).get("clusterClaims") or []:
                 if entry.get("name") == claim:
                     found[str(cluster["metadata"]["name"])] = str(entry.get("value", ""))
+        if counts is not None and any(
+            f"samples={counts[c]}" not in found.get(c, "").split(",") for c in clusters
+        ):
+            return None
         return found if set(clusters) <= set(found) else None
 
     found: dict[str, str] = await wait_for(

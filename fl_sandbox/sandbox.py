@@ -10,6 +10,7 @@ directly (what OCM does with a CSR). Layout of ``workdir``::
     clusters/<name>.kubeconfig              admin of each managed cluster
     clusters/<name>/datasets.yaml           the agent's dataset catalogue
     clusters/<name>/<addon>-hub.kubeconfig  the agent's hub identity (also a Secret)
+    clusters/<name>/agent-spoke.kubeconfig  the in-process agent's own cluster (an admin)
     datasets/<name>/train.npz               the cluster's digits partition
     jobs/<name>/                            Job runner scratch space
     models/                                 root of file:// model stores
@@ -22,6 +23,7 @@ import contextlib
 import functools
 import importlib
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -53,6 +55,19 @@ HUB_NAMESPACES: Final = ("open-cluster-management", "open-cluster-management-hub
 FIELD_MANAGER: Final = "fl-sandbox"
 DATASET_NAME: Final = "digits"
 _YAML_LOADER: Final = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, when built
+AGENT_SPOKE_USER: Final = "fl-sandbox:agent"
+# Above this many clusters a sandbox is light unless told otherwise (see ``Sandbox``).
+LIGHT_ABOVE: Final = 20
+# What a light cluster's periodic work is slowed to: idle clusters should cost no CPU.
+LIGHT_FEEDBACK_INTERVAL: Final = 60.0  # work agent's status feedback re-read
+LIGHT_RESYNC_PERIOD: Final = 300.0  # emulated controllers' full resync
+LIGHT_LEASE_RENEW: Final = 60.0  # agent's health lease: renewed every minute...
+LIGHT_LEASE_DURATION: Final = 120  # ...valid for two (stale after 5 x 120 s)
+LIGHT_CATALOGUE_POLL: Final = 60.0  # agent's re-read of its dataset catalogue
+LIGHT_BOOKMARK_INTERVAL: Final = 60.0  # watch bookmarks (kube-apiserver: about a minute)
+LIGHT_REQUEST_LOG: Final = 2_000  # request records kept per API server (tallies stay whole)
+FILES_PER_CLUSTER: Final = 64  # both ends of its connections (one process), sockets, logs
+PROCESSES_PER_CPU: Final = 4  # training processes at once per CPU in a light sandbox
 
 
 def _import_optional(module: str, attribute: str) -> Any:
@@ -87,13 +102,23 @@ class _InProcessAgents:
         settings_cls = _import_optional("spoke_agent.settings", "AgentSettings")
         if run_agent is None or settings_cls is None:
             return
+        light: dict[str, Any] = (
+            {
+                "metrics_bind_address": "0",
+                "lease_renew_seconds": LIGHT_LEASE_RENEW,
+                "lease_duration_seconds": LIGHT_LEASE_DURATION,
+                "catalogue_poll_seconds": LIGHT_CATALOGUE_POLL,
+            }
+            if self._sandbox.light
+            else {"metrics_bind_address": "127.0.0.1:0"}
+        )
         settings = settings_cls(
             cluster_name=cluster,
             hub_kubeconfig=str(hub_kubeconfig),
-            kubeconfig=str(self._sandbox.cluster_kubeconfig(cluster)),
+            kubeconfig=str(self._sandbox.agent_spoke_kubeconfig(cluster)),
             namespace=namespace,
             datasets=self._sandbox.catalogue_path(cluster) if self._sandbox.datasets else None,
-            metrics_bind_address="127.0.0.1:0",
+            **light,
         )
         task = asyncio.create_task(_logged(run_agent(settings), f"agent {cluster}"))
         self._tasks[key] = (wanted, task)
@@ -147,10 +172,18 @@ class Sandbox:
     ``authorize``: every API server authenticates requests and enforces RBAC (agents act
     with the identities the add-on registration issues them; the emulated controllers, the
     in-process hub manager and the admin kubeconfigs are ``system:masters``). ``tls``: https
-    with a self-signed certificate per server, trusted by the kubeconfigs (kubectl sends a
-    token only to a TLS server). ``fork_server``: `fl-train` containers are forked from one
-    process that has imported the training runtime (``fl_sandbox.jobs.forkserver``), the
-    sandbox's cheap container start; False starts every container as a new process.
+    with a self-signed certificate (one for all servers), trusted by the kubeconfigs (kubectl
+    sends a token only to a TLS server). ``fork_server``: `fl-train` containers are forked
+    from one process that has imported the training runtime (``fl_sandbox.jobs.forkserver``),
+    the sandbox's cheap container start; False starts every container as a new process.
+
+    ``light`` (default: above ``LIGHT_ABOVE`` clusters) makes each managed cluster cheap
+    enough for a thousand on a small machine: its API server serves the OCM kinds without
+    their upstream schemas and keeps few request records (``tally`` keeps the counts); its
+    agent has no metrics server, renews its lease every minute and re-reads its catalogue
+    every minute; status feedback is re-read every minute, the controllers resync every five
+    minutes; training processes share ``PROCESSES_PER_CPU`` slots per CPU (not two per
+    cluster). What a light fleet does not have is listed in the README (Scale).
     """
 
     def __init__(
@@ -170,9 +203,15 @@ class Sandbox:
         resync_period: float | None = 30.0,
         start_timeout: float = 30.0,
         fork_server: bool = True,
+        light: bool | None = None,
     ) -> None:
         if clusters < 1:
             raise ValueError(f"clusters must be at least 1, not {clusters}")
+        self.light = clusters > LIGHT_ABOVE if light is None else light
+        if self.light:
+            feedback_interval = max(feedback_interval, LIGHT_FEEDBACK_INTERVAL)
+            if resync_period is not None:
+                resync_period = max(resync_period, LIGHT_RESYNC_PERIOD)
         self.workdir = Path(workdir).resolve()
         self.cluster_names = [f"cluster{i}" for i in range(1, clusters + 1)]
         self.crd_dirs = [Path(d) for d in crd_dirs]
@@ -201,6 +240,7 @@ class Sandbox:
         self.work_agents: dict[str, WorkAgent] = {}
         self.job_runners: dict[str, Any] = {}
         self._agent_host = _InProcessAgents(self)
+        self._agent_kubeconfigs: set[str] = set()
         self._hub_manager_task: asyncio.Task[None] | None = None
         self._started = False
         self._lock = WorkdirLock(self.workdir)
@@ -232,6 +272,17 @@ class Sandbox:
         """The hub kubeconfig of the cluster's add-on agent (its per-cluster identity)."""
         self._check_cluster(name)
         return self.workdir / "clusters" / name / f"{addon}-hub.kubeconfig"
+
+    def agent_spoke_kubeconfig(self, name: str) -> Path:
+        """The in-process agent's kubeconfig of its own cluster: an admin, as the cluster's
+        admin kubeconfig, but under its own user name (``AGENT_SPOKE_USER``), so the API
+        server's ``tally`` tells the agent's requests from the emulated controllers'."""
+        self._check_cluster(name)
+        path = self.workdir / "clusters" / name / "agent-spoke.kubeconfig"
+        if name not in self._agent_kubeconfigs:  # once per run: a token lives with its server
+            self.spokes[name].write_kubeconfig(path, user=AGENT_SPOKE_USER)
+            self._agent_kubeconfigs.add(name)
+        return path
 
     def catalogue_path(self, name: str) -> Path:
         """The cluster's dataset catalogue (agent ``--datasets``)."""
@@ -314,6 +365,7 @@ class Sandbox:
 
     async def _start(self) -> None:
         self._lock.acquire()
+        _raise_open_files(FILES_PER_CLUSTER * len(self.cluster_names) + 4096)
         (self.workdir / "clusters").mkdir(parents=True, exist_ok=True)
         self.model_store_dir.mkdir(parents=True, exist_ok=True)
         if self.use_fork_server:  # first: it imports the training runtime meanwhile
@@ -322,12 +374,20 @@ class Sandbox:
 
         hub = ApiServer(name="hub", crd_dirs=self.crd_dirs, authorize=self.authorize, tls=self.tls)
         self._hub = hub
+        if self.light:
+            hub.bookmark_interval = LIGHT_BOOKMARK_INTERVAL
         await hub.start()
         hub.write_kubeconfig(self.hub_kubeconfig)
         for name in self.cluster_names:
             server = ApiServer(
-                name=name, crd_dirs=self.crd_dirs, authorize=self.authorize, tls=self.tls
+                name=name,
+                crd_dirs=() if self.light else self.crd_dirs,
+                authorize=self.authorize,
+                tls=self.tls,
             )
+            if self.light:
+                server.request_log_limit = LIGHT_REQUEST_LOG
+                server.bookmark_interval = LIGHT_BOOKMARK_INTERVAL
             self.spokes[name] = server
             await server.start()
             server.write_kubeconfig(self.cluster_kubeconfig(name))
@@ -419,6 +479,9 @@ class Sandbox:
         )
         if runner_cls is None:
             return
+        shared = (
+            asyncio.Semaphore(PROCESSES_PER_CPU * (os.cpu_count() or 1)) if self.light else None
+        )
         for name in self.cluster_names:
             root = self.workdir / "jobs" / name
             root.mkdir(parents=True, exist_ok=True)
@@ -428,6 +491,7 @@ class Sandbox:
                 max_parallel=2,
                 pod_credentials=functools.partial(self._service_account_kubeconfig, name),
                 fork_server=self.fork_server,
+                **({"slots": shared} if shared is not None else {}),
             )
             self.job_runners[name] = runner
             runtime.background(runner.run)
@@ -577,6 +641,23 @@ class Sandbox:
             if server is not None:
                 await server.stop()
         self._lock.release()
+
+
+def _raise_open_files(wanted: int) -> None:
+    """Allow this process ``wanted`` open files if it may (the soft limit up to the hard
+    one; the hard one too where permitted): a thousand clusters in one process, with both
+    ends of every connection, need tens of thousands."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(wanted, soft), max(wanted, hard)))
+    except (ValueError, OSError):
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        log.warning("open files limited to %s where %d may be needed", hard, wanted)
 
 
 def _count_samples(path: Path) -> int:

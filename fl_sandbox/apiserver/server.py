@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,21 @@ class RequestRecord:
     user: str
     resource: str = ""  # plural ("" for discovery and other non-resource paths)
     verb: str = ""  # get, list, watch, create, update, patch, delete, deletecollection
+
+
+@dataclass
+class RequestTally:
+    """Requests (and bytes of request bodies) by (user, verb, resource) since the start: a
+    fixed-size summary kept whatever ``request_log_limit`` drops."""
+
+    requests: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    body_bytes: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+
+    def add(self, user: str, verb: str, resource: str, body_bytes: int) -> None:
+        key = (user, verb, resource)
+        self.requests[key] += 1
+        if body_bytes:
+            self.body_bytes[key] += body_bytes
 
 
 def _synthetic_crd(t: ResourceType) -> Obj:
@@ -103,6 +118,7 @@ class ApiServer:
         self.url = ""
         self.request_log: list[RequestRecord] = []
         self.request_log_limit = 200_000  # the oldest half is dropped beyond this
+        self.tally = RequestTally()
         self.store = Store(history_limit=history_limit)
         self.registry = TypeRegistry()
         self.resources = Resources(store=self.store, on_write=self._after_write)
@@ -307,6 +323,7 @@ class ApiServer:
             )
         finally:
             resource, verb = request[LOG]
+            self.tally.add(request[IDENTITY].user, verb, resource, request.content_length or 0)
             if len(self.request_log) >= self.request_log_limit:
                 del self.request_log[: self.request_log_limit // 2]
             self.request_log.append(

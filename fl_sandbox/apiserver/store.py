@@ -30,9 +30,12 @@ class Event:
 
 @dataclass(eq=False)
 class Watcher:
-    """One open watch: receives every event of its group/resource; the handler filters."""
+    """One open watch: receives the events of its group/resource (of its namespace, when it
+    has one: a thousand namespaced watches then cost one queue each event, not a thousand);
+    the handler filters the rest."""
 
     gr: GroupResource
+    namespace: str | None = None
     queue: asyncio.Queue[Event | None] = field(default_factory=asyncio.Queue)
     dropped: bool = False
 
@@ -133,8 +136,10 @@ class Store:
         if len(self._history) == self._history.maxlen:
             self._floor = self._history[0].rv
         self._history.append(event)
+        namespace = event.obj["metadata"].get("namespace")
         for watcher in self._watchers.get(event.gr, ()):
-            watcher.queue.put_nowait(event)
+            if watcher.namespace is None or watcher.namespace == namespace:
+                watcher.queue.put_nowait(event)
 
     def compact(self) -> None:
         """Forget the whole history: any resume from an older resourceVersion gets 410."""
@@ -142,8 +147,8 @@ class Store:
         self._floor = self._rv
 
     # ---- watchers ----
-    def subscribe(self, gr: GroupResource) -> Watcher:
-        watcher = Watcher(gr)
+    def subscribe(self, gr: GroupResource, namespace: str | None = None) -> Watcher:
+        watcher = Watcher(gr, namespace)
         self._watchers.setdefault(gr, set()).add(watcher)
         return watcher
 

@@ -1,5 +1,8 @@
 """A throwaway self-signed serving certificate, so kubectl sends bearer tokens (client-go only
-reads a kubeconfig's credentials for TLS servers)."""
+reads a kubeconfig's credentials for TLS servers).
+
+One certificate per host and process: every server of a sandbox (a thousand clusters'
+worth) shares it, instead of one openssl run and one key each."""
 
 from __future__ import annotations
 
@@ -8,9 +11,15 @@ import shutil
 import ssl
 from pathlib import Path
 
+_MADE: dict[str, tuple[ssl.SSLContext, bytes]] = {}
+
 
 async def self_signed(folder: Path, *, host: str) -> tuple[ssl.SSLContext, bytes]:
-    """(server context, PEM certificate to trust) for `host` and localhost."""
+    """(server context, PEM certificate to trust) for `host` and localhost; made in
+    `folder` the first time, the same ones after that."""
+    made = _MADE.get(host)
+    if made is not None:
+        return made
     openssl = shutil.which("openssl")
     if openssl is None:
         raise RuntimeError(
@@ -49,4 +58,5 @@ async def self_signed(folder: Path, *, host: str) -> tuple[ssl.SSLContext, bytes
         raise RuntimeError(f"openssl could not make a serving certificate: {err.decode().strip()}")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    return context, cert.read_bytes()
+    _MADE[host] = (context, cert.read_bytes())
+    return _MADE[host]

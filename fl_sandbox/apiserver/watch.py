@@ -104,7 +104,11 @@ class WatchStream:
                     seen = translate(w, event)
                     if seen is not None:
                         backlog.append(seen)
-        self._watcher = store.subscribe(rtype.group_resource) if expired is None else None
+        self._watcher = (
+            store.subscribe(rtype.group_resource, namespace=w.target.namespace)
+            if expired is None
+            else None
+        )
         last_rv = max([start, *(int(o["metadata"]["resourceVersion"]) for _, o in backlog)])
         response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()

@@ -86,6 +86,7 @@ class JobRunner:
         base_env: dict[str, str] | None = None,
         pod_credentials: Callable[[str, str], Path] | None = None,
         fork_server: ForkServer | None = None,
+        slots: asyncio.Semaphore | None = None,
     ) -> None:
         if max_parallel < 1:
             raise ValueError("max_parallel must be >= 1")
@@ -102,7 +103,8 @@ class JobRunner:
         self._pod_credentials = pod_credentials
         # Started by the owner (shared by the runners of a sandbox); `fl-train` forks from it.
         self._fork_server = fork_server
-        self._slots = asyncio.Semaphore(max_parallel)
+        # Processes running at once; runners given the same ``slots`` share one machine.
+        self._slots = slots if slots is not None else asyncio.Semaphore(max_parallel)
         self._runs: dict[JobKey, _Run] = {}
         # Jobs this runner finished, until the informer shows their final status: key -> (uid, when)
         self._finished: dict[JobKey, tuple[str, dt.datetime]] = {}

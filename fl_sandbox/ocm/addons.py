@@ -19,6 +19,7 @@ import base64
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +129,7 @@ class AddonInstaller:
         self._lease_grace = lease_grace
         self._cluster_available = cluster_available
         self._installed: dict[Key, _Installed] = {}
+        self._recheck_at: dict[Key, float] = {}  # when a reconcile looks at the lease again
         self.addons = runtime.informer(hub, r.MANAGED_CLUSTER_ADDON)
         self.cmas = runtime.informer(hub, r.CLUSTER_MANAGEMENT_ADDON)
         self.configs = runtime.informer(hub, r.ADDON_DEPLOYMENT_CONFIG)
@@ -169,8 +171,24 @@ class AddonInstaller:
 
     def _lease_handler(self, cluster: str) -> Callable[[str, dict[str, Any]], None]:
         def handler(_type: str, obj: dict[str, Any]) -> None:
-            name = str((obj.get("metadata") or {}).get("name"))
-            if self.addons.get(name, cluster) is not None:
+            meta = obj.get("metadata") or {}
+            name = str(meta.get("name"))
+            mca = self.addons.get(name, cluster)
+            if mca is None:
+                return
+            # A renewal that leaves Available as it is changes nothing: the reconcile that
+            # wrote it looks again when the lease would go stale. Only a change of health, or
+            # a lease that now goes stale sooner than that, is worth a whole reconcile (with
+            # a fleet, renewals are most of the events).
+            health, recheck = self._health(cluster, name, str(meta.get("namespace") or ""))
+            written = cond.find((mca.get("status") or {}).get("conditions"), "Available")
+            due = self._recheck_at.get((cluster, name))
+            if (
+                written is None
+                or (written.get("status"), written.get("reason"))
+                != (health["status"], health["reason"])
+                or (recheck is not None and (due is None or time.monotonic() + recheck < due))
+            ):
                 self.controller.enqueue((cluster, name))
 
         return handler
@@ -211,6 +229,10 @@ class AddonInstaller:
             return None  # the write brings the add-on back with the finalizer
         kubeconfig = await self._install(cluster, name, namespace)
         available, requeue = self._health(cluster, name, namespace)
+        if requeue is None:
+            self._recheck_at.pop(key, None)
+        else:
+            self._recheck_at[key] = time.monotonic() + requeue
         # Everything is in place before status.namespace tells the world the add-on is there.
         await self._bind_hub_permissions(mca, template)
         if self._agents is not None:

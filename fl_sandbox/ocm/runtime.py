@@ -39,6 +39,7 @@ class Runtime:
         self._inflight = 0
         self._informers: list[Informer] = []
         self._by_key: dict[tuple[Any, ...], Informer] = {}
+        self._by_namespace: dict[int, dict[str, list[Handler]]] = {}
         self._controllers: list[Controller[Any]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._extra: list[Callable[[], Awaitable[None]]] = []
@@ -73,6 +74,22 @@ class Runtime:
         """Call ``handler(event_type, obj)`` on the informer's changes (and on resync)."""
         self._handlers.append((informer, handler))
         informer.subscribe(handler)
+
+    def on_namespace(self, informer: Informer, namespace: str, handler: Handler) -> None:
+        """``on``, for the objects of one namespace: many per-cluster controllers share one
+        fleet-wide informer (one watch, not one per cluster) and each event costs one lookup."""
+        table = self._by_namespace.get(id(informer))
+        if table is None:
+            routes: dict[str, list[Handler]] = {}
+            self._by_namespace[id(informer)] = table = routes
+
+            def dispatch(event_type: str, obj: dict[str, Any]) -> None:
+                namespace = str((obj.get("metadata") or {}).get("namespace") or "")
+                for route in routes.get(namespace, ()):
+                    route(event_type, obj)
+
+            self.on(informer, dispatch)
+        table.setdefault(namespace, []).append(handler)
 
     def resync(self) -> None:
         """Hand every cached object to its handlers again, so every key is reconciled.

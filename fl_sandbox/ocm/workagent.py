@@ -163,10 +163,13 @@ class WorkAgent:
         self._retry_interval = retry_interval
         self._paused = False
         self._discovered: dict[tuple[str, str], Resource] = {}
-        self.works = runtime.informer(hub, r.MANIFEST_WORK, namespace=cluster)
+        # Every cluster's work agent shares one hub watch of all ManifestWorks (a real one
+        # watches its own namespace: a thousand watches on one client would starve it).
+        self.works = runtime.informer(hub, r.MANIFEST_WORK)
         self.controller = runtime.controller(f"work-agent-{cluster}", self._reconcile, workers=2)
-        runtime.on(
+        runtime.on_namespace(
             self.works,
+            cluster,
             lambda _t, obj: self.controller.enqueue(
                 (cluster, str((obj.get("metadata") or {}).get("name")))
             ),
@@ -182,6 +185,8 @@ class WorkAgent:
         self._paused = value
         if not value:
             for work in self.works.list():
+                if (work.get("metadata") or {}).get("namespace") != self.cluster:
+                    continue
                 self.controller.enqueue(
                     (self.cluster, str((work.get("metadata") or {}).get("name")))
                 )
