@@ -134,21 +134,7 @@ def plot_rounds(
             label="federated loss",
         )
         loss_axis.set_ylabel("test loss", color="tab:red")
-        handles = accuracy_axis.get_legend_handles_labels()
-        loss_handles = loss_axis.get_legend_handles_labels()
-        accuracy_axis.legend(
-            handles[0] + loss_handles[0],
-            handles[1] + loss_handles[1],
-            loc="upper center",
-            bbox_to_anchor=(0.5, -0.14),
-            ncol=3,
-            frameon=False,
-        )
-        accuracy_axis.set_title(title)
-        figure.tight_layout()
-        temp = path.with_name(f".{path.stem}.tmp.png")
-        figure.savefig(temp)
-        temp.replace(path)
+        _finish(figure, accuracy_axis, loss_axis, title=title, path=path)
     finally:
         plt.close(figure)
 
@@ -185,23 +171,28 @@ def plot_privacy(path: Path, *, rows: Sequence[RoundRow], budget: float | None, 
             label="test accuracy",
         )
         accuracy_axis.set_ylabel("test accuracy", color="tab:blue")
-        handles = epsilon_axis.get_legend_handles_labels()
-        more = accuracy_axis.get_legend_handles_labels()
-        epsilon_axis.legend(
-            handles[0] + more[0],
-            handles[1] + more[1],
-            loc="upper center",
-            bbox_to_anchor=(0.5, -0.14),
-            ncol=3,
-            frameon=False,
-        )
-        epsilon_axis.set_title(title)
-        figure.tight_layout()
-        temp = path.with_name(f".{path.stem}.tmp.png")
-        figure.savefig(temp)
-        temp.replace(path)
+        _finish(figure, epsilon_axis, accuracy_axis, title=title, path=path)
     finally:
         plt.close(figure)
+
+
+def _finish(figure: Any, left: Any, right: Any, *, title: str, path: Path) -> None:
+    """One legend below a two-axis plot, its title, and the file written atomically."""
+    handles, labels = left.get_legend_handles_labels()
+    more_handles, more_labels = right.get_legend_handles_labels()
+    left.legend(
+        handles + more_handles,
+        labels + more_labels,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.14),
+        ncol=3,
+        frameon=False,
+    )
+    left.set_title(title)
+    figure.tight_layout()
+    temp = path.with_name(f".{path.stem}.tmp.png")
+    figure.savefig(temp)
+    temp.replace(path)
 
 
 def _number(value: object) -> float | None:
