@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,7 @@ class ClaimPublisher:
         status: StatusWriter,
         metrics: AgentMetrics,
         poll_seconds: float,
+        recheck_seconds: float = 60.0,
     ) -> None:
         self._spoke = spoke
         self._namespace = namespace
@@ -114,6 +116,11 @@ class ClaimPublisher:
         self._metrics = metrics
         self._poll = poll_seconds
         self._last_digest: str | None = None
+        # The claims last written, and when to list them again anyway (someone else may
+        # have changed or deleted one): an unchanged catalogue costs no request till then.
+        self._recheck = recheck_seconds
+        self._published: dict[str, str] | None = None
+        self._recheck_at = 0.0
         self.catalogue: DatasetCatalogue | None = None if catalogue_path else DatasetCatalogue()
         """The last valid catalogue (the Job builder reads datasets from it)."""
         self.error: str | None = None
@@ -166,6 +173,7 @@ class ClaimPublisher:
         withdrawn = await uninstalling(self._spoke, self._namespace)
         if withdrawn != self.withdrawn:
             self.withdrawn = withdrawn
+            self._published = None  # the cleanup removed them: list again
             log.info(
                 "the add-on is being disabled: dataset claims are withdrawn"
                 if withdrawn
@@ -191,6 +199,9 @@ class ClaimPublisher:
                 len(desired),
                 MAX_SYNCED_CLAIMS,
             )
+        now = time.monotonic()
+        if desired == self._published and now < self._recheck_at:
+            return  # as last written: the cluster is asked again only every recheck period
         existing = (await self._spoke.list(r.CLUSTER_CLAIM)).items
         plan = plan_claims(desired, existing)
         for name in plan.foreign:
@@ -210,6 +221,8 @@ class ClaimPublisher:
             await self._spoke.delete(r.CLUSTER_CLAIM, name)
             log.info("removed ClusterClaim %s (dataset no longer in the catalogue)", name)
         self._metrics.claims_published.set(len(desired) - len(plan.foreign))
+        self._published = desired
+        self._recheck_at = now + self._recheck
 
     async def _write_degraded(self, error: str | None) -> None:
         if error == self._degraded_written:
