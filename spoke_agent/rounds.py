@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,9 +100,12 @@ class RoundController:
             workers=settings.workers,
             metrics=metrics.controller,
         )
+        # Jobs this agent created that its watch has not delivered yet (read from here, so
+        # a reconcile in between neither creates them again nor asks for them), with when.
+        self._created: dict[str, tuple[float, dict[str, Any]]] = {}
         self.specs.subscribe(self._on_spec)
         self.jobs.subscribe(self._on_job)
-        self.pods.subscribe(self._on_job)
+        self.pods.subscribe(self._enqueue_owner)
 
     @property
     def ready(self) -> bool:
@@ -142,7 +146,11 @@ class RoundController:
             self.controller.enqueue(SWEEP)
 
     def _on_job(self, _event: str, job: dict[str, Any]) -> None:
-        owner = _spec_of_job(job)
+        self._created.pop(_name(job), None)  # the cache has it now (or it is gone)
+        self._enqueue_owner(_event, job)
+
+    def _enqueue_owner(self, _event: str, obj: dict[str, Any]) -> None:
+        owner = _spec_of_job(obj)
         if owner:
             self.controller.enqueue(owner)
 
@@ -168,10 +176,8 @@ class RoundController:
         job_name = naming.training_job_name(
             spec.job.uid, spec.round, spec.attempt, secure=spec.secure_aggregation is not None
         )
-        for stale in jobs:
-            # A finished Job of an earlier round holds nothing but its record; the TTL
-            # controller removes it (ttlSecondsAfterFinished). One still running is stopped.
-            if _name(stale) != job_name and job_outcome(stale).phase == "Running":
+        for stale in jobs:  # an earlier round's or attempt's: stopped, or its pod freed
+            if _name(stale) != job_name:
                 await self._delete_job(_name(stale), why=f"{key} moved on to {job_name}")
         type_ = naming.round_condition_type(spec.job.namespace, spec.job.name)
         reported = cond.report_of(cond.find(await self._status.conditions(), type_))
@@ -188,7 +194,7 @@ class RoundController:
         """Start the round's Job, follow it, and report its update (or why there is none)."""
         # The watch has listed (reconcile waits for it), so the cache answers: a Job it
         # does not hold yet is created, and one that exists after all answers 409.
-        job = self.jobs.get(job_name, self._ns)
+        job = self.jobs.get(job_name, self._ns) or self._just_created(job_name)
         if job is None:
             return await self._start(spec, cm, secure)
         outcome = job_outcome(job)
@@ -280,6 +286,8 @@ class RoundController:
         try:
             job = await self._spoke.create(r.JOB, manifest, namespace=self._ns)
             log.info("created training Job %s for %s round %d", name, _job_id(spec), spec.round)
+            if self.jobs.get(name, self._ns) is None:
+                self._created[name] = (time.monotonic(), job)
         except Conflict as exc:
             if not exc.already_exists:
                 raise
@@ -476,6 +484,15 @@ class RoundController:
         )
         if written:
             self._metrics.failure("RoundSpecInvalid")
+
+    def _just_created(self, name: str) -> dict[str, Any] | None:
+        """A Job created lately, until the watch delivers it (or a resync period passes:
+        the watch then has it, or it is gone and is created again)."""
+        when, job = self._created.get(name, (0.0, None))
+        if job is not None and time.monotonic() - when > self._settings.resync_seconds:
+            del self._created[name]
+            return None
+        return job
 
     def _dataset_for(self, spec: RoundSpec) -> tuple[Dataset | None, _Failure | None]:
         if spec.dataset is None:
