@@ -48,6 +48,7 @@ class Agent:
             metrics=self.metrics,
             poll_seconds=settings.catalogue_poll_seconds,
             recheck_seconds=settings.resync_seconds,
+            watch=watch,
         )
         self.rounds = RoundController(
             spoke,
