@@ -36,6 +36,7 @@ PATCH_CONTENT_TYPES: dict[str, str] = {
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 _AUTH_SETTINGS = ["BearerToken"]
 _LIST_PAGE_SIZE = 500
+IDLE_CONNECTION_SECONDS = 90.0  # client-go's http.Transport IdleConnTimeout
 Query = list[tuple[str, str]]  # defined before KubeApi.list shadows the builtin
 
 
@@ -80,7 +81,19 @@ async def make_api_client(
             client_configuration=configuration,
             persist_config=False,
         )
-    return k8s_client.ApiClient(configuration=configuration)
+    client = k8s_client.ApiClient(configuration=configuration)
+    _keep_idle_connections(client)
+    return client
+
+
+def _keep_idle_connections(client: k8s_client.ApiClient) -> None:
+    """Keep idle connections IDLE_CONNECTION_SECONDS, as client-go does (aiohttp's default is
+    15 s): a controller that asks every few tens of seconds would otherwise pay a TLS
+    handshake on almost every request. kubernetes_asyncio builds its connector without a
+    way to pass the timeout, so it is set on the connector it built."""
+    connector = getattr(getattr(client.rest_client, "pool_manager", None), "connector", None)
+    if isinstance(connector, aiohttp.BaseConnector) and hasattr(connector, "_keepalive_timeout"):
+        connector._keepalive_timeout = IDLE_CONNECTION_SECONDS
 
 
 class KubeApi:

@@ -47,6 +47,8 @@ class Agent:
             status=self.status,
             metrics=self.metrics,
             poll_seconds=settings.catalogue_poll_seconds,
+            recheck_seconds=settings.resync_seconds,
+            watch=watch,
         )
         self.rounds = RoundController(
             spoke,

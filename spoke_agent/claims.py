@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from fl_kube.backoff import Backoff, BackoffPolicy
 from fl_kube.client import KubeApi
 from fl_kube.controller import TemporaryError
 from fl_kube.errors import Conflict, is_temporary
+from fl_kube.informer import Informer, WatchSettings
 from spoke_agent import conditions as cond
 from spoke_agent.catalogue import CatalogueSnapshot, read_catalogue
 from spoke_agent.cleanup import uninstalling
@@ -106,6 +108,8 @@ class ClaimPublisher:
         status: StatusWriter,
         metrics: AgentMetrics,
         poll_seconds: float,
+        recheck_seconds: float = 60.0,
+        watch: WatchSettings | None = None,
     ) -> None:
         self._spoke = spoke
         self._namespace = namespace
@@ -114,6 +118,19 @@ class ClaimPublisher:
         self._metrics = metrics
         self._poll = poll_seconds
         self._last_digest: str | None = None
+        # The add-on's cleanup Job (its one name): a watch, not a GET at every poll.
+        self.cleanup = Informer(
+            spoke,
+            r.JOB,
+            namespace=namespace,
+            field_selector=f"metadata.name={keys.CLEANUP_JOB_NAME}",
+            settings=watch,
+        )
+        # The claims last written, and when to list them again anyway (someone else may
+        # have changed or deleted one): an unchanged catalogue costs no request till then.
+        self._recheck = recheck_seconds
+        self._published: dict[str, str] | None = None
+        self._recheck_at = 0.0
         self.catalogue: DatasetCatalogue | None = None if catalogue_path else DatasetCatalogue()
         """The last valid catalogue (the Job builder reads datasets from it)."""
         self.error: str | None = None
@@ -129,6 +146,11 @@ class ClaimPublisher:
     async def run(self) -> None:
         """Until cancelled: re-read the file and re-check the claims every poll period; after
         a failure (an API out of reach), wait longer each time, up to MAX_RETRY_SECONDS."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.cleanup.run(), name="cleanup-job-informer")
+            group.create_task(self._poll_loop(), name="catalogue-poll")
+
+    async def _poll_loop(self) -> None:
         backoff = Backoff(BackoffPolicy(base=self._poll, cap=max(self._poll, MAX_RETRY_SECONDS)))
         while True:
             try:
@@ -163,9 +185,10 @@ class ClaimPublisher:
         if snapshot.catalogue is not None:
             self.catalogue = snapshot.catalogue
         self.loaded.set()
-        withdrawn = await uninstalling(self._spoke, self._namespace)
+        withdrawn = await self._uninstalling()
         if withdrawn != self.withdrawn:
             self.withdrawn = withdrawn
+            self._published = None  # the cleanup removed them: list again
             log.info(
                 "the add-on is being disabled: dataset claims are withdrawn"
                 if withdrawn
@@ -177,6 +200,12 @@ class ClaimPublisher:
             await self._publish(snapshot.catalogue)
         await self._write_degraded(snapshot.error)
         self.synced.set()
+
+    async def _uninstalling(self) -> bool:
+        """Whether the cleanup Job exists: from the watch of it once that has listed."""
+        if not self.cleanup.has_synced:
+            return await uninstalling(self._spoke, self._namespace)
+        return self.cleanup.get(keys.CLEANUP_JOB_NAME, self._namespace) is not None
 
     def _read(self) -> CatalogueSnapshot:
         if self._path is None:
@@ -191,6 +220,9 @@ class ClaimPublisher:
                 len(desired),
                 MAX_SYNCED_CLAIMS,
             )
+        now = time.monotonic()
+        if desired == self._published and now < self._recheck_at:
+            return  # as last written: the cluster is asked again only every recheck period
         existing = (await self._spoke.list(r.CLUSTER_CLAIM)).items
         plan = plan_claims(desired, existing)
         for name in plan.foreign:
@@ -210,6 +242,8 @@ class ClaimPublisher:
             await self._spoke.delete(r.CLUSTER_CLAIM, name)
             log.info("removed ClusterClaim %s (dataset no longer in the catalogue)", name)
         self._metrics.claims_published.set(len(desired) - len(plan.foreign))
+        self._published = desired
+        self._recheck_at = now + self._recheck
 
     async def _write_degraded(self, error: str | None) -> None:
         if error == self._degraded_written:

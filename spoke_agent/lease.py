@@ -15,7 +15,7 @@ from typing import Any
 
 from fl_kube import resources as r
 from fl_kube.client import KubeApi
-from fl_kube.errors import Conflict
+from fl_kube.errors import Conflict, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,12 @@ class LeaseRenewer:
             "leaseDurationSeconds": self._duration,
             "renewTime": micro_time(now),
         }
-        lease = await self._spoke.get_or_none(r.LEASE, self._name, namespace=self._namespace)
-        if lease is None:
+        # One write per renewal, with no read before it and no precondition: the agent is
+        # the Lease's only writer. Only a missing Lease (the first start, or deleted) costs
+        # a create.
+        try:
+            await self._spoke.patch(r.LEASE, self._name, {"spec": spec}, namespace=self._namespace)
+        except NotFound:
             body = {
                 "apiVersion": r.LEASE.api_version,
                 "kind": r.LEASE.kind,
@@ -87,7 +91,5 @@ class LeaseRenewer:
                 await self._spoke.create(r.LEASE, body, namespace=self._namespace)
             except Conflict:
                 return  # created meanwhile (another replica); renew next period
-        else:
-            await self._spoke.patch(r.LEASE, self._name, {"spec": spec}, namespace=self._namespace)
         self.renewals += 1
         self.last_renewed = now

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,7 @@ JOB_SELECTOR = (
     f"{keys.LABEL_COMPONENT}={keys.COMPONENT_TRAINING},"
     f"{keys.LABEL_MANAGED_BY}={keys.AGENT_FIELD_MANAGER}"
 )
+JOB_NAME_LABEL = "job-name"  # set on a Job's pods by the Job controller
 RESULT_GRACE_SECONDS = 10.0  # a finished Job's pod status may trail its Job status briefly
 MAX_REPORT_MESSAGE = MAX_MESSAGE_CHARS
 
@@ -87,30 +89,41 @@ class RoundController:
         self.jobs = Informer(
             spoke, r.JOB, namespace=self._ns, label_selector=JOB_SELECTOR, settings=watch
         )
+        # The training pods (they carry their Job's labels): a finished Job's termination
+        # message is read from this cache, not with a pod list per round.
+        self.pods = Informer(
+            spoke, r.POD, namespace=self._ns, label_selector=JOB_SELECTOR, settings=watch
+        )
         self.controller: Controller[str] = Controller(
             "federated-learning-rounds",
             self.reconcile,
             workers=settings.workers,
             metrics=metrics.controller,
         )
+        # Jobs this agent created that its watch has not delivered yet (read from here, so
+        # a reconcile in between neither creates them again nor asks for them), with when.
+        self._created: dict[str, tuple[float, dict[str, Any]]] = {}
         self.specs.subscribe(self._on_spec)
         self.jobs.subscribe(self._on_job)
+        self.pods.subscribe(self._enqueue_owner)
 
     @property
     def ready(self) -> bool:
-        """Both watches listed and the catalogue read: a round can be judged correctly."""
-        return self.specs.has_synced and self.jobs.has_synced and self._claims.loaded.is_set()
+        """The watches listed and the catalogue read: a round can be judged correctly."""
+        watches = (self.specs, self.jobs, self.pods)
+        return all(w.has_synced for w in watches) and self._claims.loaded.is_set()
 
     async def run(self) -> None:
-        """Until cancelled: the two watches, the workers, and a periodic resync."""
+        """Until cancelled: the watches, the workers, and a periodic resync."""
         async with asyncio.TaskGroup() as group:
             group.create_task(self.specs.run(), name="round-spec-informer")
             group.create_task(self.jobs.run(), name="training-job-informer")
+            group.create_task(self.pods.run(), name="training-pod-informer")
             group.create_task(self.controller.run(), name="round-controller")
             group.create_task(self._resync(), name="round-resync")
 
     async def _resync(self) -> None:
-        for informer in (self.specs, self.jobs):
+        for informer in (self.specs, self.jobs, self.pods):
             while True:
                 try:
                     await informer.wait_synced(timeout=self._settings.sync_timeout_seconds)
@@ -133,7 +146,11 @@ class RoundController:
             self.controller.enqueue(SWEEP)
 
     def _on_job(self, _event: str, job: dict[str, Any]) -> None:
-        owner = _spec_of_job(job)
+        self._created.pop(_name(job), None)  # the cache has it now (or it is gone)
+        self._enqueue_owner(_event, job)
+
+    def _enqueue_owner(self, _event: str, obj: dict[str, Any]) -> None:
+        owner = _spec_of_job(obj)
         if owner:
             self.controller.enqueue(owner)
 
@@ -148,15 +165,18 @@ class RoundController:
         cm = self.specs.get(key, self._ns)
         jobs = [j for j in self.jobs.list() if _spec_of_job(j) == key]
         if cm is None or (cm.get("metadata") or {}).get("deletionTimestamp"):
+            # Its Jobs are the garbage collector's (the spec owns them); one still running
+            # is stopped now rather than whenever the collector gets to it.
             for orphan in jobs:
-                await self._delete_job(_name(orphan), why=f"round spec {key} is gone")
+                if job_outcome(orphan).phase == "Running":
+                    await self._delete_job(_name(orphan), why=f"round spec {key} is gone")
             self.controller.enqueue(SWEEP)
             return None
         spec = await self._parse(cm)
         job_name = naming.training_job_name(
             spec.job.uid, spec.round, spec.attempt, secure=spec.secure_aggregation is not None
         )
-        for stale in jobs:
+        for stale in jobs:  # an earlier round's or attempt's: stopped, or its pod freed
             if _name(stale) != job_name:
                 await self._delete_job(_name(stale), why=f"{key} moved on to {job_name}")
         type_ = naming.round_condition_type(spec.job.namespace, spec.job.name)
@@ -172,17 +192,16 @@ class RoundController:
         self, spec: RoundSpec, cm: dict[str, Any], job_name: str, secure: SecAggReport | None = None
     ) -> Result | None:
         """Start the round's Job, follow it, and report its update (or why there is none)."""
-        job = self.jobs.get(job_name, self._ns) or await self._spoke.get_or_none(
-            r.JOB, job_name, namespace=self._ns
-        )
+        # The watch has listed (reconcile waits for it), so the cache answers: a Job it
+        # does not hold yet is created, and one that exists after all answers 409.
+        job = self.jobs.get(job_name, self._ns) or self._just_created(job_name)
         if job is None:
             return await self._start(spec, cm, secure)
         outcome = job_outcome(job)
         if outcome.phase == "Running":
-            await self._report(spec, _training(spec, outcome, secure))
-            return Result(requeue_after=self._settings.resync_seconds)
+            return await self._running(spec, outcome, secure)
         if outcome.phase == "Failed":
-            message = await self._pod_message(job_name, succeeded=False)
+            message = self._pod_message(job_name, succeeded=False)
             reason, detail = training_failure(message, outcome)
             await self._fail(spec, outcome, _Failure(reason, detail))
             return None
@@ -267,11 +286,25 @@ class RoundController:
         try:
             job = await self._spoke.create(r.JOB, manifest, namespace=self._ns)
             log.info("created training Job %s for %s round %d", name, _job_id(spec), spec.round)
+            if self.jobs.get(name, self._ns) is None:
+                self._created[name] = (time.monotonic(), job)
         except Conflict as exc:
             if not exc.already_exists:
                 raise
             job = await self._spoke.get(r.JOB, name, namespace=self._ns)  # already there: use it
-        await self._report(spec, _training(spec, job_outcome(job), secure))
+        return await self._running(spec, job_outcome(job), secure)
+
+    async def _running(
+        self, spec: RoundSpec, outcome: JobOutcome, secure: SecAggReport | None
+    ) -> Result:
+        """Report Training once the Job has run for the report delay; a Job done sooner
+        goes straight to its final report (one status write per round instead of two)."""
+        delay = self._settings.training_report_delay_seconds
+        if outcome.started is not None:
+            left = delay - (cond.now_utc() - outcome.started).total_seconds()
+            if left > 0:
+                return Result(requeue_after=left)
+        await self._report(spec, _training(spec, outcome, secure))
         return Result(requeue_after=self._settings.resync_seconds)
 
     async def _finish(
@@ -281,7 +314,7 @@ class RoundController:
         outcome: JobOutcome,
         secure: SecAggReport | None = None,
     ) -> Result | None:
-        message = await self._pod_message(job_name, succeeded=True)
+        message = self._pod_message(job_name, succeeded=True)
         if message is None and outcome.finished is not None:
             waited = (cond.now_utc() - outcome.finished).total_seconds()
             if waited < RESULT_GRACE_SECONDS:
@@ -452,6 +485,15 @@ class RoundController:
         if written:
             self._metrics.failure("RoundSpecInvalid")
 
+    def _just_created(self, name: str) -> dict[str, Any] | None:
+        """A Job created lately, until the watch delivers it (or a resync period passes:
+        the watch then has it, or it is gone and is created again)."""
+        when, job = self._created.get(name, (0.0, None))
+        if job is not None and time.monotonic() - when > self._settings.resync_seconds:
+            del self._created[name]
+            return None
+        return job
+
     def _dataset_for(self, spec: RoundSpec) -> tuple[Dataset | None, _Failure | None]:
         if spec.dataset is None:
             return None, None
@@ -470,11 +512,9 @@ class RoundController:
         )
         return None, _Failure("DatasetNotFound", why)
 
-    async def _pod_message(self, job_name: str, *, succeeded: bool) -> str | None:
-        pods = await self._spoke.list(
-            r.POD, namespace=self._ns, label_selector=f"job-name={job_name}"
-        )
-        return termination_message(pods.items, succeeded=succeeded)
+    def _pod_message(self, job_name: str, *, succeeded: bool) -> str | None:
+        pods = [p for p in self.pods.list() if _labels(p).get(JOB_NAME_LABEL) == job_name]
+        return termination_message(pods, succeeded=succeeded)
 
     async def _delete_job(self, name: str, *, why: str) -> None:
         if await self._spoke.delete(r.JOB, name, namespace=self._ns, propagation="Background"):
@@ -514,6 +554,10 @@ def _spec_of_job(job: dict[str, Any]) -> str | None:
             return str(ref.get("name"))
     uid = ((job.get("metadata") or {}).get("labels") or {}).get(keys.LABEL_JOB_UID)
     return naming.round_spec_configmap_name(uid) if uid else None
+
+
+def _labels(obj: dict[str, Any]) -> dict[str, str]:
+    return dict((obj.get("metadata") or {}).get("labels") or {})
 
 
 def _name(obj: dict[str, Any]) -> str:

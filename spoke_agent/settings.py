@@ -53,6 +53,9 @@ class AgentSettings(BaseModel):
     """Round specs reconciled in parallel."""
     report_conflict_retries: Annotated[int, Field(ge=1)] = 10
     """Attempts at one status write when the add-on changes under it (409)."""
+    training_report_delay_seconds: Annotated[float, Field(ge=0)] = 5.0
+    """How long a Job runs before the hub is told the round is Training: a Job that is done
+    sooner reports its update in one write, without the Training one before it."""
     job_backoff_limit: Annotated[int, Field(ge=0, le=10)] = 1
     """backoffLimit of training Jobs: a retry for a transient node failure, no more."""
     job_ttl_seconds: Annotated[int, Field(ge=0)] = 86400
