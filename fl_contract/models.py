@@ -151,7 +151,7 @@ class SecAggConfig(_Frozen):
     """The protocol's parameters for one round, fixed by the hub when the round starts."""
 
     threshold: Annotated[int, Field(ge=2)]
-    num_shares: Annotated[int, Field(ge=2)]
+    num_shares: Annotated[int, Field(ge=1)]  # two participants: one neighbour each
     clipping_range: Annotated[float, Field(gt=0)]
     quantization_range: Annotated[int, Field(ge=2)]
     modulus: Annotated[int, Field(ge=2)]

@@ -451,6 +451,7 @@ async def test_secure_job_on_s3_signs_each_cluster_only_its_own_objects(
 @pytest.mark.parametrize(
     ("participants", "secure", "expected"),
     [
+        (2, {}, (2, 1)),  # the smallest secure round: one neighbour each, none may drop
         (3, {}, (2, 2)),  # every other cluster, a majority of 3 holders: 1 may drop
         (5, {}, (3, 4)),
         (100, {}, (8, 14)),  # SecAgg+: 2 ceil(log2 n) neighbours
