@@ -95,23 +95,27 @@ class RoundSender:
         secure = runtime.spec.privacy.secure is not None
         limit = asyncio.Semaphore(CONCURRENT_SENDS)
 
-        async def send_one(cluster: str) -> str | None:
+        # Inputs first (cheap), then only the works whose inputs changed, 16 at a time.
+        changed: list[tuple[str, AddonView, RoundPrivacy | None, Any, tuple[str, ...]]] = []
+        for cluster in progress.participants:
             addon = self._addon(cluster)
             if addon.agent_namespace is None:
-                return None
+                continue
             privacy = hub_privacy.round_privacy(
                 runtime.spec, status, cluster, secure_aggregation=secure
             )
             cached = self._works.get(work_name, cluster)
-            slot = (uid, cluster)
-            inputs = (
-                job_inputs,
-                addon.agent_namespace,
-                repr(privacy),
-                _work_state(cached),
-            )
-            if self._checked.get(slot) == inputs:
-                return None
+            inputs = (job_inputs, addon.agent_namespace, repr(privacy), _work_state(cached))
+            if self._checked.get((uid, cluster)) != inputs:
+                changed.append((cluster, addon, privacy, cached, inputs))
+
+        async def send_one(
+            cluster: str,
+            addon: AddonView,
+            privacy: RoundPrivacy | None,
+            cached: dict[str, Any] | None,
+            inputs: tuple[str, ...],
+        ) -> str | None:
             async with limit:
                 why = await self._send_to(
                     obj,
@@ -126,15 +130,13 @@ class RoundSender:
                     cached=cached,
                 )
             if why is None:
-                self._checked[slot] = inputs
+                self._checked[(uid, cluster)] = inputs
             else:
-                self._checked.pop(slot, None)
+                self._checked.pop((uid, cluster), None)
             return why
 
-        outcomes = await asyncio.gather(
-            *(send_one(c) for c in progress.participants), return_exceptions=True
-        )
-        for cluster, outcome in zip(progress.participants, outcomes, strict=True):
+        outcomes = await asyncio.gather(*(send_one(*c) for c in changed), return_exceptions=True)
+        for (cluster, *_), outcome in zip(changed, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 raise outcome
             if outcome is not None:
