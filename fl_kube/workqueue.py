@@ -79,12 +79,15 @@ class WorkQueue(Generic[K]):
         self._update_depth()
         self._wake_one()
 
-    def add_after(self, key: K, delay: float) -> None:
-        """Queue ``key`` after ``delay`` seconds; an earlier pending add wins."""
+    def add_after(self, key: K, delay: float, *, respect_backoff: bool = False) -> None:
+        """Queue ``key`` after ``delay`` seconds; an earlier pending add wins. With
+        ``respect_backoff``, as for ``add``."""
         if self._shutting_down:
             return
         if delay <= 0:
-            self.add(key)
+            self.add(key, respect_backoff=respect_backoff)
+            return
+        if respect_backoff and key in self._waiting and self.rate_limiter.retries(key) > 0:
             return
         if key in self._dirty:
             return  # already queued (or re-queued after processing) to run sooner

@@ -147,10 +147,13 @@ class HubManager:
         # A job's own changes reconcile it at once; events about the objects around it
         # (reports, placements, works) wait out the backoff of a job that keeps failing.
         _route(jobs, fl_controller, driver.keys_for_job_event)
-        _route(addons, fl_controller, driver.keys_for_addon, respect_backoff=True)
+        # Reports and round-spec progress come in bursts (each participant several times a
+        # round): a burst is handled in one pass, not one pass per report.
+        batch = driver.report_batch_delay
+        _route(addons, fl_controller, driver.keys_for_addon, respect_backoff=True, delay=batch)
         _route(placements, fl_controller, driver.keys_for_placement_object, respect_backoff=True)
         _route(decisions, fl_controller, driver.keys_for_placement_object, respect_backoff=True)
-        _route(works, fl_controller, driver.keys_for_work, respect_backoff=True)
+        _route(works, fl_controller, driver.keys_for_work, respect_backoff=True, delay=batch)
         _route(addons, rbac_controller, rbac.keys_for_event)
         _route(roles, rbac_controller, rbac.keys_for_event)
         _route(role_bindings, rbac_controller, rbac.keys_for_event)
@@ -182,11 +185,16 @@ def _route(
     keys_of: Callable[[dict[str, Any]], list[K]],
     *,
     respect_backoff: bool = False,
+    delay: Callable[[K], float] | None = None,
 ) -> None:
+    """Reconcile the keys of each event of `informer`; after `delay(key)` seconds when
+    given (the events of that wait are then handled in one pass)."""
+
     def handler(event_type: str, obj: dict[str, Any]) -> None:
         del event_type
         for key in keys_of(obj):
-            controller.enqueue(key, respect_backoff=respect_backoff)
+            wait = delay(key) if delay is not None else 0.0
+            controller.queue.add_after(key, wait, respect_backoff=respect_backoff)
 
     informer.subscribe(handler)
 

@@ -38,6 +38,8 @@ REJECT_REASONS = (
 _DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 _AGGREGATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
+DERIVED_KINDS = ("addon_view", "round_spec")
+
 
 class HubMetrics:
     """Controller-runtime metrics (from fl_kube) plus the federated-learning ones."""
@@ -93,6 +95,14 @@ class HubMetrics:
             "Bytes of updates fetched from the model store and folded in.",
             registry=self.registry,
         )
+        self.derived = Counter(
+            "federated_learning_hub_derived_total",
+            "Per-cluster objects the manager derived: a cluster's add-on view (on each "
+            "change of the add-on), a participant's round spec (on each change of its "
+            "inputs). Grows with the fleet and its changes, not with the passes over a job.",
+            ["kind"],
+            registry=self.registry,
+        )
         self.jobs = Gauge(
             "federated_learning_jobs",
             "FederatedLearning jobs by phase.",
@@ -106,6 +116,8 @@ class HubMetrics:
             self.aggregation_duration.labels(step=step)
         for phase in PHASES:
             self.jobs.labels(phase=phase).set(0)
+        for kind in DERIVED_KINDS:
+            self.derived.labels(kind=kind)
 
     def update_rejected(self, reason: str) -> None:
         self.updates.labels(

@@ -54,6 +54,8 @@ Key = tuple[str, str]  # (namespace, name)
 MAX_STEPS = 8
 OWN_WRITES = 16  # resourceVersions of our own writes remembered per job
 COALESCE_PARTICIPANTS = 100  # participants per second of the status coalescing interval
+BATCH_PARTICIPANTS = 100  # participants per second of the report batching interval
+MAX_BATCH_FACTOR = 5.0
 COMPONENT = "federated-learning-hub-manager"
 
 
@@ -90,6 +92,7 @@ class FederatedLearningReconciler:
         self._spec_checked: dict[Key, tuple[str, int, list[str]]] = {}
         self._events = EventRecorder(api, component=COMPONENT, instance=settings.identity)
         self._applied: dict[tuple[str, str, str], str] = {}
+        self._addon_views: dict[str, tuple[str, AddonView]] = {}  # cluster -> (version, view)
         self._placed = WriteMemo(placements)
         self._cleaner = JobCleaner(api, jobs=jobs, works=works, settings=settings)
         self._reports = ReportCollector(
@@ -97,7 +100,9 @@ class FederatedLearningReconciler:
             metrics=metrics,
             managed_cluster=(lambda name: clusters.get(name)) if clusters is not None else None,
         )
-        self._sender = RoundSender(api, works=works, addon=self._addon, cleaner=self._cleaner)
+        self._sender = RoundSender(
+            api, works=works, addon=self._addon, cleaner=self._cleaner, metrics=metrics
+        )
         self._publisher = Publisher(
             write_status=self._write_status,
             drop_runtime=self._drop_runtime,
@@ -131,6 +136,13 @@ class FederatedLearningReconciler:
             if (job.get("status") or {}).get("phase") not in rounds.TERMINAL_PHASES
             for k in self.keys_for_job(job)
         ]
+
+    def report_batch_delay(self, key: Key) -> float:
+        """How long the passes a job's reports ask for may wait, so that a burst of them
+        costs one pass over the job (each reads every participant), not one per report."""
+        job = self._jobs.get(key[1], key[0])
+        participants = int(((job or {}).get("status") or {}).get("clusters") or 0)
+        return report_batch_interval(self._settings.report_batch_seconds, participants)
 
     def keys_for_placement_object(self, obj: dict[str, Any]) -> list[Key]:
         """The job of a Placement or PlacementDecision (by the placement's name)."""
@@ -246,6 +258,7 @@ class FederatedLearningReconciler:
         self._written_at.pop(key, None)
         self._own_writes.pop(key, None)
         self._spec_checked.pop(key, None)
+        self._reports.forget(*key)
         runtime = self._runtimes.pop(key, None)
         if runtime is not None:
             await runtime.close()
@@ -603,10 +616,19 @@ class FederatedLearningReconciler:
         return selection(placement, decisions)
 
     def _addon(self, cluster: str) -> AddonView:
+        """The cluster's add-on as the hub sees it, built once per resourceVersion."""
         addon = self._addons.get(keys.ADDON_NAME, cluster)
         if addon is None:
+            self._addon_views.pop(cluster, None)
             return AddonView(cluster=cluster, available=False, agent_namespace=None, conditions=())
-        return AddonView.of(addon)
+        version = str((addon.get("metadata") or {}).get("resourceVersion") or "")
+        known = self._addon_views.get(cluster)
+        if version and known is not None and known[0] == version:
+            return known[1]
+        view = AddonView.of(addon)
+        self._metrics.derived.labels(kind="addon_view").inc()
+        self._addon_views[cluster] = (version, view)
+        return view
 
     def _clusters_condition(
         self,
@@ -750,6 +772,11 @@ def _policy(spec: FederatedLearningSpec) -> rounds.RoundPolicy:
 def coalesce_interval(base: float, participants: int) -> float:
     """How often per-cluster progress of a round of `participants` may be written."""
     return base * max(1.0, participants / COALESCE_PARTICIPANTS)
+
+
+def report_batch_interval(base: float, participants: int) -> float:
+    """How long a round of `participants` gathers reports before a pass handles them."""
+    return base * min(participants / BATCH_PARTICIPANTS, MAX_BATCH_FACTOR)
 
 
 def describe_store_error(exc: StoreError) -> str:

@@ -21,7 +21,13 @@ from hub_manager.aggregation import RoundSession, new_session
 from hub_manager.crd_spec import FederatedLearningSpec
 from hub_manager.job_runtime import JobRuntime, build_strategy, load_weights, model_ref
 from hub_manager.metrics import HubMetrics
-from hub_manager.reports import AddonView, DatasetSize, published_size, read_report
+from hub_manager.reports import (
+    AddonView,
+    DatasetSize,
+    ReportView,
+    published_size,
+    read_report,
+)
 from hub_manager.secure_rounds import SecureSession
 
 # A secure round's weight bound when no participant publishes its dataset's size: weights
@@ -40,6 +46,24 @@ class ReportCollector:
         self._addon = addon
         self._metrics = metrics
         self._managed_cluster = managed_cluster or (lambda _cluster: None)
+        # (namespace, name, cluster) -> (the add-on view read, its report): a report is
+        # parsed once per change of the cluster's add-on, not once per pass.
+        self._read: dict[tuple[str, str, str], tuple[AddonView, ReportView | None]] = {}
+
+    def _report(self, cluster: str, namespace: str, name: str) -> ReportView | None:
+        addon = self._addon(cluster)
+        slot = (namespace, name, cluster)
+        known = self._read.get(slot)
+        if known is not None and known[0] is addon:
+            return known[1]
+        view = read_report(addon, fl_namespace=namespace, fl_name=name)
+        self._read[slot] = (addon, view)
+        return view
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop what was read for a job that is gone."""
+        for slot in [s for s in self._read if s[:2] == (namespace, name)]:
+            del self._read[slot]
 
     def max_weight(self, participants: Iterable[str], dataset: str | None) -> float:
         """The largest weight a secure round's participant may have: the most samples any
@@ -80,7 +104,7 @@ class ReportCollector:
         states: dict[str, st.ParticipantState] = {}
         rejected: list[dict[str, Any]] = []
         for cluster in sorted(clusters):
-            view = read_report(self._addon(cluster), fl_namespace=namespace, fl_name=name)
+            view = self._report(cluster, namespace, name)
             if view is None:
                 continue
             if view.report is None:

@@ -64,6 +64,11 @@ class HubSettings(BaseModel):
     status_coalesce_seconds: Annotated[float, Field(ge=0)] = 1.0
     """Per-cluster progress of a round is written at most this often, times the round's
     participants / 100 when there are more (0: on every report)."""
+    report_batch_seconds: Annotated[float, Field(ge=0)] = 1.0
+    """The agents' reports (and round-spec ManifestWork changes) that arrive within this
+    long of the first are handled in one pass, for a round of 100 participants;
+    proportionally shorter for smaller rounds, longer for larger ones (at most 5 times
+    this). 0: a pass per report."""
     sync_timeout_seconds: Seconds = 60.0
     """How long the informers may take to list before the manager gives up starting."""
 
