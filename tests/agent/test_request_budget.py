@@ -116,7 +116,11 @@ async def test_requests_per_cluster_per_round_stay_in_budget(sandbox_factory: An
         # side needs to know comes from its watches.
         applies = [r for r in per_cluster if (r.verb, r.resource) == ("patch", "manifestworks")]
         assert len(applies) <= cluster_rounds, _kinds(per_cluster)
-        assert [rec.path for rec in manager + agents if rec.verb in ("get", "list")] == []
+        assert [rec.path for rec in manager if rec.verb in ("get", "list")] == []
+        # An agent reads its add-on only to redo a status write another writer beat (409).
+        reads = [rec.path for rec in agents if rec.verb in ("get", "list")]
+        conflicts = [rec for rec in agents if rec.verb == "patch" and rec.status == 409]
+        assert len(reads) <= len(conflicts), (reads, len(conflicts))
         coalesce = coalesce_interval(running.settings.status_coalesce_seconds, CLUSTERS)
         assert len(per_job) <= HUB_PER_ROUND * ROUNDS + HUB_PER_JOB + elapsed / coalesce, (
             elapsed,
