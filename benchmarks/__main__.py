@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import control_plane, demo_vs_flower, hub_memory, privacy_utility, secagg
+from benchmarks import report as report_file
 from fl_contract.weights import encode_weights
 
 RESULTS = Path(__file__).resolve().parent / "results" / "aggregation.json"
@@ -180,18 +180,11 @@ def aggregation(*, quick: bool) -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     report = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "load_average_at_start": load_at_start,
-            "load_average_at_end": list(os.getloadavg()),
-        },
+        "machine": report_file.machine(load_at_start),
         "seconds_total": round(time.perf_counter() - started, 1),
         "rows": rows,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    report_file.write(RESULTS, report)
     print()
     print(table(rows))
     print(f"\nload average {load_at_start[0]:.1f} at start on {os.cpu_count()} CPUs")

@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -40,6 +39,8 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Final
+
+from benchmarks import report as report_file
 
 RESULTS: Final = Path(__file__).resolve().parent / "results" / "control_plane.json"
 REPO: Final = Path(__file__).resolve().parent.parent
@@ -143,18 +144,11 @@ def run(
         key=lambda row: int(row["clusters"]),
     )
     report = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "memory_gib": round(_total_memory() / 2**30, 1),
-            "python": platform.python_version(),
-            "load_average_at_start": load_at_start,
-            "load_average_at_end": list(os.getloadavg()),
-        },
+        "machine": report_file.machine(load_at_start, memory_gib=round(_total_memory() / 2**30, 1)),
         "seconds_total": round(time.perf_counter() - started, 1),
         "rows": merged,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    report_file.write(RESULTS, report)
     print()
     print(table(merged))
     print(f"\nwritten {RESULTS} in {report['seconds_total']} s")

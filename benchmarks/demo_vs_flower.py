@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -27,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks import report as report_file
 
 RESULTS = Path(__file__).resolve().parent / "results" / "demo_vs_flower.json"
 REFERENCE_SHA256 = "3f44ca9ce7f9d543204510619ad00d4946dca72c70d612ff80b99e0a4bdf22e4"
@@ -147,12 +148,7 @@ def run(pairs: int = 3) -> dict[str, Any]:
         "flower_final_accuracy": flower[-1]["final_accuracy"],
         "ours_model_sha256_is_reference": all(r["model_sha256"] == REFERENCE_SHA256 for r in ours),
         "runs": {"ours": ours, "flower": flower},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_average_at_start": load_at_start,
-            "load_average_at_end": list(os.getloadavg()),
-        },
+        "machine": report_file.machine(load_at_start),
     }
     report["wall_ratio"] = round(report["ours_wall_s"] / report["flower_wall_s"], 3)
     report["cpu_ratio"] = round(report["ours_cpu_s"] / max(report["flower_cpu_s"], 1e-9), 3)
@@ -166,8 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=3, help="alternating runs of each (default 3)")
     args = parser.parse_args(argv)
     report = run(pairs=args.pairs)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    report_file.write(RESULTS, report)
     print(
         f"demo {report['ours_wall_s']} s wall, {report['ours_cpu_s']} CPU-s; Flower "
         f"{report['flower_wall_s']} s wall, {report['flower_cpu_s']} CPU-s; wall ratio "

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks import report as report_file
 from fl_contract import keys, naming
 from fl_contract.models import RoundReport
 from fl_kube import resources as r
@@ -259,8 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(measure(10, Path(folder) / "warm-up"))
         result = asyncio.run(measure(args.clusters, Path(folder) / "measured"))
     result["python"] = platform.python_version()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    report_file.write(RESULTS, result)
     print(
         f"hub manager with {result['clusters']} clusters in a round: "
         f"{result['per_cluster_bytes'] / 1024:.1f} KiB per cluster above idle "

@@ -12,7 +12,6 @@ Results go to benchmarks/results/privacy_utility.json and a table on stdout.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import report as report_file
 from fl_contract.weights import Weights
 from fl_core.examples import digits
 from fl_core.privacy.dp.accountant import Spent, spent_epsilon
@@ -114,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds_total": round(time.perf_counter() - started, 1),
         "rows": rows,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    report_file.write(RESULTS, report)
     print(table(rows))
     print(f"written {RESULTS} in {report['seconds_total']} s")
     return 0

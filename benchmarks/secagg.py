@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -36,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import report as report_file
 from fl_contract.weights import describe
 from fl_core.privacy.secagg import (
     HubInputs,
@@ -193,13 +193,7 @@ def run(*, quick: bool = False, repeats: int = 5) -> dict[str, Any]:
         rows.append(row)
         print(_line(row), flush=True)
     return {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "load_average_at_start": load_at_start,
-            "load_average_at_end": list(os.getloadavg()),
-        },
+        "machine": report_file.machine(load_at_start),
         "seconds_total": round(time.perf_counter() - started, 1),
         "rows": rows,
     }
@@ -242,8 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="hub replays per case")
     args = parser.parse_args(argv)
     report = run(quick=args.quick, repeats=args.repeats)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    report_file.write(RESULTS, report)
     print()
     print(table(report["rows"]))
     load = report["machine"]["load_average_at_start"][0]
