@@ -193,7 +193,14 @@ async def test_why_clusters_failed_reaches_the_job(sandbox_factory: Any) -> None
             await _report_failure(c2, uid, reason="DatasetNotFound", message=missing)
             await _report_failure(c3, uid, reason="TrainingFailed", message=crash)
             status = await h.wait_status(sb, "broken", h.phase_is("Failed"))
-            events = await events_of(sb, "broken")
+
+            async def failure_events() -> list[dict[str, Any]] | None:
+                found = await events_of(sb, "broken")
+                ended = any(e["reason"] == "QuorumNotReached" for e in found)
+                return found if ended else None
+
+            # The Events follow the status write that failed the job.
+            events = await wait_for(failure_events, timeout=10, message="QuorumNotReached")
         finally:
             await h.close_clusters(cs)
         assert f"cluster1, cluster3: TrainingFailed ({crash})" in status["message"]
